@@ -17,3 +17,5 @@ endif()
 if(MOEOPT_BENCH)
   find_package(benchmark REQUIRED)
 endif()
+# zlib: vendored data files (tokenizers, goldens) are stored gzip-compressed.
+find_package(ZLIB REQUIRED)

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 apt_pkgs=(build-essential cmake ninja-build pkg-config git python3 python3-venv
   nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
-  libpcre2-dev libutf8proc-dev libgtest-dev libgmock-dev libbenchmark-dev)
+  libpcre2-dev libutf8proc-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
