@@ -178,6 +178,9 @@ class SafetensorsWriter {
 
  private:
   SafetensorsWriter() = default;
+  static Result<SafetensorsWriter> create_unchecked(const std::string& path,
+                                                    std::vector<SafetensorsTensorSpec> tensors,
+                                                    const std::map<std::string, std::string>& metadata);
   struct State;
   std::unique_ptr<State> s_;
 };
@@ -218,10 +221,11 @@ struct ShardedWriteResult {
 };
 
 // Splits `tensors` (kept in the given order) into shards of at most max_shard_bytes of
-// tensor data (a tensor larger than that gets a shard of its own) and writes them into
-// `dir` (created if needed). One shard: `<stem>.safetensors`, no index, as transformers
-// does. Several: `<stem>-0000i-of-0000n.safetensors` plus `<stem>.safetensors.index.json`
-// = {"metadata": {"total_size": T}, "weight_map": {name: file}}.
+// tensor data the way huggingface_hub does (a tensor larger than the limit gets a shard of
+// its own) and writes them into `dir` (created if needed). One shard: `<stem>.safetensors`,
+// no index (a stale index is removed), as transformers does. Several:
+// `<stem>-0000i-of-0000n.safetensors` plus `<stem>.safetensors.index.json` =
+// {"metadata": {"total_size": T}, "weight_map": {name: file}}. No tensors: one empty file.
 Result<ShardedWriteResult> write_sharded_safetensors(const std::string& dir,
                                                      std::vector<SafetensorsTensorSource> tensors,
                                                      const ShardedWriteOptions& options = {});
