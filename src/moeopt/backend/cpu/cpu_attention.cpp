@@ -1,0 +1,117 @@
+// CPU reference: kv_cache_write and paged_attention (attention.h, which documents the paged
+// layout). One work item per (query token, q head): scores over the visible cached tokens,
+// a two-pass softmax in fp32 and the weighted sum of V rows, each row read through the block
+// table exactly as a paged GPU kernel would.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "moeopt/backend/cpu/cpu_backend.h"
+#include "moeopt/backend/cpu/cpu_util.h"
+
+namespace moeopt::cpu {
+
+Status kv_cache_write(const Context& ctx, const TensorView& k, const TensorView& v,
+                      const TensorView& slot_mapping, const TensorView& k_cache,
+                      const TensorView& v_cache) {
+  const int64_t tokens = k.shape[0], hkv = k_cache.shape[2], d = k_cache.shape[3];
+  const int64_t num_slots = k_cache.shape[0] * k_cache.shape[1];
+  const int32_t* slot = slot_mapping.ptr<int32_t>();
+  for (int64_t t = 0; t < tokens; ++t)
+    if (slot[t] >= num_slots)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "kv_cache_write: slot {} of token {} is past the cache ({} slots)",
+                        slot[t], t, num_slots);
+  const int64_t row = hkv * d;  // one token's keys in the cache
+  parallel_for(ctx, tokens, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      if (slot[t] < 0) continue;  // padding token
+      store_f32(k_cache.data, k_cache.dtype, int64_t(slot[t]) * row, row, row_f32(k, t));
+      store_f32(v_cache.data, v_cache.dtype, int64_t(slot[t]) * row, row, row_f32(v, t));
+    }
+  }, 16);
+  return {};
+}
+
+Status paged_attention(const Context& ctx, const TensorView& q, const TensorView& k_cache,
+                       const TensorView& v_cache, const TensorView& block_table,
+                       const TensorView& context_lens, const TensorView& query_start_loc,
+                       const ops::AttentionParams& params, const TensorView& out) {
+  const int64_t tokens = q.shape[0], hq = q.shape[1], d = q.shape[2];
+  const int64_t num_blocks = k_cache.shape[0], bs = k_cache.shape[1], hkv = k_cache.shape[2];
+  const int64_t seqs = block_table.shape[0], max_blocks = block_table.shape[1];
+  const int32_t* bt = block_table.ptr<int32_t>();
+  const int32_t* clen = context_lens.ptr<int32_t>();
+  const int32_t* qsl = query_start_loc.ptr<int32_t>();
+
+  // Validate the run-time metadata and map each query row to its sequence.
+  if (qsl[0] != 0 || qsl[seqs] != tokens)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "paged_attention: query_start_loc must start at 0 and end at {} (got {} "
+                      "and {})",
+                      tokens, qsl[0], qsl[seqs]);
+  std::vector<int32_t> seq_of(static_cast<size_t>(tokens), 0);
+  for (int64_t s = 0; s < seqs; ++s) {
+    const int64_t n = int64_t(qsl[s + 1]) - qsl[s];
+    if (n < 0 || n > clen[s] || int64_t(clen[s]) > max_blocks * bs)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "paged_attention: sequence {} has {} new tokens and context length {} "
+                        "(need 0 <= new <= context <= {} = max_blocks_per_seq * block_size)",
+                        s, n, clen[s], max_blocks * bs);
+    const int64_t used_blocks = (int64_t(clen[s]) + bs - 1) / bs;
+    for (int64_t b = 0; b < used_blocks; ++b) {
+      const int32_t blk = bt[s * max_blocks + b];
+      if (blk < 0 || blk >= num_blocks)
+        return make_error(ErrorCode::kInvalidArgument,
+                          "paged_attention: block_table[{}][{}] = {} is outside [0, {})", s, b,
+                          blk, num_blocks);
+    }
+    for (int64_t t = qsl[s]; t < qsl[s + 1]; ++t) seq_of[size_t(t)] = int32_t(s);
+  }
+
+  const float scale = params.scale > 0.0f ? params.scale : 1.0f / std::sqrt(float(d));
+  const int64_t group = hq / hkv;
+  parallel_for(ctx, tokens * hq, [&](int64_t b, int64_t e) {
+    std::vector<float> scores, kv(static_cast<size_t>(d)), acc(static_cast<size_t>(d));
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t t = item / hq, h = item % hq, g = h / group;
+      const int64_t s = seq_of[size_t(t)];
+      const int64_t n_new = int64_t(qsl[s + 1]) - qsl[s];
+      const int64_t pos = int64_t(clen[s]) - n_new + (t - qsl[s]);
+      const int64_t lo = params.sliding_window > 0
+                             ? std::max<int64_t>(0, pos - params.sliding_window + 1)
+                             : 0;
+      const float* qv = row_f32(q, t) + h * d;
+      // Element offset of token j's kv head g in a cache viewed as [slots, Hkv, D].
+      auto cache_offset = [&](int64_t j) {
+        const int64_t slot = int64_t(bt[s * max_blocks + j / bs]) * bs + j % bs;
+        return (slot * hkv + g) * d;
+      };
+      scores.resize(size_t(pos - lo + 1));
+      float mx = -INFINITY;
+      for (int64_t j = lo; j <= pos; ++j) {
+        load_f32(k_cache.data, k_cache.dtype, cache_offset(j), d, kv.data());
+        const float sc = dot_f32(qv, kv.data(), d) * scale;
+        scores[size_t(j - lo)] = sc;
+        mx = std::max(mx, sc);
+      }
+      float sum = 0.0f;
+      for (float& sc : scores) {
+        sc = std::exp(sc - mx);
+        sum += sc;
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = lo; j <= pos; ++j) {
+        load_f32(v_cache.data, v_cache.dtype, cache_offset(j), d, kv.data());
+        const float p = scores[size_t(j - lo)];
+        for (int64_t i = 0; i < d; ++i) acc[size_t(i)] += p * kv[size_t(i)];
+      }
+      float* o = row_f32(out, t) + h * d;
+      const float inv = 1.0f / sum;
+      for (int64_t i = 0; i < d; ++i) o[i] = acc[size_t(i)] * inv;
+    }
+  }, 2);
+  return {};
+}
+
+}  // namespace moeopt::cpu

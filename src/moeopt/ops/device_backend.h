@@ -1,0 +1,99 @@
+// The interface a device backend (backend/cuda) implements so the ops can dispatch to it.
+//
+// The free functions in ops/<family>.h validate their arguments, then call the CPU reference
+// for CPU tensors or ctx.device_backend for CUDA tensors. A backend overrides the ops it
+// has; the rest answer kUnsupported, so the CUDA side can grow one op at a time. Arguments
+// arrive validated (shapes, dtypes, devices as documented in each family's header).
+#pragma once
+
+#include <optional>
+
+#include "moeopt/core/status.h"
+#include "moeopt/core/tensor.h"
+#include "moeopt/ops/attention.h"
+#include "moeopt/ops/context.h"
+#include "moeopt/ops/moe.h"
+
+namespace moeopt::ops {
+
+class DeviceBackend {
+ public:
+  virtual ~DeviceBackend() = default;
+  virtual const char* name() const = 0;
+
+  virtual Status embedding(const Context&, const TensorView& table, const TensorView& ids,
+                           const TensorView& out) {
+    return not_here("embedding");
+  }
+  virtual Status rms_norm(const Context&, const TensorView& x, const TensorView& weight,
+                          float eps, const TensorView& out) {
+    return not_here("rms_norm");
+  }
+  virtual Status add_rms_norm(const Context&, const TensorView& x, const TensorView& residual,
+                              const TensorView& weight, float eps, const TensorView& out) {
+    return not_here("add_rms_norm");
+  }
+  virtual Status linear(const Context&, const TensorView& x, const TensorView& weight,
+                        const std::optional<TensorView>& bias, const TensorView& y) {
+    return not_here("linear");
+  }
+  virtual Status silu_and_mul(const Context&, const TensorView& x, const TensorView& out) {
+    return not_here("silu_and_mul");
+  }
+  virtual Status silu(const Context&, const TensorView& x, const TensorView& out) {
+    return not_here("silu");
+  }
+  virtual Status rope_apply(const Context&, const TensorView& q, const TensorView& k,
+                            const TensorView& positions, const TensorView& cos_sin) {
+    return not_here("rope_apply");
+  }
+  virtual Status kv_cache_write(const Context&, const TensorView& k, const TensorView& v,
+                                const TensorView& slot_mapping, const TensorView& k_cache,
+                                const TensorView& v_cache) {
+    return not_here("kv_cache_write");
+  }
+  virtual Status paged_attention(const Context&, const TensorView& q, const TensorView& k_cache,
+                                 const TensorView& v_cache, const TensorView& block_table,
+                                 const TensorView& context_lens,
+                                 const TensorView& query_start_loc,
+                                 const AttentionParams& params, const TensorView& out) {
+    return not_here("paged_attention");
+  }
+  virtual Status moe_route(const Context&, const TensorView& router_logits,
+                           const RouteParams& params, const TensorView& expert_ids,
+                           const TensorView& expert_weights) {
+    return not_here("moe_route");
+  }
+  virtual Status moe_permute(const Context&, const TensorView& expert_ids,
+                             const TensorView& expert_weights, int64_t num_experts,
+                             int pad_rows_to, const MoePermutation& perm) {
+    return not_here("moe_permute");
+  }
+  virtual Status moe_experts(const Context&, const TensorView& x, const ExpertWeights& weights,
+                             const MoePermutation& perm, const TensorView& out_rows) {
+    return not_here("moe_experts");
+  }
+  virtual Status moe_combine(const Context&, const TensorView& rows,
+                             const TensorView& token_to_permuted_row, const TensorView& out) {
+    return not_here("moe_combine");
+  }
+  virtual Status moe_forward(const Context&, const TensorView& x,
+                             const TensorView& router_logits, const ExpertWeights& weights,
+                             const MoeParams& params, const TensorView& out) {
+    return not_here("moe_forward");
+  }
+  virtual Status argmax(const Context&, const TensorView& logits, const TensorView& out) {
+    return not_here("argmax");
+  }
+  virtual Status log_softmax(const Context&, const TensorView& x, const TensorView& out) {
+    return not_here("log_softmax");
+  }
+
+ protected:
+  Status not_here(const char* op) const {
+    return make_error(ErrorCode::kUnsupported, "{}: not implemented by the {} backend", op,
+                      name());
+  }
+};
+
+}  // namespace moeopt::ops
