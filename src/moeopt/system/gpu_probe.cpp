@@ -131,9 +131,13 @@ void probe_nvml(const NvmlApi& api, GpuProbe& out) {
   for (auto& d : out.devices) {
     if (d.pci_bus_id.empty()) continue;
     void* handle = nullptr;
+    if (api.nvmlDeviceGetHandleByPciBusId_v2(d.pci_bus_id.c_str(), &handle) != 0) continue;
+    NvmlMemoryV2 mem2{};
+    mem2.version = unsigned(sizeof(NvmlMemoryV2)) | (2u << 24);
     NvmlMemory mem{};
-    if (api.nvmlDeviceGetHandleByPciBusId_v2(d.pci_bus_id.c_str(), &handle) == 0 &&
-        api.nvmlDeviceGetMemoryInfo(handle, &mem) == 0)
+    if (api.nvmlDeviceGetMemoryInfo_v2 && api.nvmlDeviceGetMemoryInfo_v2(handle, &mem2) == 0)
+      d.memory_used_bytes = int64_t(mem2.used);
+    else if (api.nvmlDeviceGetMemoryInfo(handle, &mem) == 0)
       d.memory_used_bytes = int64_t(mem.used);
   }
   api.nvmlShutdown();
@@ -169,6 +173,7 @@ Loaded<NvmlApi> load_nvml_api(const std::string& library) {
   l.get(a.nvmlSystemGetDriverVersion, "nvmlSystemGetDriverVersion");
   l.get(a.nvmlDeviceGetHandleByPciBusId_v2, "nvmlDeviceGetHandleByPciBusId_v2");
   l.get(a.nvmlDeviceGetMemoryInfo, "nvmlDeviceGetMemoryInfo");
+  l.get(a.nvmlDeviceGetMemoryInfo_v2, "nvmlDeviceGetMemoryInfo_v2", /*required=*/false);
   out.ok = l.ok();
   out.error = l.error();
   return out;

@@ -40,12 +40,25 @@ struct NvmlMemory {
   unsigned long long used;
 };
 
+// nvmlMemory_v2_t: `used` excludes memory the driver reserves for itself (which the v1
+// record counts as used), matching what nvidia-smi shows.
+struct NvmlMemoryV2 {
+  unsigned int version;  // sizeof(NvmlMemoryV2) | (2 << 24)
+  unsigned long long total;
+  unsigned long long reserved;
+  unsigned long long free;
+  unsigned long long used;
+};
+static_assert(sizeof(NvmlMemoryV2) == 40, "nvmlMemory_v2_t is 40 bytes on LP64");
+
 struct NvmlApi {
   int (*nvmlInit_v2)() = nullptr;
   int (*nvmlShutdown)() = nullptr;
   int (*nvmlSystemGetDriverVersion)(char* version, unsigned int len) = nullptr;
   int (*nvmlDeviceGetHandleByPciBusId_v2)(const char* bus_id, void** device) = nullptr;
   int (*nvmlDeviceGetMemoryInfo)(void* device, NvmlMemory* memory) = nullptr;
+  // Optional (drivers >= 510); preferred when present.
+  int (*nvmlDeviceGetMemoryInfo_v2)(void* device, NvmlMemoryV2* memory) = nullptr;
 };
 
 struct NcclApi {
