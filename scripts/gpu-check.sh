@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One reproducible GPU check, run ON the GPU machine from the repository root:
+#   builds moeopt with CUDA (Release, sm_90a), runs the GPU tests (test_cuda) and the MoE
+#   layer benchmark against the PyTorch peer, and writes logs + JSON under OUTDIR.
+# Prerequisite (prepared here, carried with the call): .gpu-bundle from scripts/gpu-bundle.sh.
+# Usage: scripts/gpu-check.sh [OUTDIR]       (default: $OUT, else ./gpu-out)
+#   BENCH_ARGS="--ms 1,64 --sweep"  extra arguments for bench/moe_layer.py
+#   SKIP_BENCH=1 / SKIP_TESTS=1     to run only part of it
+# Files written (at most 8, flat, so the device tool returns them all):
+#   env.txt build.log test_cuda.log test_cuda.xml moe_layer.log moe_layer.json
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+out=${1:-${OUT:-$root/gpu-out}}
+mkdir -p "$out"
+build=${BUILD_DIR:-$root/build-cuda}
+status=0
+
+if [ -f .gpu-bundle/env.sh ]; then
+  # shellcheck disable=SC1091
+  source .gpu-bundle/env.sh
+else
+  echo "gpu-check: .gpu-bundle/env.sh missing (run scripts/gpu-bundle.sh here and carry it)" >&2
+fi
+{
+  date -u +%FT%TZ
+  git rev-parse --short HEAD 2>/dev/null || echo "commit unknown"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv
+  nvcc --version | tail -2
+  python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'
+} >"$out/env.txt" 2>&1
+cat "$out/env.txt"
+
+echo "== build" | tee "$out/build.log"
+if ! { cmake -G Ninja -S "$root" -B "$build" -DMOEOPT_CUDA=ON -DMOEOPT_BENCH=ON \
+         -DCMAKE_BUILD_TYPE=Release &&
+       ninja -C "$build" -j"$(nproc)" test_cuda moeopt_moe_capi; } >>"$out/build.log" 2>&1; then
+  tail -40 "$out/build.log"
+  echo "gpu-check: BUILD FAILED (see build.log)"
+  exit 1
+fi
+tail -3 "$out/build.log"
+
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  echo "== test_cuda"
+  "$build/tests/test_cuda" --gtest_output="xml:$out/test_cuda.xml" >"$out/test_cuda.log" 2>&1
+  rc=$?
+  grep -E '^\[( +OK|  FAILED|  PASSED|  SKIPPED) ' "$out/test_cuda.log" | tail -30
+  grep -B2 -A8 'Failure' "$out/test_cuda.log" | head -60
+  [ $rc -eq 0 ] || { echo "gpu-check: TESTS FAILED (rc $rc)"; status=1; }
+fi
+
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  echo "== bench/moe_layer.py"
+  # shellcheck disable=SC2086
+  PYTHONUNBUFFERED=1 python3 bench/moe_layer.py --lib "$build/bench/libmoeopt_moe_capi.so" \
+      --json "$out/moe_layer.json" ${BENCH_ARGS:-} 2>&1 | tee "$out/moe_layer.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "gpu-check: BENCH FAILED"; status=1; }
+fi
+exit $status

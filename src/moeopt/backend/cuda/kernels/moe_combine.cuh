@@ -1,0 +1,57 @@
+// MoE combine: out[t, :] = residual[t, :] (optional) + sum_{s < k} y[token_to_permuted_row[t*k+s], :]
+// The routing weights were already applied by GEMM 2's epilogue, so this is a plain sum of
+// each token's k rows, in slot order and in fp32 (deterministic: no atomics). Rows marked -1
+// (invalid expert id) add nothing.
+//
+// One thread per 8 output columns (16-byte loads/stores); a block covers kCombineThreads*8
+// columns of one token (grid.x = tokens, grid.y = column blocks). Bounds: hidden % 8 == 0, 16-byte aligned pointers.
+// Test: tests/unit/cuda_moe_test.cpp.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "moeopt/backend/cuda/kernels/moe_params.cuh"
+
+namespace moeopt::cuda::kernels {
+
+
+__global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(CombineParams p) {
+  const int t = blockIdx.x;  // grid: (num_tokens, ceil(hidden / (8 * kCombineThreads)))
+  const int h = (blockIdx.y * kCombineThreads + threadIdx.x) * 8;
+  if (h >= p.hidden) return;
+  float acc[8];
+  if (p.residual != nullptr) {
+    const uint4 r = *reinterpret_cast<const uint4*>(p.residual + size_t(t) * p.hidden + h);
+    const __nv_bfloat162* rb = reinterpret_cast<const __nv_bfloat162*>(&r);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __bfloat1622float2(rb[i]);
+      acc[2 * i] = f.x;
+      acc[2 * i + 1] = f.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[i] = 0.f;
+  }
+  for (int s = 0; s < p.top_k; ++s) {
+    const int row = p.token_to_permuted_row[size_t(t) * p.top_k + s];
+    if (row < 0) continue;
+    const uint4 v = *reinterpret_cast<const uint4*>(p.y + size_t(row) * p.hidden + h);
+    const __nv_bfloat162* vb = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __bfloat1622float2(vb[i]);
+      acc[2 * i] += f.x;
+      acc[2 * i + 1] += f.y;
+    }
+  }
+  uint4 o;
+  __nv_bfloat162* ob = reinterpret_cast<__nv_bfloat162*>(&o);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) ob[i] = __floats2bfloat162_rn(acc[2 * i], acc[2 * i + 1]);
+  *reinterpret_cast<uint4*>(p.out + size_t(t) * p.hidden + h) = o;
+}
+
+}  // namespace moeopt::cuda::kernels

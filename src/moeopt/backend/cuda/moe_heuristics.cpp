@@ -1,0 +1,40 @@
+// Tile heuristics for the MoE grouped GEMMs: see moe_heuristics.h.
+#include "moeopt/backend/cuda/moe_heuristics.h"
+
+namespace moeopt::cuda {
+
+int moe_gemm_tile_rows(MoeGemmTile tile) {
+  switch (tile) {
+    case MoeGemmTile::kBm32Bn8: return 8;
+    case MoeGemmTile::kBm64Bn16: return 16;
+    case MoeGemmTile::kBm64Bn32: return 32;
+    case MoeGemmTile::kBm128Bn64: return 64;
+    case MoeGemmTile::kBm128Bn128: return 128;
+  }
+  return 128;  // unreachable: every enumerator is handled above
+}
+
+const char* moe_gemm_tile_name(MoeGemmTile tile) {
+  switch (tile) {
+    case MoeGemmTile::kBm32Bn8: return "bm32_bn8";
+    case MoeGemmTile::kBm64Bn16: return "bm64_bn16";
+    case MoeGemmTile::kBm64Bn32: return "bm64_bn32";
+    case MoeGemmTile::kBm128Bn64: return "bm128_bn64";
+    case MoeGemmTile::kBm128Bn128: return "bm128_bn128";
+  }
+  return "?";
+}
+
+MoeGemmTile choose_moe_gemm_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
+  // Expected rows per expert (uniform routing). With Poisson-like counts, a token tile of
+  // about 2x the mean keeps almost every expert in one tile.
+  const double rows_per_expert =
+      double(num_tokens) * double(top_k) / double(num_experts > 0 ? num_experts : 1);
+  if (rows_per_expert <= 4.0) return MoeGemmTile::kBm32Bn8;
+  if (rows_per_expert <= 10.0) return MoeGemmTile::kBm64Bn16;
+  if (rows_per_expert <= 20.0) return MoeGemmTile::kBm64Bn32;
+  if (rows_per_expert <= 40.0) return MoeGemmTile::kBm128Bn64;
+  return MoeGemmTile::kBm128Bn128;
+}
+
+}  // namespace moeopt::cuda

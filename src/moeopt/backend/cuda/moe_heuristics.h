@@ -1,0 +1,29 @@
+// Tile choice for the MoE grouped GEMMs, per M regime (sm_90 / H100-H200 class GPUs).
+//
+// The deciding quantity is the expected number of rows per expert, M*k/E: the token tile
+// (BN) should hold all rows of a typical expert so its weights stream from HBM once, while
+// the weight tile (BM) stays small enough at decode sizes that every SM has weight rows to
+// stream. Thresholds were set from bench/moe_layer.py's tile sweep (docs/perf.md).
+#pragma once
+
+#include <cstdint>
+
+namespace moeopt::cuda {
+
+// Grouped-GEMM tile configurations (BM weight rows x BN tokens; see moe_launch.cu).
+enum class MoeGemmTile : uint8_t {
+  kBm32Bn8,    // decode: 4 warps split K, 6-stage pipeline
+  kBm64Bn16,
+  kBm64Bn32,
+  kBm128Bn64,
+  kBm128Bn128, // prefill
+};
+inline constexpr int kNumMoeGemmTiles = 5;
+
+// Token rows per tile (the permutation's tile_rows) for a configuration.
+int moe_gemm_tile_rows(MoeGemmTile tile);
+const char* moe_gemm_tile_name(MoeGemmTile tile);
+// The configuration for M tokens routed top-k over E experts.
+MoeGemmTile choose_moe_gemm_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts);
+
+}  // namespace moeopt::cuda

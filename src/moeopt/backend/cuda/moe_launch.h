@@ -1,0 +1,26 @@
+// Raw launchers of the MoE kernels (internal to backend/cuda). They only pick the template
+// instance and grid; argument validation happens in moe.cpp, which is compiled as plain C++
+// (the engine's Status/fmt headers do not go through nvcc).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "moeopt/backend/cuda/kernels/moe_params.cuh"
+#include "moeopt/backend/cuda/moe_heuristics.h"
+
+namespace moeopt::cuda::detail {
+
+// Tokens per router block for hidden size H and E experts (fits the shared-memory budget).
+int router_tokens_per_block(int hidden, int num_experts);
+size_t router_smem_bytes(int tokens_per_block, int hidden, int num_experts);
+cudaError_t launch_moe_router_topk(const kernels::RouterParams& p, int tokens_per_block,
+                                   cudaStream_t stream);
+// Count + place (two kernels).
+cudaError_t launch_moe_permute(const kernels::PermuteParams& p, cudaStream_t stream);
+// max_tiles: upper bound of the tile table's length (grid.x); blocks past num_tiles exit.
+cudaError_t launch_moe_grouped_gemm(MoeGemmTile tile, bool gated,
+                                    const kernels::GroupedGemmParams& p, int max_tiles,
+                                    cudaStream_t stream);
+cudaError_t launch_moe_combine(const kernels::CombineParams& p, cudaStream_t stream);
+
+}  // namespace moeopt::cuda::detail

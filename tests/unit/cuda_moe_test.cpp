@@ -1,0 +1,457 @@
+// GPU tests of the CUDA MoE layer (src/moeopt/backend/cuda/moe.h) against a float64 host
+// reference written here: router top-k (compared as sets, ties allowed only where the
+// reference values tie), permutation (counts, offsets, stable order, tile table) and the
+// expert path (permute + GEMM1 + SiLU*up + GEMM2 + combine) by normalised error.
+// Every test skips when no CUDA device is present (CI compiles this file but has no GPU).
+// Run: build/tests/test_cuda --gtest_filter='CudaMoe*'
+#include <gtest/gtest.h>
+
+#if MOEOPT_HAVE_CUDA
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <set>
+#include <vector>
+
+#include "moeopt/backend/cuda/moe.h"
+#include "moeopt/core/dtype.h"
+
+namespace moeopt::cuda {
+namespace {
+
+bool have_gpu() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return n > 0;
+}
+
+#define SKIP_WITHOUT_GPU() \
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
+
+#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr << ": " << cudaGetErrorString(expr)
+
+// Deterministic fast random numbers (xorshift64*), uniform in [-1, 1).
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  uint64_t next() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545F4914F6CDD1Dull;
+  }
+  float uniform() { return float(int64_t(next() >> 40) - (int64_t(1) << 23)) / float(1 << 23); }
+  int below(int n) { return int((next() >> 33) % uint64_t(n)); }
+};
+
+// bf16 host buffer plus its exact float values.
+struct Bf16Host {
+  std::vector<uint16_t> bits;
+  std::vector<float> f;
+};
+Bf16Host random_bf16(size_t n, Rng& rng, float scale) {
+  Bf16Host h;
+  h.bits.resize(n);
+  h.f.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    h.bits[i] = f32_to_bf16(rng.uniform() * scale);
+    h.f[i] = bf16_to_f32(h.bits[i]);
+  }
+  return h;
+}
+
+// Owning device buffer.
+struct DevBuf {
+  void* p = nullptr;
+  size_t bytes = 0;
+  explicit DevBuf(size_t n) : bytes(n) {
+    if (cudaMalloc(&p, n) != cudaSuccess) p = nullptr;
+  }
+  ~DevBuf() { cudaFree(p); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  template <class T>
+  T* as() const { return static_cast<T*>(p); }
+};
+template <class T>
+void upload(DevBuf& d, const std::vector<T>& v) {
+  ASSERT_NE(d.p, nullptr);
+  ASSERT_EQ(cudaMemcpy(d.p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+}
+template <class T>
+std::vector<T> download(const void* p, size_t n) {
+  std::vector<T> v(n);
+  EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return v;
+}
+
+// ---------------------------------------------------------------- router
+
+struct RouterRef {
+  std::vector<double> logits;  // [M, E]
+};
+RouterRef ref_logits(const std::vector<float>& x, const std::vector<float>& wr, int M, int H,
+                     int E) {
+  RouterRef r;
+  r.logits.resize(size_t(M) * E);
+  for (int t = 0; t < M; ++t)
+    for (int e = 0; e < E; ++e) {
+      double s = 0;
+      for (int h = 0; h < H; ++h) s += double(x[size_t(t) * H + h]) * wr[size_t(e) * H + h];
+      r.logits[size_t(t) * E + e] = s;
+    }
+  return r;
+}
+
+struct RouterCase {
+  int M, H, E, k;
+  bool renorm;
+};
+
+void run_router_case(const RouterCase& c, uint64_t seed) {
+  SCOPED_TRACE(testing::Message() << "M=" << c.M << " H=" << c.H << " E=" << c.E << " k=" << c.k);
+  Rng rng(seed);
+  Bf16Host x = random_bf16(size_t(c.M) * c.H, rng, 1.0f);
+  Bf16Host wr = random_bf16(size_t(c.E) * c.H, rng, 0.1f);
+  DevBuf dx(x.bits.size() * 2), dw(wr.bits.size() * 2), dids(size_t(c.M) * c.k * 4),
+      dwt(size_t(c.M) * c.k * 4), dlog(size_t(c.M) * c.E * 4);
+  upload(dx, x.bits);
+  upload(dw, wr.bits);
+  CUDA_OK(cudaMemset(dids.p, 0xff, dids.bytes));
+  CUDA_OK(cudaMemset(dwt.p, 0xff, dwt.bytes));
+  MoeDims d{c.M, c.H, 8, c.E, c.k};
+  MoeRouteArgs a;
+  a.x = dx.p;
+  a.router_w = dw.p;
+  a.renormalize = c.renorm;
+  a.expert_ids = dids.as<int32_t>();
+  a.expert_weights = dwt.as<float>();
+  a.logits = dlog.as<float>();
+  Status st = moe_route_topk(d, a);
+  ASSERT_TRUE(st.ok()) << st.message();
+  CUDA_OK(cudaDeviceSynchronize());
+  auto ids = download<int32_t>(dids.p, size_t(c.M) * c.k);
+  auto wts = download<float>(dwt.p, size_t(c.M) * c.k);
+  auto logits = download<float>(dlog.p, size_t(c.M) * c.E);
+  RouterRef ref = ref_logits(x.f, wr.f, c.M, c.H, c.E);
+
+  for (int t = 0; t < c.M; ++t) {
+    const double* lr = &ref.logits[size_t(t) * c.E];
+    for (int e = 0; e < c.E; ++e)
+      ASSERT_NEAR(logits[size_t(t) * c.E + e], lr[e], 1e-4 * (1 + std::fabs(lr[e])));
+    // Reference top-k: sort by value desc, id asc.
+    std::vector<int> order(c.E);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a1, int b1) { return lr[a1] > lr[b1]; });
+    const double kth = lr[order[c.k - 1]];
+    std::set<int> got;
+    for (int s = 0; s < c.k; ++s) {
+      const int id = ids[size_t(t) * c.k + s];
+      ASSERT_GE(id, 0);
+      ASSERT_LT(id, c.E);
+      ASSERT_TRUE(got.insert(id).second) << "duplicate expert " << id << " for token " << t;
+      // Any selected id must be at least as large as the k-th reference value, up to the
+      // fp32-vs-fp64 rounding of a logit (ties may then go either way).
+      EXPECT_GE(lr[id], kth - 1e-4 * (1 + std::fabs(kth))) << "token " << t << " slot " << s;
+      if (s > 0) {  // descending order
+        const int prev = ids[size_t(t) * c.k + s - 1];
+        EXPECT_GE(lr[prev], lr[id] - 1e-4 * (1 + std::fabs(lr[id])));
+      }
+    }
+    // Weights: softmax over all E of the reference logits at the selected ids.
+    double mx = lr[order[0]], den = 0, picked = 0;
+    for (int e = 0; e < c.E; ++e) den += std::exp(lr[e] - mx);
+    for (int s = 0; s < c.k; ++s) picked += std::exp(lr[ids[size_t(t) * c.k + s]] - mx) / den;
+    for (int s = 0; s < c.k; ++s) {
+      double w = std::exp(lr[ids[size_t(t) * c.k + s]] - mx) / den;
+      if (c.renorm) w /= picked;
+      EXPECT_NEAR(wts[size_t(t) * c.k + s], w, 2e-4 * (w + 1e-3)) << "token " << t;
+    }
+  }
+}
+
+TEST(CudaMoeRouter, TopkMatchesReferenceAsSets) {
+  SKIP_WITHOUT_GPU();
+  const RouterCase cases[] = {
+      {1, 2048, 128, 8, true},  {37, 2048, 128, 1, true}, {37, 2048, 128, 2, false},
+      {37, 2048, 128, 5, true}, {37, 2048, 128, 8, true}, {37, 2048, 128, 32, true},
+      {5, 64, 8, 2, true},      {9, 7168, 256, 8, true},  {3, 24, 512, 32, false},
+      {19, 40, 3, 3, true},
+  };
+  uint64_t seed = 11;
+  for (const auto& c : cases) run_router_case(c, seed++);
+}
+
+// Identical router rows give exactly equal logits: the lowest ids must win, in order.
+TEST(CudaMoeRouter, TiesGoToLowestExpertId) {
+  SKIP_WITHOUT_GPU();
+  const int M = 4, H = 64, E = 40, k = 5;
+  Rng rng(3);
+  Bf16Host x = random_bf16(size_t(M) * H, rng, 1.0f);
+  Bf16Host row = random_bf16(H, rng, 0.1f);
+  std::vector<uint16_t> wr(size_t(E) * H);
+  for (int e = 0; e < E; ++e) std::memcpy(&wr[size_t(e) * H], row.bits.data(), H * 2);
+  DevBuf dx(x.bits.size() * 2), dw(wr.size() * 2), dids(M * k * 4), dwt(M * k * 4);
+  upload(dx, x.bits);
+  upload(dw, wr);
+  MoeRouteArgs a;
+  a.x = dx.p;
+  a.router_w = dw.p;
+  a.expert_ids = dids.as<int32_t>();
+  a.expert_weights = dwt.as<float>();
+  ASSERT_TRUE(moe_route_topk(MoeDims{M, H, 8, E, k}, a).ok());
+  CUDA_OK(cudaDeviceSynchronize());
+  auto ids = download<int32_t>(dids.p, M * k);
+  auto wts = download<float>(dwt.p, M * k);
+  for (int t = 0; t < M; ++t)
+    for (int s = 0; s < k; ++s) {
+      EXPECT_EQ(ids[t * k + s], s) << "token " << t;
+      EXPECT_NEAR(wts[t * k + s], 1.0f / k, 1e-6);
+    }
+}
+
+TEST(CudaMoeRouter, RejectsUnsupportedDims) {
+  MoeRouteArgs a;
+  EXPECT_FALSE(moe_route_topk(MoeDims{4, 64, 8, 600, 8}, a).ok());   // E > 512
+  EXPECT_FALSE(moe_route_topk(MoeDims{4, 64, 8, 64, 33}, a).ok());   // k > 32
+  EXPECT_FALSE(moe_route_topk(MoeDims{4, 60, 8, 64, 8}, a).ok());    // H % 8
+  EXPECT_FALSE(moe_route_topk(MoeDims{4, 64, 8, 64, 8}, a).ok());    // null pointers
+}
+
+// ---------------------------------------------------------------- experts
+
+// Random routing with distinct experts per token, drawn from a subset so that some experts
+// receive no tokens; `skew` concentrates on low ids (Zipf-like).
+std::vector<int32_t> random_ids(int M, int k, int E, Rng& rng, bool skew) {
+  std::vector<int32_t> ids(size_t(M) * k);
+  const int usable = std::max(k, E - E / 4);  // the top quarter of ids never used
+  for (int t = 0; t < M; ++t) {
+    std::set<int> seen;
+    for (int s = 0; s < k; ++s) {
+      int e;
+      do {
+        if (skew) {
+          const int r = rng.below(usable * usable);
+          e = int(std::sqrt(double(r)));
+          e = usable - 1 - e;  // low ids more likely
+        } else {
+          e = rng.below(usable);
+        }
+      } while (!seen.insert(e).second);
+      ids[size_t(t) * k + s] = e;
+    }
+  }
+  return ids;
+}
+
+struct ExpertsCase {
+  int M, H, I, E, k;
+  bool skew;
+  bool residual;
+};
+
+struct ExpertsData {
+  Bf16Host x, w13, w2, res;
+  std::vector<int32_t> ids;
+  std::vector<float> wts;
+};
+
+ExpertsData make_experts_data(const ExpertsCase& c, uint64_t seed) {
+  Rng rng(seed);
+  ExpertsData dt;
+  dt.x = random_bf16(size_t(c.M) * c.H, rng, 1.0f);
+  dt.w13 = random_bf16(size_t(c.E) * 2 * c.I * c.H, rng, 1.0f / std::sqrt(float(c.H)));
+  dt.w2 = random_bf16(size_t(c.E) * c.H * c.I, rng, 1.0f / std::sqrt(float(c.I)));
+  if (c.residual) dt.res = random_bf16(size_t(c.M) * c.H, rng, 0.05f);
+  dt.ids = random_ids(c.M, c.k, c.E, rng, c.skew);
+  dt.wts.resize(dt.ids.size());
+  for (auto& w : dt.wts) w = 0.05f + 0.5f * (rng.uniform() + 1.0f);
+  return dt;
+}
+
+// float64 reference of the expert path (no intermediate rounding).
+std::vector<double> ref_experts(const ExpertsCase& c, const ExpertsData& dt) {
+  std::vector<double> out(size_t(c.M) * c.H, 0.0), h(c.I);
+  for (int t = 0; t < c.M; ++t) {
+    const float* xt = &dt.x.f[size_t(t) * c.H];
+    if (c.residual)
+      for (int j = 0; j < c.H; ++j) out[size_t(t) * c.H + j] = dt.res.f[size_t(t) * c.H + j];
+    for (int s = 0; s < c.k; ++s) {
+      const int e = dt.ids[size_t(t) * c.k + s];
+      const double w = dt.wts[size_t(t) * c.k + s];
+      const float* w13 = &dt.w13.f[size_t(e) * 2 * c.I * c.H];
+      for (int n = 0; n < c.I; ++n) {
+        double g = 0, u = 0;
+        const float* gr = w13 + size_t(n) * c.H;
+        const float* ur = w13 + size_t(c.I + n) * c.H;
+        for (int j = 0; j < c.H; ++j) {
+          g += double(xt[j]) * gr[j];
+          u += double(xt[j]) * ur[j];
+        }
+        h[n] = g / (1.0 + std::exp(-g)) * u;
+      }
+      const float* w2 = &dt.w2.f[size_t(e) * c.H * c.I];
+      for (int j = 0; j < c.H; ++j) {
+        double y = 0;
+        const float* wr = w2 + size_t(j) * c.I;
+        for (int n = 0; n < c.I; ++n) y += h[n] * wr[n];
+        out[size_t(t) * c.H + j] += w * y;
+      }
+    }
+  }
+  return out;
+}
+
+// Runs the GPU expert path; returns the bf16 output as floats (and the workspace when asked).
+struct GpuExpertsResult {
+  std::vector<float> out;
+  std::vector<int32_t> tokens_per_expert, expert_offsets, row_to_token, token_to_row;
+  std::vector<int32_t> tile_expert, tile_row_begin;
+  std::vector<float> row_weight;
+  int num_tiles = 0;
+};
+
+void run_gpu_experts(const ExpertsCase& c, const ExpertsData& dt, std::optional<MoeGemmTile> tile,
+                     GpuExpertsResult* r) {
+  const MoeDims d{c.M, c.H, c.I, c.E, c.k};
+  DevBuf dx(dt.x.bits.size() * 2), d13(dt.w13.bits.size() * 2), d2(dt.w2.bits.size() * 2),
+      dids(dt.ids.size() * 4), dwt(dt.wts.size() * 4), dout(size_t(c.M) * c.H * 2),
+      dres(std::max<size_t>(16, dt.res.bits.size() * 2)), dws(moe_workspace_bytes(d));
+  upload(dx, dt.x.bits);
+  upload(d13, dt.w13.bits);
+  upload(d2, dt.w2.bits);
+  upload(dids, dt.ids);
+  upload(dwt, dt.wts);
+  if (c.residual) upload(dres, dt.res.bits);
+  CUDA_OK(cudaMemset(dout.p, 0xff, dout.bytes));  // poison: bf16 NaN
+  CUDA_OK(cudaMemset(dws.p, 0xff, dws.bytes));
+  MoeExpertsArgs a;
+  a.x = dx.p;
+  a.expert_ids = dids.as<int32_t>();
+  a.expert_weights = dwt.as<float>();
+  a.w13 = d13.p;
+  a.w2 = d2.p;
+  a.residual = c.residual ? dres.p : nullptr;
+  a.out = dout.p;
+  a.workspace = dws.p;
+  a.workspace_bytes = dws.bytes;
+  a.tile = tile;
+  Status st = moe_experts_forward(d, a);
+  ASSERT_TRUE(st.ok()) << st.message();
+  CUDA_OK(cudaDeviceSynchronize());
+  auto bits = download<uint16_t>(dout.p, size_t(c.M) * c.H);
+  r->out.resize(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) r->out[i] = bf16_to_f32(bits[i]);
+  const MoeWorkspaceView v = moe_workspace_view(d, dws.p);
+  const size_t A = size_t(c.M) * c.k;
+  r->tokens_per_expert = download<int32_t>(v.tokens_per_expert, c.E);
+  r->expert_offsets = download<int32_t>(v.expert_offsets, c.E + 1);
+  r->row_to_token = download<int32_t>(v.permuted_row_to_token, A);
+  r->row_weight = download<float>(v.permuted_row_weight, A);
+  r->token_to_row = download<int32_t>(v.token_to_permuted_row, A);
+  r->num_tiles = download<int32_t>(v.num_tiles, 1)[0];
+  r->tile_expert = download<int32_t>(v.tile_expert, A);
+  r->tile_row_begin = download<int32_t>(v.tile_row_begin, A);
+}
+
+double normalised_error(const std::vector<float>& got, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    num += (got[i] - ref[i]) * (got[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+void check_permutation(const ExpertsCase& c, const ExpertsData& dt, const GpuExpertsResult& r,
+                       int tile_rows) {
+  const int A = c.M * c.k;
+  std::vector<int> count(c.E, 0);
+  for (int a = 0; a < A; ++a) ++count[dt.ids[a]];
+  int off = 0, tiles = 0;
+  for (int e = 0; e < c.E; ++e) {
+    ASSERT_EQ(r.tokens_per_expert[e], count[e]) << "expert " << e;
+    ASSERT_EQ(r.expert_offsets[e], off) << "expert " << e;
+    // Rows of e: its assignments in ascending (token, slot) order.
+    int row = off;
+    for (int a = 0; a < A; ++a)
+      if (dt.ids[a] == e) {
+        ASSERT_EQ(r.row_to_token[row], a / c.k) << "row " << row;
+        ASSERT_EQ(r.token_to_row[a], row) << "assignment " << a;
+        ASSERT_EQ(r.row_weight[row], dt.wts[a]);
+        ++row;
+      }
+    for (int t = 0; t * tile_rows < count[e]; ++t, ++tiles) {
+      ASSERT_EQ(r.tile_expert[tiles], e);
+      ASSERT_EQ(r.tile_row_begin[tiles], off + t * tile_rows);
+    }
+    off += count[e];
+  }
+  ASSERT_EQ(r.expert_offsets[c.E], A);
+  ASSERT_EQ(r.num_tiles, tiles);
+}
+
+void run_experts_case(const ExpertsCase& c, uint64_t seed, bool all_tiles) {
+  SCOPED_TRACE(testing::Message() << "M=" << c.M << " H=" << c.H << " I=" << c.I << " E=" << c.E
+                                  << " k=" << c.k << (c.skew ? " skew" : "")
+                                  << (c.residual ? " residual" : ""));
+  const ExpertsData dt = make_experts_data(c, seed);
+  const std::vector<double> ref = ref_experts(c, dt);
+  std::vector<std::optional<MoeGemmTile>> tiles = {std::nullopt};
+  if (all_tiles)
+    for (int t = 0; t < kNumMoeGemmTiles; ++t) tiles.push_back(MoeGemmTile(t));
+  for (const auto& tile : tiles) {
+    const MoeGemmTile used = tile ? *tile : choose_moe_gemm_tile(c.M, c.k, c.E);
+    SCOPED_TRACE(moe_gemm_tile_name(used));
+    GpuExpertsResult r;
+    run_gpu_experts(c, dt, tile, &r);
+    if (testing::Test::HasFatalFailure()) return;
+    check_permutation(c, dt, r, moe_gemm_tile_rows(used));
+    const double err = normalised_error(r.out, ref);
+    EXPECT_LT(err, 1e-2) << "normalised error " << err;
+  }
+}
+
+TEST(CudaMoeExperts, SmallOddShapesAllTiles) {
+  SKIP_WITHOUT_GPU();
+  const ExpertsCase cases[] = {
+      {1, 40, 24, 7, 1, false, false},    {13, 40, 24, 7, 2, false, true},
+      {13, 136, 88, 33, 5, true, false},  {300, 136, 88, 33, 5, true, true},
+      {64, 72, 40, 40, 32, false, false}, {130, 264, 200, 9, 2, true, false},
+      {2, 1032, 520, 16, 8, false, false},
+  };
+  uint64_t seed = 100;
+  for (const auto& c : cases) run_experts_case(c, seed++, /*all_tiles=*/true);
+}
+
+TEST(CudaMoeExperts, Qwen3_30B_A3B_Shape) {
+  SKIP_WITHOUT_GPU();
+  // H 2048, I 768, E 128, k 8; M = 1 (decode) and M = 40 (a few experts get two tiles).
+  run_experts_case({1, 2048, 768, 128, 8, false, false}, 7, /*all_tiles=*/true);
+  run_experts_case({40, 2048, 768, 128, 8, true, true}, 8, /*all_tiles=*/false);
+}
+
+TEST(CudaMoeExperts, RejectsBadArguments) {
+  MoeExpertsArgs a;
+  EXPECT_FALSE(moe_experts_forward(MoeDims{4, 64, 20, 8, 2}, a).ok());  // I % 8
+  EXPECT_FALSE(moe_experts_forward(MoeDims{4, 64, 24, 8, 2}, a).ok());  // null pointers
+  EXPECT_FALSE(moe_experts_forward(MoeDims{0, 64, 24, 8, 2}, a).ok());  // M = 0
+}
+
+}  // namespace
+}  // namespace moeopt::cuda
+
+#else  // !MOEOPT_HAVE_CUDA
+
+TEST(CudaMoe, NotBuilt) { GTEST_SKIP() << "built without MOEOPT_CUDA"; }
+
+#endif
