@@ -10,6 +10,7 @@
 #include "moeopt/core/thread_pool.h"
 #include "moeopt/ops/activation.h"
 #include "moeopt/ops/embedding.h"
+#include "moeopt/ops/gated_add.h"
 #include "moeopt/ops/linear.h"
 #include "moeopt/ops/op_cases.h"
 #include "moeopt/ops/reduce.h"
@@ -192,6 +193,27 @@ TEST(OpsLinear, ValidationErrors) {
   HostTensor xb(DType::kBF16, {2, 8});
   st = linear(Context{}, xb, w2, std::nullopt, y);
   EXPECT_EQ(st.message(), "linear: x has dtype bf16, expected f32");
+}
+
+TEST(OpsGatedAdd, AddsSigmoidGatedRows) {
+  // Qwen2-MoE shared expert: out += sigmoid(gate) * x, per row.
+  const int64_t m = 5, h = 19;
+  CaseRng rng("gated_add");
+  HostTensor x = random_tensor(DType::kF32, {m, h}, rng);
+  HostTensor gate = random_tensor(DType::kF32, {m, 1}, rng, 0.05, 4.0);
+  HostTensor out = random_tensor(DType::kF32, {m, h}, rng);
+  std::vector<double> o0 = to_doubles(out), xd = to_doubles(x), gd = to_doubles(gate);
+  ThreadPool pool(2);
+  ASSERT_TRUE(sigmoid_gated_add(Context{.pool = &pool}, x, gate, out).ok());
+  std::vector<double> ref(o0.size());
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < h; ++j)
+      ref[size_t(r * h + j)] = o0[size_t(r * h + j)] + xd[size_t(r * h + j)] / (1 + std::exp(-gd[size_t(r)]));
+  Comparison cmp = compare_values(out.ptr<float>(), ref.data(), out.numel(), Metric::kMaxRelError, 1e-6);
+  EXPECT_TRUE(cmp.ok) << cmp.detail;
+  HostTensor bad_gate(DType::kF32, {m, 2});
+  EXPECT_EQ(sigmoid_gated_add(Context{}, x, bad_gate, out).message(),
+            "sigmoid_gated_add: gate has shape [5, 2], expected [5, 1]");
 }
 
 TEST(OpsReduce, ArgmaxTiesAndNanFollowTorch) {

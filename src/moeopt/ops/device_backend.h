@@ -82,6 +82,10 @@ class DeviceBackend {
                              const MoeParams& params, const TensorView& out) {
     return not_here("moe_forward");
   }
+  virtual Status sigmoid_gated_add(const Context&, const TensorView& x, const TensorView& gate,
+                                   const TensorView& out) {
+    return not_here("sigmoid_gated_add");
+  }
   virtual Status argmax(const Context&, const TensorView& logits, const TensorView& out) {
     return not_here("argmax");
   }

@@ -3,6 +3,7 @@
 
 #include "moeopt/backend/cpu/cpu_gated_add.h"
 #include "moeopt/ops/check.h"
+#include "moeopt/ops/device_backend.h"
 
 namespace moeopt::ops {
 
@@ -16,10 +17,13 @@ Status sigmoid_gated_add(const Context& ctx, const TensorView& x, const TensorVi
   MOEOPT_RETURN_IF_ERROR(expect_shape(op, "gate", gate, {x.shape[0], 1}));
   MOEOPT_RETURN_IF_ERROR(expect_shape(op, "out", out, x.shape));
   MOEOPT_RETURN_IF_ERROR(expect_rows(op, "out", out));
-  // The CUDA backend has no implementation yet; it joins when the Qwen2-MoE GPU path does.
-  if (dev != Device::kCpu) return unsupported_device(op, dev);
-  for (const TensorView* t : {&x, &gate, &out})
-    MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "tensor", *t, {DType::kF32}));
+  if (dev != Device::kCpu) {
+    if (!ctx.device_backend) return unsupported_device(op, dev);
+    return ctx.device_backend->sigmoid_gated_add(ctx, x, gate, out);
+  }
+  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "x", x, {DType::kF32}));
+  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "gate", gate, {DType::kF32}));
+  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "out", out, {DType::kF32}));
   return cpu::sigmoid_gated_add(ctx, x, gate, out);
 }
 
