@@ -46,7 +46,8 @@ class MoeLib:
         lib.moeopt_moe_tile_name.argtypes = [ctypes.c_int]
         lib.moeopt_moe_auto_tile.argtypes = [i64] * 3
         lib.moeopt_moe_workspace_bytes.argtypes = [i64] * 5 + [ctypes.POINTER(ctypes.c_uint64)]
-        lib.moeopt_moe_experts.argtypes = [i64] * 5 + [vp] * 8 + [ctypes.c_uint64, vp, ctypes.c_int]
+        lib.moeopt_moe_experts.argtypes = [i64] * 5 + [vp] * 8 + [ctypes.c_uint64, vp, ctypes.c_int,
+                                                                           ctypes.c_int]
         lib.moeopt_moe_route.argtypes = [i64] * 4 + [vp, vp, ctypes.c_int, vp, vp, vp]
         self.lib = lib
         self.num_tiles = lib.moeopt_moe_num_tiles()
@@ -63,7 +64,7 @@ class MoeLib:
         self.check(self.lib.moeopt_moe_workspace_bytes(m, h, i, e, k, ctypes.byref(out)))
         return out.value
 
-    def experts(self, x, ids, wts, w13, w2, out, ws, tile=-1, residual=None):
+    def experts(self, x, ids, wts, w13, w2, out, ws, tile=-1, residual=None, pdl=True):
         m, h = x.shape
         e, _, _ = w13.shape
         i = w2.shape[2]
@@ -72,7 +73,7 @@ class MoeLib:
         self.check(self.lib.moeopt_moe_experts(
             m, h, i, e, k, x.data_ptr(), ids.data_ptr(), wts.data_ptr(), w13.data_ptr(),
             w2.data_ptr(), residual.data_ptr() if residual is not None else None, out.data_ptr(),
-            ws.data_ptr(), ws.numel(), stream, tile))
+            ws.data_ptr(), ws.numel(), stream, tile, 0 if pdl else 1))
 
     def route(self, x, wr, k, ids, wts, renorm=True):
         m, h = x.shape
@@ -157,6 +158,8 @@ def nominal_hbm(name):
 
 
 def git_commit():
+    if os.environ.get("MOEOPT_COMMIT"):
+        return os.environ["MOEOPT_COMMIT"]
     try:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
                                        stderr=subprocess.DEVNULL).strip()
@@ -204,7 +207,7 @@ def main():
     rows = []
     hdr = (f"{'M':>5} {'routing':>7} {'exp':>4} {'tile':>11} {'ours_us':>9} {'peer_us':>9} "
            f"{'speedup':>7} {'GB/s':>6} {'%HBMnom':>7} {'%HBMcopy':>8} {'TFLOP/s':>7} "
-           f"{'%tensor':>7} {'bound_us':>8} {'err':>8} {'router_us':>9}")
+           f"{'%tensor':>7} {'bound_us':>8} {'err':>8} {'router_us':>9} {'noPDL_us':>8}")
     print(hdr, flush=True)
     for kind in args.routing.split(","):
         for m in ms:
@@ -223,6 +226,8 @@ def main():
 
             auto_tile = lib.lib.moeopt_moe_auto_tile(m, K, E)
             ours_us, g1 = time_us(lambda: lib.experts(x, ids, wts, w13, w2, out, ws), inner, 7)
+            nopdl_us, _ = time_us(lambda: lib.experts(x, ids, wts, w13, w2, out, ws, pdl=False),
+                                  inner, 5)
             peer_us, g2 = time_us(lambda: torch_grouped_mm_moe(x, ids, wts, w13, w2), inner, 7)
             r_ids = torch.empty(m, K, dtype=torch.int32, device="cuda")
             r_wts = torch.empty(m, K, dtype=torch.float32, device="cuda")
@@ -250,14 +255,14 @@ def main():
                        ours_tflops=flops / ours_us / 1e6, pct_tensor=100.0 * tensor_us / ours_us,
                        hbm_bound_nominal_us=hbm_nom_us, hbm_bound_copy_us=hbm_copy_us,
                        tensor_bound_us=tensor_us, peer_pct_hbm_nominal=100.0 * hbm_nom_us / peer_us,
-                       err_vs_peer=err, router_us=router_us, router_set_mismatches=router_mismatch,
+                       err_vs_peer=err, router_us=router_us, ours_no_pdl_us=nopdl_us, router_set_mismatches=router_mismatch,
                        sweep_us=sweep)
             rows.append(row)
             bound = max(hbm_nom_us, tensor_us)
             print(f"{m:>5} {kind:>7} {touched:>4} {row['tile']:>11} {ours_us:>9.1f} {peer_us:>9.1f} "
                   f"{row['speedup']:>7.2f} {row['ours_GBps']:>6.0f} {row['pct_hbm_nominal']:>7.1f} "
                   f"{row['pct_hbm_copy']:>8.1f} {row['ours_tflops']:>7.1f} {row['pct_tensor']:>7.1f} "
-                  f"{bound:>8.1f} {err:>8.1e} {router_us:>9.1f}", flush=True)
+                  f"{bound:>8.1f} {err:>8.1e} {router_us:>9.1f} {nopdl_us:>8.1f}", flush=True)
             if sweep:
                 best = min(sweep, key=sweep.get)
                 print("        sweep: " + "  ".join(f"{n}={u:.1f}" for n, u in sweep.items())

@@ -6,6 +6,7 @@
 # Usage: scripts/gpu-check.sh [OUTDIR]       (default: $OUT, else ./gpu-out)
 #   BENCH_ARGS="--ms 1,64 --sweep"  extra arguments for bench/moe_layer.py
 #   SKIP_BENCH=1 / SKIP_TESTS=1     to run only part of it
+#   MOEOPT_COMMIT=<sha>             commit to record where the tree travels without .git
 # Files written (at most 8, flat, so the device tool returns them all):
 #   env.txt build.log test_cuda.log test_cuda.xml moe_layer.log moe_layer.json
 set -uo pipefail
@@ -24,7 +25,7 @@ else
 fi
 {
   date -u +%FT%TZ
-  git rev-parse --short HEAD 2>/dev/null || echo "commit unknown"
+  echo "commit ${MOEOPT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv
   nvcc --version | tail -2
   python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'

@@ -440,6 +440,62 @@ TEST(CudaMoeExperts, Qwen3_30B_A3B_Shape) {
   run_experts_case({40, 2048, 768, 128, 8, true, true}, 8, /*all_tiles=*/false);
 }
 
+// Two forward calls on one workspace with no synchronisation between them (as a model's
+// layers run): with programmatic dependent launch on, the second call's permutation must not
+// overwrite the workspace while the first call's kernels still read it. Both outputs are
+// checked against the reference; also with PDL off.
+TEST(CudaMoeExperts, BackToBackCallsShareWorkspace) {
+  SKIP_WITHOUT_GPU();
+  for (bool pdl : {true, false}) {
+    SCOPED_TRACE(pdl ? "pdl" : "no pdl");
+    const ExpertsCase c{48, 264, 136, 24, 4, false, false};
+    const ExpertsCase c2{48, 264, 136, 24, 4, true, false};
+    const ExpertsData d1 = make_experts_data(c, 501), d2 = make_experts_data(c2, 502);
+    const MoeDims d{c.M, c.H, c.I, c.E, c.k};
+    // Same weights for both calls (d1's); different x, ids and routing weights.
+    ExpertsData d2w = d2;
+    d2w.w13 = d1.w13;
+    d2w.w2 = d1.w2;
+    DevBuf dx1(d1.x.bits.size() * 2), dx2(d2.x.bits.size() * 2), d13(d1.w13.bits.size() * 2),
+        dw2(d1.w2.bits.size() * 2), di1(d1.ids.size() * 4), di2(d2.ids.size() * 4),
+        dt1(d1.wts.size() * 4), dt2(d2.wts.size() * 4), do1(size_t(c.M) * c.H * 2),
+        do2(size_t(c.M) * c.H * 2), dws(moe_workspace_bytes(d));
+    upload(dx1, d1.x.bits);
+    upload(dx2, d2.x.bits);
+    upload(d13, d1.w13.bits);
+    upload(dw2, d1.w2.bits);
+    upload(di1, d1.ids);
+    upload(di2, d2.ids);
+    upload(dt1, d1.wts);
+    upload(dt2, d2.wts);
+    CUDA_OK(cudaMemset(do1.p, 0xff, do1.bytes));
+    CUDA_OK(cudaMemset(do2.p, 0xff, do2.bytes));
+    for (int call = 0; call < 2; ++call) {
+      MoeExpertsArgs a;
+      a.x = call == 0 ? dx1.p : dx2.p;
+      a.expert_ids = call == 0 ? di1.as<int32_t>() : di2.as<int32_t>();
+      a.expert_weights = call == 0 ? dt1.as<float>() : dt2.as<float>();
+      a.w13 = d13.p;
+      a.w2 = dw2.p;
+      a.out = call == 0 ? do1.p : do2.p;
+      a.workspace = dws.p;
+      a.workspace_bytes = dws.bytes;
+      a.programmatic_dependent_launch = pdl;
+      Status st = moe_experts_forward(d, a);
+      ASSERT_TRUE(st.ok()) << st.message();
+    }
+    CUDA_OK(cudaDeviceSynchronize());
+    for (int call = 0; call < 2; ++call) {
+      auto bits = download<uint16_t>(call == 0 ? do1.p : do2.p, size_t(c.M) * c.H);
+      std::vector<float> out(bits.size());
+      for (size_t i = 0; i < bits.size(); ++i) out[i] = bf16_to_f32(bits[i]);
+      const auto ref = ref_experts(call == 0 ? c : c2, call == 0 ? d1 : d2w);
+      const double err = normalised_error(out, ref);
+      EXPECT_LT(err, 1e-2) << "call " << call << " normalised error " << err;
+    }
+  }
+}
+
 TEST(CudaMoeExperts, RejectsBadArguments) {
   MoeExpertsArgs a;
   EXPECT_FALSE(moe_experts_forward(MoeDims{4, 64, 20, 8, 2}, a).ok());  // I % 8

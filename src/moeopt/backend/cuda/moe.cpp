@@ -124,7 +124,8 @@ Status moe_route_topk(const MoeDims& d, const MoeRouteArgs& a) {
   p.top_k = int(d.top_k);
   p.renormalize = a.renormalize;
   return cuda_status(
-      detail::launch_moe_router_topk(p, tok, static_cast<cudaStream_t>(a.stream)),
+      detail::launch_moe_router_topk(p, tok, a.programmatic_dependent_launch,
+                                      static_cast<cudaStream_t>(a.stream)),
       "router launch");
 }
 
@@ -155,6 +156,7 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
       std::min<int64_t>(assignments, (assignments + d.num_experts * (tile_rows - 1)) / tile_rows);
   const MoeWorkspaceView ws = moe_workspace_view(d, a.workspace);
   auto stream = static_cast<cudaStream_t>(a.stream);
+  const bool pdl = a.programmatic_dependent_launch;
 
   kernels::PermuteParams pp{};
   pp.expert_ids = a.expert_ids;
@@ -171,7 +173,7 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
   pp.top_k = int(d.top_k);
   pp.num_experts = int(d.num_experts);
   pp.tile_rows = tile_rows;
-  MOEOPT_RETURN_IF_ERROR(cuda_status(detail::launch_moe_permute(pp, stream), "permute launch"));
+  MOEOPT_RETURN_IF_ERROR(cuda_status(detail::launch_moe_permute(pp, pdl, stream), "permute launch"));
 
   kernels::GroupedGemmParams g1{};
   g1.act = static_cast<const __nv_bfloat16*>(a.x);
@@ -186,7 +188,7 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
   g1.K = int(d.hidden);
   g1.N_out = int(d.inter);
   MOEOPT_RETURN_IF_ERROR(cuda_status(
-      detail::launch_moe_grouped_gemm(tile, true, g1, int(max_tiles), stream), "gemm1 launch"));
+      detail::launch_moe_grouped_gemm(tile, true, g1, int(max_tiles), pdl, stream), "gemm1 launch"));
 
   kernels::GroupedGemmParams g2 = g1;
   g2.act = static_cast<const __nv_bfloat16*>(ws.h);
@@ -197,7 +199,7 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
   g2.K = int(d.inter);
   g2.N_out = int(d.hidden);
   MOEOPT_RETURN_IF_ERROR(cuda_status(
-      detail::launch_moe_grouped_gemm(tile, false, g2, int(max_tiles), stream), "gemm2 launch"));
+      detail::launch_moe_grouped_gemm(tile, false, g2, int(max_tiles), pdl, stream), "gemm2 launch"));
 
   kernels::CombineParams cp{};
   cp.y = static_cast<const __nv_bfloat16*>(ws.y);
@@ -207,7 +209,7 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
   cp.num_tokens = int(d.num_tokens);
   cp.hidden = int(d.hidden);
   cp.top_k = int(d.top_k);
-  return cuda_status(detail::launch_moe_combine(cp, stream), "combine launch");
+  return cuda_status(detail::launch_moe_combine(cp, pdl, stream), "combine launch");
 }
 
 }  // namespace moeopt::cuda

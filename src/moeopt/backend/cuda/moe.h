@@ -58,6 +58,7 @@ struct MoeRouteArgs {
   float* expert_weights = nullptr; // [M, k] f32 out
   float* logits = nullptr;         // [M, E] f32 out, optional
   void* stream = nullptr;          // cudaStream_t
+  bool programmatic_dependent_launch = true;  // PDL (sm_90): overlap with the previous kernel
 };
 Status moe_route_topk(const MoeDims& d, const MoeRouteArgs& a);
 
@@ -73,6 +74,9 @@ struct MoeExpertsArgs {
   size_t workspace_bytes = 0;
   void* stream = nullptr;               // cudaStream_t
   std::optional<MoeGemmTile> tile;      // override the heuristic (benchmarks, tests)
+  // Programmatic dependent launch (sm_90): each kernel of the chain launches while its
+  // predecessor drains and waits on-device for its inputs; GEMM 2 prefetches weights first.
+  bool programmatic_dependent_launch = true;
 };
 Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a);
 

@@ -17,12 +17,29 @@ using TileBm32Bn8 = k::GemmTile<32, 8, 64, 1, 1, 4, 6>;
 using TileBm64Bn16 = k::GemmTile<64, 16, 64, 2, 1, 2, 5>;
 using TileBm64Bn32 = k::GemmTile<64, 32, 64, 2, 2, 1, 4>;
 using TileBm128Bn64 = k::GemmTile<128, 64, 64, 4, 2, 1, 4>;
-using TileBm128Bn128 = k::GemmTile<128, 128, 64, 2, 4, 1, 4>;
+using TileBm128Bn128 = k::GemmTile<128, 128, 64, 2, 4, 1, 3>;  // 96 KiB: 2 blocks per SM
 
 namespace {
 
+template <class... KArgs, class... Args>
+cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, bool pdl,
+                   cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 template <class T, bool kGated>
-cudaError_t launch_gemm(const k::GroupedGemmParams& p, int max_tiles, cudaStream_t stream) {
+cudaError_t launch_gemm(const k::GroupedGemmParams& p, int max_tiles, bool pdl,
+                        cudaStream_t stream) {
   constexpr bool kWeighted = !kGated;
   auto kernel = k::moe_grouped_gemm_kernel<T, kGated, kWeighted>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -30,27 +47,25 @@ cudaError_t launch_gemm(const k::GroupedGemmParams& p, int max_tiles, cudaStream
   if (e != cudaSuccess) return e;
   const int cols_per_block = kGated ? T::BM / 2 : T::BM;
   const dim3 grid(max_tiles, (p.N_out + cols_per_block - 1) / cols_per_block);
-  kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
+  return launch(kernel, grid, dim3(T::kThreads), T::kSmemBytes, pdl, stream, p);
 }
 
 template <class T>
-cudaError_t launch_gemm_gated(bool gated, const k::GroupedGemmParams& p, int max_tiles,
+cudaError_t launch_gemm_gated(bool gated, const k::GroupedGemmParams& p, int max_tiles, bool pdl,
                               cudaStream_t stream) {
-  return gated ? launch_gemm<T, true>(p, max_tiles, stream)
-               : launch_gemm<T, false>(p, max_tiles, stream);
+  return gated ? launch_gemm<T, true>(p, max_tiles, pdl, stream)
+               : launch_gemm<T, false>(p, max_tiles, pdl, stream);
 }
 
 template <int TOK>
-cudaError_t launch_router(const k::RouterParams& p, cudaStream_t stream) {
+cudaError_t launch_router(const k::RouterParams& p, bool pdl, cudaStream_t stream) {
   const size_t smem = router_smem_bytes(TOK, p.hidden, p.num_experts);
   auto kernel = k::moe_router_topk_kernel<TOK>;
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (e != cudaSuccess) return e;
   const int blocks = (p.num_tokens + TOK - 1) / TOK;
-  kernel<<<blocks, k::kRouterThreads, smem, stream>>>(p);
-  return cudaGetLastError();
+  return launch(kernel, dim3(blocks), dim3(k::kRouterThreads), smem, pdl, stream, p);
 }
 
 }  // namespace
@@ -66,48 +81,46 @@ int router_tokens_per_block(int hidden, int num_experts) {
   return 0;  // too wide: the caller reports it
 }
 
-cudaError_t launch_moe_router_topk(const k::RouterParams& p, int tokens_per_block,
+cudaError_t launch_moe_router_topk(const k::RouterParams& p, int tokens_per_block, bool pdl,
                                    cudaStream_t stream) {
   switch (tokens_per_block) {
-    case 16: return launch_router<16>(p, stream);
-    case 8: return launch_router<8>(p, stream);
-    case 4: return launch_router<4>(p, stream);
-    case 2: return launch_router<2>(p, stream);
-    case 1: return launch_router<1>(p, stream);
+    case 16: return launch_router<16>(p, pdl, stream);
+    case 8: return launch_router<8>(p, pdl, stream);
+    case 4: return launch_router<4>(p, pdl, stream);
+    case 2: return launch_router<2>(p, pdl, stream);
+    case 1: return launch_router<1>(p, pdl, stream);
     default: return cudaErrorInvalidValue;  // an int, not an enum: the caller validated it
   }
 }
 
-cudaError_t launch_moe_permute(const k::PermuteParams& p, cudaStream_t stream) {
-  k::moe_count_kernel<<<1, k::kPermuteThreads, 0, stream>>>(p);
-  cudaError_t e = cudaGetLastError();
+cudaError_t launch_moe_permute(const k::PermuteParams& p, bool pdl, cudaStream_t stream) {
+  cudaError_t e = launch(k::moe_count_kernel, dim3(1), dim3(k::kPermuteThreads), 0, pdl, stream, p);
   if (e != cudaSuccess) return e;
-  k::moe_place_kernel<<<p.num_experts, k::kPlaceThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch(k::moe_place_kernel, dim3(p.num_experts), dim3(k::kPlaceThreads), 0, pdl, stream,
+                p);
 }
 
 cudaError_t launch_moe_grouped_gemm(MoeGemmTile tile, bool gated, const k::GroupedGemmParams& p,
-                                    int max_tiles, cudaStream_t stream) {
+                                    int max_tiles, bool pdl, cudaStream_t stream) {
   if (max_tiles <= 0) return cudaSuccess;
   switch (tile) {
-    case MoeGemmTile::kBm32Bn8: return launch_gemm_gated<TileBm32Bn8>(gated, p, max_tiles, stream);
+    case MoeGemmTile::kBm32Bn8: return launch_gemm_gated<TileBm32Bn8>(gated, p, max_tiles, pdl, stream);
     case MoeGemmTile::kBm64Bn16:
-      return launch_gemm_gated<TileBm64Bn16>(gated, p, max_tiles, stream);
+      return launch_gemm_gated<TileBm64Bn16>(gated, p, max_tiles, pdl, stream);
     case MoeGemmTile::kBm64Bn32:
-      return launch_gemm_gated<TileBm64Bn32>(gated, p, max_tiles, stream);
+      return launch_gemm_gated<TileBm64Bn32>(gated, p, max_tiles, pdl, stream);
     case MoeGemmTile::kBm128Bn64:
-      return launch_gemm_gated<TileBm128Bn64>(gated, p, max_tiles, stream);
+      return launch_gemm_gated<TileBm128Bn64>(gated, p, max_tiles, pdl, stream);
     case MoeGemmTile::kBm128Bn128:
-      return launch_gemm_gated<TileBm128Bn128>(gated, p, max_tiles, stream);
+      return launch_gemm_gated<TileBm128Bn128>(gated, p, max_tiles, pdl, stream);
   }
   return cudaErrorInvalidValue;
 }
 
-cudaError_t launch_moe_combine(const k::CombineParams& p, cudaStream_t stream) {
+cudaError_t launch_moe_combine(const k::CombineParams& p, bool pdl, cudaStream_t stream) {
   constexpr int kColsPerBlock = k::kCombineThreads * 8;
   const dim3 grid(p.num_tokens, (p.hidden + kColsPerBlock - 1) / kColsPerBlock);
-  k::moe_combine_kernel<<<grid, k::kCombineThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch(k::moe_combine_kernel, grid, dim3(k::kCombineThreads), 0, pdl, stream, p);
 }
 
 }  // namespace moeopt::cuda::detail

@@ -13,14 +13,17 @@ namespace moeopt::cuda::detail {
 // Tokens per router block for hidden size H and E experts (fits the shared-memory budget).
 int router_tokens_per_block(int hidden, int num_experts);
 size_t router_smem_bytes(int tokens_per_block, int hidden, int num_experts);
+// pdl: launch with programmatic dependent launch (the kernel may start while the previous
+// kernel in the stream finishes; every kernel waits with griddepcontrol before it reads what
+// its predecessor wrote).
 cudaError_t launch_moe_router_topk(const kernels::RouterParams& p, int tokens_per_block,
-                                   cudaStream_t stream);
+                                   bool pdl, cudaStream_t stream);
 // Count + place (two kernels).
-cudaError_t launch_moe_permute(const kernels::PermuteParams& p, cudaStream_t stream);
+cudaError_t launch_moe_permute(const kernels::PermuteParams& p, bool pdl, cudaStream_t stream);
 // max_tiles: upper bound of the tile table's length (grid.x); blocks past num_tiles exit.
 cudaError_t launch_moe_grouped_gemm(MoeGemmTile tile, bool gated,
-                                    const kernels::GroupedGemmParams& p, int max_tiles,
+                                    const kernels::GroupedGemmParams& p, int max_tiles, bool pdl,
                                     cudaStream_t stream);
-cudaError_t launch_moe_combine(const kernels::CombineParams& p, cudaStream_t stream);
+cudaError_t launch_moe_combine(const kernels::CombineParams& p, bool pdl, cudaStream_t stream);
 
 }  // namespace moeopt::cuda::detail

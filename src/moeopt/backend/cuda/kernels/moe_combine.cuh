@@ -13,11 +13,14 @@
 #include <cstdint>
 
 #include "moeopt/backend/cuda/kernels/moe_params.cuh"
+#include "moeopt/backend/cuda/kernels/sm80_mma_helpers.cuh"
 
 namespace moeopt::cuda::kernels {
 
 
 __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(CombineParams p) {
+  griddep_wait();  // y comes from GEMM 2
+  griddep_launch_dependents();
   const int t = blockIdx.x;  // grid: (num_tokens, ceil(hidden / (8 * kCombineThreads)))
   const int h = (blockIdx.y * kCombineThreads + threadIdx.x) * 8;
   if (h >= p.hidden) return;

@@ -77,11 +77,20 @@ __global__ void __launch_bounds__(T::kThreads) moe_grouped_gemm_kernel(GroupedGe
   constexpr int BM = T::BM, BN = T::BN, BK = T::BK, STAGES = T::STAGES;
   extern __shared__ __align__(128) unsigned char smem[];
 
+  // PDL: GEMM 1 reads the tile table the permutation kernel just wrote, so it waits first.
+  // GEMM 2's tile table was written two kernels back (complete once every GEMM 1 block has
+  // passed its own wait, which precedes GEMM 1's trigger), so GEMM 2 starts streaming its
+  // weights before waiting for h (see the prologue below).
+  if constexpr (kGated) {
+    griddep_wait();
+    griddep_launch_dependents();
+  }
+  // Tile table reads bypass L1 (ld.global.cg): GEMM 2 reads them before its PDL wait.
   const int tile = blockIdx.x;
-  if (tile >= p.num_tiles[0]) return;
-  const int e = p.tile_expert[tile];
-  const int row0 = p.tile_row_begin[tile];
-  const int rows = min(BN, p.expert_offsets[e + 1] - row0);
+  if (tile >= __ldcg(p.num_tiles)) return;
+  const int e = __ldcg(p.tile_expert + tile);
+  const int row0 = __ldcg(p.tile_row_begin + tile);
+  const int rows = min(BN, __ldcg(p.expert_offsets + e + 1) - row0);
   const int K = p.K;
   const int N_out = p.N_out;
   const int N_w = kGated ? 2 * N_out : N_out;
@@ -137,10 +146,9 @@ __global__ void __launch_bounds__(T::kThreads) moe_grouped_gemm_kernel(GroupedGe
   }
 
   const int num_k_tiles = (K + BK - 1) / BK;
-  auto load_stage = [&](int stage, int kt) {
+  auto load_weights = [&](int stage, int kt) {
     const int k0 = kt * BK;
     const uint32_t a_smem = smem0 + stage * T::kStageElems * 2;
-    const uint32_t b_smem = a_smem + BM * BK * 2;
 #pragma unroll
     for (int i = 0; i < kAPerThread; ++i) {
       const int c = tid + i * T::kThreads;
@@ -149,6 +157,10 @@ __global__ void __launch_bounds__(T::kThreads) moe_grouped_gemm_kernel(GroupedGe
       const bool ok = a_src[i] != nullptr && k0 + kc * 8 < K;
       cp_async_16(a_smem + swz<BK>(r, kc * 8), ok ? a_src[i] + k0 : p.weight, ok);
     }
+  };
+  auto load_tokens = [&](int stage, int kt) {
+    const int k0 = kt * BK;
+    const uint32_t b_smem = smem0 + stage * T::kStageElems * 2 + BM * BK * 2;
 #pragma unroll
     for (int i = 0; i < kBPerThread; ++i) {
       const int c = tid + i * T::kThreads;
@@ -157,6 +169,10 @@ __global__ void __launch_bounds__(T::kThreads) moe_grouped_gemm_kernel(GroupedGe
       const bool ok = b_src[i] != nullptr && k0 + kc * 8 < K;
       cp_async_16(b_smem + swz<BK>(r, kc * 8), ok ? b_src[i] + k0 : p.act, ok);
     }
+  };
+  auto load_stage = [&](int stage, int kt) {
+    load_weights(stage, kt);
+    load_tokens(stage, kt);
   };
 
   float acc[T::MI][T::NI][4];
@@ -167,10 +183,26 @@ __global__ void __launch_bounds__(T::kThreads) moe_grouped_gemm_kernel(GroupedGe
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.f;
 
+  if constexpr (kGated) {
 #pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < num_k_tiles) load_stage(s, s);
-    cp_async_commit();
+    for (int s = 0; s < STAGES - 1; ++s) {
+      if (s < num_k_tiles) load_stage(s, s);
+      cp_async_commit();
+    }
+  } else {
+    // Weights of the first STAGES-1 k tiles stream in while GEMM 1 finishes; the token rows
+    // (h, written by GEMM 1) only after the wait. One commit group holds the whole prologue,
+    // padded with empty groups so the main loop's wait_group accounting is unchanged.
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s)
+      if (s < num_k_tiles) load_weights(s, s);
+    griddep_wait();
+    griddep_launch_dependents();
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s)
+      if (s < num_k_tiles) load_tokens(s, s);
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) cp_async_commit();
   }
 
   for (int kt = 0; kt < num_k_tiles; ++kt) {

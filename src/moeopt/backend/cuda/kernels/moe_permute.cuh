@@ -27,6 +27,7 @@
 #include <cstdint>
 
 #include "moeopt/backend/cuda/kernels/moe_params.cuh"
+#include "moeopt/backend/cuda/kernels/sm80_mma_helpers.cuh"
 
 namespace moeopt::cuda::kernels {
 
@@ -61,6 +62,8 @@ __device__ __forceinline__ int block_inclusive_scan(int v, int* warp_sums) {
 __global__ void __launch_bounds__(kPermuteThreads) moe_count_kernel(PermuteParams p) {
   __shared__ int counts[kPermuteMaxExperts];
   __shared__ int warp_sums[32];
+  griddep_wait();  // expert_ids come from the previous kernel; the workspace may still be read
+  griddep_launch_dependents();
   const int E = p.num_experts;
   for (int e = threadIdx.x; e < E; e += kPermuteThreads) counts[e] = 0;
   __syncthreads();
@@ -93,6 +96,8 @@ __global__ void __launch_bounds__(kPermuteThreads) moe_count_kernel(PermuteParam
 
 __global__ void __launch_bounds__(kPlaceThreads) moe_place_kernel(PermuteParams p) {
   __shared__ int warp_sums[32];
+  griddep_wait();
+  griddep_launch_dependents();
   const int e = blockIdx.x;
   // Experts with no rows have nothing to place (block 0 always runs: it marks invalid ids).
   if (e != 0 && p.tokens_per_expert[e] == 0) return;

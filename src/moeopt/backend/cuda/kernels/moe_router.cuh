@@ -38,6 +38,8 @@ __global__ void __launch_bounds__(kRouterThreads) moe_router_topk_kernel(RouterP
   __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(router_smem);  // [TOK, H]
   float* logits = reinterpret_cast<float*>(router_smem + size_t(TOK) * H * 2);  // [TOK, E]
 
+  griddep_wait();  // x comes from the previous kernel
+  griddep_launch_dependents();
   const int t0 = blockIdx.x * TOK;
   const int ntok = min(TOK, p.num_tokens - t0);
   const int warp = threadIdx.x / 32;
