@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Compares `moeopt tokenize` / `moeopt detokenize` with Hugging Face `tokenizers`.
+
+For one vendored tokenizer (models/tokenizers/<name>) and the corpus in
+tests/data/tokenizer_corpus (corpus.jsonl.gz + hostile.jsonl), the expected results are
+computed here, at test time, by the reference library, and compared line by line with:
+  1. encode, without and with special tokens (ids must be identical);
+  2. decode of the reference ids, with skip_special_tokens off and on (text identical);
+  3. streaming decode (`detokenize --stream`): the pieces concatenated must equal the
+     reference decode; moeopt itself rejects a piece that is not complete UTF-8;
+  4. decode and streaming of random id sequences (byte tokens, special tokens, arbitrary
+     ids), which exercise the lossy UTF-8 paths that real text does not reach.
+Prints the mismatch count of every check and the first differences; exits 1 on any mismatch.
+
+    .venv/bin/python tests/tokenizer/compare_hf.py --moeopt build/bin/moeopt --tokenizer qwen3
+"""
+import argparse
+import gzip
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+CORPUS_DIR = os.path.join(ROOT, "tests", "data", "tokenizer_corpus")
+
+
+def load_corpus():
+    lines = []
+    with gzip.open(os.path.join(CORPUS_DIR, "corpus.jsonl.gz"), "rb") as f:
+        lines += [json.loads(l) for l in f.read().split(b"\n") if l]
+    with open(os.path.join(CORPUS_DIR, "hostile.jsonl"), "rb") as f:
+        lines += [json.loads(l) for l in f.read().split(b"\n") if l]
+    return lines
+
+
+def run_moeopt(binary, args, payload_lines):
+    data = "".join(l + "\n" for l in payload_lines).encode("utf-8")
+    p = subprocess.run([binary] + args, input=data, capture_output=True, timeout=600)
+    if p.returncode != 0:
+        raise SystemExit(f"moeopt {' '.join(args)} failed ({p.returncode}): {p.stderr.decode(errors='replace')}")
+    out = p.stdout.decode("utf-8").split("\n")
+    if out and out[-1] == "":
+        out.pop()
+    if len(out) != len(payload_lines):
+        raise SystemExit(f"moeopt {' '.join(args)}: {len(out)} output lines for {len(payload_lines)} inputs")
+    return [json.loads(l) for l in out]
+
+
+class Report:
+    def __init__(self, name):
+        self.name = name
+        self.failed = False
+        self.rows = []
+
+    def check(self, what, inputs, expected, got, show=3):
+        bad = [i for i in range(len(expected)) if expected[i] != got[i]]
+        self.rows.append((what, len(expected), len(bad)))
+        if bad:
+            self.failed = True
+            for i in bad[:show]:
+                print(f"  [{self.name}] {what} mismatch #{i}: input={json.dumps(inputs[i], ensure_ascii=True)[:300]}")
+                print(f"      expected={json.dumps(expected[i], ensure_ascii=True)[:300]}")
+                print(f"      got     ={json.dumps(got[i], ensure_ascii=True)[:300]}")
+
+
+def random_id_sequences(tok, rng, count):
+    vocab = tok.get_vocab(with_added_tokens=True)
+    ids = sorted(vocab.values())
+    byte_ids = [i for t, i in vocab.items() if len(t) == 6 and t.startswith("<0x") and t.endswith(">")]
+    special = [i for t, i in vocab.items() if t.startswith("<") and t.endswith(">") and len(t) > 2]
+    seqs = []
+    for _ in range(count):
+        n = rng.randint(1, 40)
+        seq = []
+        for _ in range(n):
+            k = rng.random()
+            if k < 0.3 and byte_ids:
+                seq.append(rng.choice(byte_ids))
+            elif k < 0.4 and special:
+                seq.append(rng.choice(special))
+            else:
+                seq.append(rng.choice(ids))
+        seqs.append(seq)
+    return seqs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--moeopt", required=True, help="path to the moeopt binary")
+    ap.add_argument("--tokenizer", required=True, help="vendored tokenizer name (qwen3, deepseek_v3, llama2, llama3)")
+    ap.add_argument("--random-sequences", type=int, default=2000)
+    args = ap.parse_args()
+
+    from tokenizers import Tokenizer  # the reference; installed in .venv by scripts/setup.sh
+
+    tok_dir = os.path.join(ROOT, "models", "tokenizers", args.tokenizer)
+    with gzip.open(os.path.join(tok_dir, "tokenizer.json.gz"), "rb") as f:
+        ref = Tokenizer.from_str(f.read().decode("utf-8"))
+    corpus = load_corpus()
+    rep = Report(args.tokenizer)
+    corpus_json = [json.dumps(s, ensure_ascii=False) for s in corpus]
+    t0 = time.time()
+
+    ids_by_flag = {}
+    for add_special in (False, True):
+        expected = [e.ids for e in ref.encode_batch(corpus, add_special_tokens=add_special)]
+        flags = ["tokenize", "--tokenizer", tok_dir] + (["--add-special-tokens"] if add_special else [])
+        t = time.time()
+        got = run_moeopt(args.moeopt, flags, corpus_json)
+        print(f"  [{args.tokenizer}] moeopt tokenize add_special_tokens={add_special}: {time.time() - t:.2f}s")
+        rep.check(f"encode(add_special_tokens={add_special})", corpus, expected, got)
+        ids_by_flag[add_special] = expected
+
+    rng = random.Random(7)
+    id_inputs = ids_by_flag[True] + random_id_sequences(ref, rng, args.random_sequences)
+    id_lines = [json.dumps(x) for x in id_inputs]
+    for skip in (False, True):
+        expected = ref.decode_batch(id_inputs, skip_special_tokens=skip)
+        flags = ["detokenize", "--tokenizer", tok_dir] + (["--skip-special-tokens"] if skip else [])
+        got = run_moeopt(args.moeopt, flags, id_lines)
+        rep.check(f"decode(skip_special_tokens={skip})", id_inputs, expected, got)
+        pieces = run_moeopt(args.moeopt, flags + ["--stream"], id_lines)
+        rep.check(f"stream(skip_special_tokens={skip})", id_inputs, expected, ["".join(p) for p in pieces])
+
+    print(f"tokenizer {args.tokenizer}: {len(corpus)} corpus strings, {args.random_sequences} random id sequences, "
+          f"{time.time() - t0:.1f}s")
+    for what, n, bad in rep.rows:
+        print(f"  {what:<34} {n:>6} cases  {bad:>5} mismatches")
+    return 1 if rep.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
