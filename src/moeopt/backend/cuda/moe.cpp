@@ -156,7 +156,8 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
       std::min<int64_t>(assignments, (assignments + d.num_experts * (tile_rows - 1)) / tile_rows);
   const MoeWorkspaceView ws = moe_workspace_view(d, a.workspace);
   auto stream = static_cast<cudaStream_t>(a.stream);
-  const bool pdl = a.programmatic_dependent_launch;
+  const bool pdl = a.programmatic_dependent_launch &&
+                   moe_use_pdl(d.num_tokens, d.top_k, d.num_experts);
 
   kernels::PermuteParams pp{};
   pp.expert_ids = a.expert_ids;

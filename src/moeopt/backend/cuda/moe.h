@@ -76,6 +76,7 @@ struct MoeExpertsArgs {
   std::optional<MoeGemmTile> tile;      // override the heuristic (benchmarks, tests)
   // Programmatic dependent launch (sm_90): each kernel of the chain launches while its
   // predecessor drains and waits on-device for its inputs; GEMM 2 prefetches weights first.
+  // true = where moe_use_pdl() says it pays; false = never.
   bool programmatic_dependent_launch = true;
 };
 Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a);

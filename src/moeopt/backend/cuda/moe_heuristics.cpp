@@ -28,16 +28,22 @@ const char* moe_gemm_tile_name(MoeGemmTile tile) {
 MoeGemmTile choose_moe_gemm_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
   // Expected rows per expert (uniform routing). Up to ~64 rows per expert a token tile of
   // about 1-2x the mean keeps almost every expert in one tile, so weights stream once.
-  // Past that the layer turns compute-bound and the 128x64 tile (2 blocks per SM) beat the
-  // 128x128 one in the H200 sweep (docs/perf.md) up to 256 rows per expert (M = 4096 at k=8,
-  // E=128); 128x128 won at M = 8192.
+  // Past that the layer turns compute-bound: 128x64 won the H200 sweep (docs/perf.md) up to
+  // ~128 rows per expert (M = 2048 at k=8, E=128; a tie with 128x128 there), 128x128 (3
+  // stages, 2 blocks per SM) from M = 4096.
   const double rows_per_expert =
       double(num_tokens) * double(top_k) / double(num_experts > 0 ? num_experts : 1);
   if (rows_per_expert <= 4.0) return MoeGemmTile::kBm32Bn8;
   if (rows_per_expert <= 12.0) return MoeGemmTile::kBm64Bn16;
   if (rows_per_expert <= 24.0) return MoeGemmTile::kBm64Bn32;
-  if (rows_per_expert <= 384.0) return MoeGemmTile::kBm128Bn64;
+  if (rows_per_expert <= 160.0) return MoeGemmTile::kBm128Bn64;
   return MoeGemmTile::kBm128Bn128;
+}
+
+bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
+  // Measured (H200, Qwen3-30B-A3B shape): PDL saved 2-40 us from M = 8 to 8192 but cost 6 us
+  // at M = 1 (8 rows). Not yet understood; until it is, PDL starts at a quarter row per expert.
+  return num_tokens * top_k * 4 >= num_experts;
 }
 
 }  // namespace moeopt::cuda
