@@ -48,7 +48,7 @@ class MoeLib:
         lib.moeopt_moe_workspace_bytes.argtypes = [i64] * 5 + [ctypes.POINTER(ctypes.c_uint64)]
         lib.moeopt_moe_experts.argtypes = [i64] * 5 + [vp] * 8 + [ctypes.c_uint64, vp, ctypes.c_int,
                                                                            ctypes.c_int]
-        lib.moeopt_moe_route.argtypes = [i64] * 4 + [vp, vp, ctypes.c_int, vp, vp, vp]
+        lib.moeopt_moe_route.argtypes = [i64] * 4 + [vp, vp, ctypes.c_int, vp, vp, vp, vp]
         self.lib = lib
         self.num_tiles = lib.moeopt_moe_num_tiles()
 
@@ -75,12 +75,13 @@ class MoeLib:
             w2.data_ptr(), residual.data_ptr() if residual is not None else None, out.data_ptr(),
             ws.data_ptr(), ws.numel(), stream, tile, 0 if pdl else 1))
 
-    def route(self, x, wr, k, ids, wts, renorm=True):
+    def route(self, x, wr, k, ids, wts, logits, renorm=True):
         m, h = x.shape
         e = wr.shape[0]
         stream = torch.cuda.current_stream().cuda_stream
         self.check(self.lib.moeopt_moe_route(m, h, e, k, x.data_ptr(), wr.data_ptr(), int(renorm),
-                                             ids.data_ptr(), wts.data_ptr(), stream))
+                                             ids.data_ptr(), wts.data_ptr(), logits.data_ptr(),
+                                             stream))
 
 
 def time_us(fn, inner, reps, use_graph=True):
@@ -231,7 +232,8 @@ def main():
             peer_us, g2 = time_us(lambda: torch_grouped_mm_moe(x, ids, wts, w13, w2), inner, 7)
             r_ids = torch.empty(m, K, dtype=torch.int32, device="cuda")
             r_wts = torch.empty(m, K, dtype=torch.float32, device="cuda")
-            router_us, _ = time_us(lambda: lib.route(x, wr, K, r_ids, r_wts), inner, 5)
+            r_logits = torch.empty(m, E, dtype=torch.float32, device="cuda")
+            router_us, _ = time_us(lambda: lib.route(x, wr, K, r_ids, r_wts, r_logits), inner, 5)
             # Router sanity: our top-k sets against torch.topk on fp32 logits (ties aside).
             ref_ids = (x.float() @ wr.float().t()).topk(K, dim=1).indices
             router_mismatch = int((r_ids.long().sort(dim=1).values != ref_ids.sort(dim=1).values)

@@ -75,13 +75,14 @@ MOEOPT_CAPI int moeopt_moe_experts(int64_t m, int64_t h, int64_t i, int64_t e, i
 
 MOEOPT_CAPI int moeopt_moe_route(int64_t m, int64_t h, int64_t e, int64_t k, const void* x,
                      const void* router_w, int renormalize, int32_t* expert_ids,
-                     float* expert_weights, void* stream) {
+                     float* expert_weights, float* logits, void* stream) {
   moeopt::cuda::MoeRouteArgs a;
   a.x = x;
   a.router_w = router_w;
   a.renormalize = renormalize != 0;
   a.expert_ids = expert_ids;
   a.expert_weights = expert_weights;
+  a.logits = logits;
   a.stream = stream;
   return report(moeopt::cuda::moe_route_topk(moeopt::cuda::MoeDims{m, h, 8, e, k}, a));
 }

@@ -184,15 +184,18 @@ TEST(CudaMoeRouter, TopkMatchesReferenceAsSets) {
       {1, 2048, 128, 8, true},  {37, 2048, 128, 1, true}, {37, 2048, 128, 2, false},
       {37, 2048, 128, 5, true}, {37, 2048, 128, 8, true}, {37, 2048, 128, 32, true},
       {5, 64, 8, 2, true},      {9, 7168, 256, 8, true},  {3, 24, 512, 32, false},
-      {19, 40, 3, 3, true},
+      {19, 40, 3, 3, true},     {2200, 256, 64, 6, true},  // 2200 tokens: fused path
   };
   uint64_t seed = 11;
   for (const auto& c : cases) run_router_case(c, seed++);
 }
 
 // Identical router rows give exactly equal logits: the lowest ids must win, in order.
+// Without a logits buffer the fused kernel runs; with one, small M takes the split path.
 TEST(CudaMoeRouter, TiesGoToLowestExpertId) {
   SKIP_WITHOUT_GPU();
+  for (bool with_logits : {false, true}) {
+  SCOPED_TRACE(with_logits ? "split path" : "fused path");
   const int M = 4, H = 64, E = 40, k = 5;
   Rng rng(3);
   Bf16Host x = random_bf16(size_t(M) * H, rng, 1.0f);
@@ -207,6 +210,8 @@ TEST(CudaMoeRouter, TiesGoToLowestExpertId) {
   a.router_w = dw.p;
   a.expert_ids = dids.as<int32_t>();
   a.expert_weights = dwt.as<float>();
+  DevBuf dlog(size_t(M) * E * 4);
+  a.logits = with_logits ? dlog.as<float>() : nullptr;
   ASSERT_TRUE(moe_route_topk(MoeDims{M, H, 8, E, k}, a).ok());
   CUDA_OK(cudaDeviceSynchronize());
   auto ids = download<int32_t>(dids.p, M * k);
@@ -216,6 +221,7 @@ TEST(CudaMoeRouter, TiesGoToLowestExpertId) {
       EXPECT_EQ(ids[t * k + s], s) << "token " << t;
       EXPECT_NEAR(wts[t * k + s], 1.0f / k, 1e-6);
     }
+  }
 }
 
 TEST(CudaMoeRouter, RejectsUnsupportedDims) {

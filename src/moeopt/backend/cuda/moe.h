@@ -56,7 +56,9 @@ struct MoeRouteArgs {
   bool renormalize = true;         // norm_topk_prob
   int32_t* expert_ids = nullptr;   // [M, k] int32 out
   float* expert_weights = nullptr; // [M, k] f32 out
-  float* logits = nullptr;         // [M, E] f32 out, optional
+  // [M, E] f32 out. Optional, but without it small M runs the fused router on a few SMs
+  // (latency-bound); with it, M < 132*16 uses the split logits -> top-k path.
+  float* logits = nullptr;
   void* stream = nullptr;          // cudaStream_t
   bool programmatic_dependent_launch = true;  // PDL (sm_90): overlap with the previous kernel
 };

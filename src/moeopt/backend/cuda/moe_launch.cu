@@ -21,6 +21,9 @@ using TileBm128Bn128 = k::GemmTile<128, 128, 64, 2, 4, 1, 3>;  // 96 KiB: 2 bloc
 
 namespace {
 
+// Below this many token blocks the fused router would leave most SMs idle: split it.
+constexpr int kRouterSplitBelowBlocks = 132;
+
 template <class... KArgs, class... Args>
 cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, bool pdl,
                    cudaStream_t stream, Args... args) {
@@ -59,12 +62,27 @@ cudaError_t launch_gemm_gated(bool gated, const k::GroupedGemmParams& p, int max
 
 template <int TOK>
 cudaError_t launch_router(const k::RouterParams& p, bool pdl, cudaStream_t stream) {
+  const int blocks = (p.num_tokens + TOK - 1) / TOK;
+  if (blocks < kRouterSplitBelowBlocks && p.logits_out != nullptr) {
+    const size_t smem = size_t(TOK) * p.hidden * 2;
+    auto logits = k::moe_router_logits_kernel<TOK>;
+    cudaError_t e =
+        cudaFuncSetAttribute(logits, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    if (e != cudaSuccess) return e;
+    const dim3 grid(blocks, (p.num_experts + k::kRouterExpertsPerBlock - 1) /
+                                k::kRouterExpertsPerBlock);
+    e = launch(logits, grid, dim3(k::kRouterThreads), smem, pdl, stream, p);
+    if (e != cudaSuccess) return e;
+    constexpr int kTokPerBlock = k::kRouterThreads / 32;
+    return launch(k::moe_router_topk_from_logits_kernel,
+                  dim3((p.num_tokens + kTokPerBlock - 1) / kTokPerBlock),
+                  dim3(k::kRouterThreads), 0, pdl, stream, p);
+  }
   const size_t smem = router_smem_bytes(TOK, p.hidden, p.num_experts);
   auto kernel = k::moe_router_topk_kernel<TOK>;
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (e != cudaSuccess) return e;
-  const int blocks = (p.num_tokens + TOK - 1) / TOK;
   return launch(kernel, dim3(blocks), dim3(k::kRouterThreads), smem, pdl, stream, p);
 }
 

@@ -14,13 +14,15 @@ namespace moeopt::cuda::kernels {
 inline constexpr int kRouterThreads = 256;
 inline constexpr int kMaxExpertsPerLane = 16;  // E <= 512
 inline constexpr int kMaxTopK = 32;
+inline constexpr int kRouterExpertsPerBlock = 8;  // split path: one router row per warp
 
 struct RouterParams {
   const __nv_bfloat16* x;         // [num_tokens, hidden] bf16, row-major
   const __nv_bfloat16* router_w;  // [num_experts, hidden] bf16, row-major (HF gate.weight)
   int32_t* expert_ids;            // [num_tokens, top_k] int32, descending probability
   float* expert_weights;          // [num_tokens, top_k] f32 routing weights
-  float* logits_out;              // [num_tokens, num_experts] f32, optional (nullptr: not written)
+  float* logits_out;              // [num_tokens, num_experts] f32; fused path: optional output,
+                                  // split path: required (logits kernel -> top-k kernel)
   int num_tokens;
   int hidden;
   int num_experts;
