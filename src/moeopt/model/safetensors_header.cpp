@@ -36,6 +36,20 @@ using nlohmann::json;
 // level for unknown extra fields, refuse anything deeper.
 constexpr int kMaxJsonDepth = 4;
 
+// Makes untrusted text safe for a one-line message: control bytes (and, unless
+// keep_utf8, all non-ASCII bytes, as parse errors may quote invalid UTF-8) become \xNN.
+std::string printable(std::string_view text, bool keep_utf8) {
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f || (c >= 0x80 && !keep_utf8))
+      out += fmt::format("\\x{:02x}", c);
+    else
+      out.push_back(char(c));
+  }
+  return out;
+}
+
 // Thrown from the parser callback (and caught right around the parse call) to stop parsing
 // with a specific message.
 struct JsonReject {
@@ -65,8 +79,8 @@ std::string parse_json_strict(std::string_view text, json& out) {
       case json::parse_event_t::key:
         if (!keys_stack.empty() &&
             !keys_stack.back().insert(parsed.get_ref<const std::string&>()).second)
-          throw JsonReject{
-              fmt::format("duplicate key '{}'", parsed.get_ref<const std::string&>())};
+          throw JsonReject{fmt::format("duplicate key '{}'",
+                                       printable(parsed.get_ref<const std::string&>(), true))};
         break;
       case json::parse_event_t::value:
         break;
@@ -82,7 +96,7 @@ std::string parse_json_strict(std::string_view text, json& out) {
     // "[json.exception.parse_error.101] parse error at ..." -> "parse error at ..."
     std::string what = e.what();
     auto close = what.find("] ");
-    return close == std::string::npos ? what : what.substr(close + 2);
+    return printable(close == std::string::npos ? what : what.substr(close + 2), false);
   }
   return "";
 }
@@ -115,7 +129,7 @@ bool as_u63(const json& v, uint64_t& out) {
 Status corrupt_tensor(const std::string& source, const std::string& name,
                       const std::string& what) {
   return Status(ErrorCode::kCorruptData,
-                fmt::format("{}: tensor '{}': {}", source, name, what));
+                fmt::format("{}: tensor '{}': {}", source, printable(name, true), what));
 }
 
 Status parse_tensor_entry(const std::string& source, const std::string& name, const json& e,
@@ -133,8 +147,9 @@ Status parse_tensor_entry(const std::string& source, const std::string& name, co
     if (is_known_unsupported_dtype(dname))
       return Status(ErrorCode::kUnsupported,
                     fmt::format("{}: tensor '{}': dtype {} is not supported by moeopt", source,
-                                name, dname));
-    return corrupt_tensor(source, name, fmt::format("unknown dtype '{}'", dname));
+                                printable(name, true), dname));
+    return corrupt_tensor(source, name,
+                          fmt::format("unknown dtype '{}'", printable(dname, true)));
   }
   info.dtype = *dt;
 
@@ -235,7 +250,8 @@ Result<SafetensorsHeader> parse_safetensors_header(const uint8_t* data, size_t s
       for (auto m = it->begin(); m != it->end(); ++m) {
         if (!m->is_string())
           return make_error(ErrorCode::kCorruptData,
-                            "{}: '__metadata__' value of '{}' is not a string", source, m.key());
+                            "{}: '__metadata__' value of '{}' is not a string", source,
+                            printable(m.key(), true));
         h.metadata.emplace(m.key(), m->get<std::string>());
       }
       continue;
