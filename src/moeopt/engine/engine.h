@@ -1,0 +1,89 @@
+// Engine: the step loop shared by `generate`, `bench` and `serve`:
+//   step() = schedule -> build the ForwardBatch -> model forward -> sample -> postprocess.
+// Sequences join and leave every step (continuous batching); prompts may be prefilled in
+// chunks; the KV cache is paged (block_allocator.h, kv_cache.h). Not thread-safe: one thread
+// drives it (the server serialises access).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "moeopt/core/thread_pool.h"
+#include "moeopt/engine/block_allocator.h"
+#include "moeopt/engine/kv_cache.h"
+#include "moeopt/engine/scheduler.h"
+#include "moeopt/model/model.h"
+
+namespace moeopt {
+
+struct EngineOptions {
+  int num_threads = 0;                  // CPU worker threads (0: all hardware threads)
+  int32_t block_size = 16;
+  int32_t num_kv_blocks = 0;            // 0: derive from kv_cache_bytes
+  size_t kv_cache_bytes = size_t(1) << 30;
+  int32_t max_num_seqs = 64;
+  int32_t max_num_batched_tokens = 2048;
+  int32_t max_model_len = 0;            // 0: the config's max_position_embeddings
+};
+
+struct Request {
+  std::vector<int32_t> prompt;
+  SamplingParams params;
+  bool want_prompt_logits = false;      // keep the logits at the last prompt position
+};
+
+// What a step produced for one request.
+struct RequestOutput {
+  uint64_t id = 0;
+  std::vector<int32_t> new_tokens;          // generated this step (0 or 1)
+  std::vector<SampleResult> samples;        // with logprobs when asked, parallel to new_tokens
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  int32_t prompt_tokens = 0;
+  int32_t generated_tokens = 0;             // so far, including this step
+  std::vector<float> prompt_logits_last;    // set on the first token when asked
+};
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> create(std::unique_ptr<Model> model, EngineOptions opt);
+
+  const ModelConfig& config() const { return model_->config(); }
+  int32_t max_model_len() const { return max_model_len_; }
+  // Validates and queues a request; returns its id.
+  Result<uint64_t> add_request(Request request);
+  // Runs one step; outputs for every sequence that produced a token or finished.
+  Result<std::vector<RequestOutput>> step();
+  bool has_unfinished() const { return !scheduler_->empty(); }
+  bool abort(uint64_t id) { return scheduler_->abort(id); }
+
+  const BlockAllocator& blocks() const { return *blocks_; }
+  const Scheduler& scheduler() const { return *scheduler_; }
+
+ private:
+  Engine() = default;
+  FinishReason check_stop(const Sequence& s, int32_t token) const;
+
+  std::unique_ptr<Model> model_;
+  EngineOptions opt_;
+  int32_t max_model_len_ = 0;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<BlockAllocator> blocks_;
+  std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<Scheduler> scheduler_;
+  uint64_t next_id_ = 1;
+  std::vector<int32_t> eos_ids_;
+};
+
+// Convenience for generate/tests: runs requests to completion in one batch and returns, per
+// request in order, its generated tokens and (if asked) prompt logits.
+struct Completion {
+  std::vector<int32_t> tokens;
+  std::vector<SampleResult> samples;
+  FinishReason finish_reason = FinishReason::kNone;
+  std::vector<float> prompt_logits_last;
+};
+Result<std::vector<Completion>> run_to_completion(Engine& engine, std::vector<Request> requests);
+
+}  // namespace moeopt

@@ -1,0 +1,112 @@
+#include "moeopt/engine/scheduler.h"
+
+#include <algorithm>
+
+namespace moeopt {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone: return "";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kAbort: return "abort";
+  }
+  return "";
+}
+
+Scheduler::Scheduler(SchedulerOptions options, BlockAllocator* blocks)
+    : opt_(options), blocks_(blocks) {}
+
+void Scheduler::add(std::unique_ptr<Sequence> seq) { waiting_.push_back(std::move(seq)); }
+
+int32_t Scheduler::blocks_needed(const Sequence& s, int32_t new_tokens) const {
+  int32_t total = s.num_computed + new_tokens;
+  int32_t need = (total + opt_.block_size - 1) / opt_.block_size;
+  return std::max(0, need - int32_t(s.blocks.size()));
+}
+
+void Scheduler::preempt(Sequence& s) {
+  blocks_->release(s.blocks);
+  s.blocks.clear();
+  s.num_computed = 0;
+  ++s.num_preemptions;
+  ++preemptions_;
+}
+
+std::vector<ScheduledSeq> Scheduler::schedule() {
+  std::vector<ScheduledSeq> out;
+  int32_t budget = opt_.max_num_batched_tokens;
+
+  // 1. Running sequences, oldest first; preempt the newest when blocks run out.
+  for (size_t i = 0; i < running_.size() && budget > 0;) {
+    Sequence& s = *running_[i];
+    int32_t n = std::min(s.num_tokens() - s.num_computed, budget);
+    int32_t need = blocks_needed(s, n);
+    while (need > blocks_->num_free() && running_.size() - 1 > i) {
+      // Preempt the most recently admitted sequence (not yet scheduled this step: those
+      // after i have not been looked at).
+      std::unique_ptr<Sequence> victim = std::move(running_.back());
+      running_.pop_back();
+      preempt(*victim);
+      waiting_.push_front(std::move(victim));
+    }
+    if (need > blocks_->num_free()) {
+      // Even alone it does not fit: preempt it too and stop (it retries when blocks free up).
+      std::unique_ptr<Sequence> self = std::move(running_[i]);
+      running_.erase(running_.begin() + long(i));
+      preempt(*self);
+      waiting_.push_front(std::move(self));
+      break;
+    }
+    auto got = blocks_->allocate(need);
+    s.blocks.insert(s.blocks.end(), got->begin(), got->end());
+    out.push_back({&s, n});
+    budget -= n;
+    ++i;
+  }
+
+  // 2. Waiting sequences, in order, without preempting anything.
+  while (!waiting_.empty() && budget > 0 && int32_t(running_.size()) < opt_.max_num_seqs) {
+    Sequence& s = *waiting_.front();
+    if (s.finished()) break;  // aborted while waiting: collected by take_finished
+    int32_t n = std::min(s.num_tokens() - s.num_computed, budget);
+    int32_t need = blocks_needed(s, n);
+    if (need > blocks_->num_free()) break;
+    auto got = blocks_->allocate(need);
+    s.blocks.insert(s.blocks.end(), got->begin(), got->end());
+    out.push_back({&s, n});
+    budget -= n;
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+  return out;
+}
+
+std::vector<std::unique_ptr<Sequence>> Scheduler::take_finished() {
+  std::vector<std::unique_ptr<Sequence>> done;
+  auto collect = [&](auto& container) {
+    for (auto it = container.begin(); it != container.end();) {
+      if ((*it)->finished()) {
+        blocks_->release((*it)->blocks);
+        (*it)->blocks.clear();
+        done.push_back(std::move(*it));
+        it = container.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  };
+  collect(running_);
+  collect(waiting_);
+  return done;
+}
+
+bool Scheduler::abort(uint64_t id) {
+  for (auto& s : running_)
+    if (s->id == id) { s->finish = FinishReason::kAbort; return true; }
+  for (auto& s : waiting_)
+    if (s->id == id) { s->finish = FinishReason::kAbort; return true; }
+  return false;
+}
+
+}  // namespace moeopt

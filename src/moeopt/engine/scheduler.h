@@ -1,0 +1,65 @@
+// Scheduler: which sequences run in the next step, and how many of their tokens.
+//
+// Policy (vLLM-style, first come first served):
+//   1. Running sequences first, in admission order. Each needs its remaining tokens (1 when
+//      decoding; the rest of its prompt when a chunked prefill is under way), capped by the
+//      step's token budget (max_num_batched_tokens), and the KV blocks to hold them. When
+//      blocks run out, the most recently admitted running sequence is preempted: its blocks
+//      are freed and it goes back to the front of the waiting queue, to be recomputed later
+//      (its tokens so far, prompt and output, are prefilled again).
+//   2. Then waiting sequences, in order, while fewer than max_num_seqs run, budget remains
+//      and their first chunk's blocks fit (no preemption to admit new work). A prompt larger
+//      than the remaining budget is prefilled in chunks over several steps.
+// Every scheduled sequence gets at least one token; a sequence is never split within a step.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "moeopt/engine/block_allocator.h"
+#include "moeopt/engine/sequence.h"
+
+namespace moeopt {
+
+struct SchedulerOptions {
+  int32_t max_num_seqs = 64;
+  int32_t max_num_batched_tokens = 2048;
+  int32_t block_size = 16;
+};
+
+struct ScheduledSeq {
+  Sequence* seq = nullptr;
+  int32_t num_new_tokens = 0;  // tokens [num_computed, num_computed + n) run this step
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerOptions options, BlockAllocator* blocks);
+
+  void add(std::unique_ptr<Sequence> seq);
+  // Picks this step's work (may preempt running sequences, see the file comment).
+  std::vector<ScheduledSeq> schedule();
+  // Releases finished sequences' blocks and hands them back to the caller.
+  std::vector<std::unique_ptr<Sequence>> take_finished();
+  // Marks a sequence aborted (running or waiting); false if unknown.
+  bool abort(uint64_t id);
+
+  size_t num_running() const { return running_.size(); }
+  size_t num_waiting() const { return waiting_.size(); }
+  bool empty() const { return running_.empty() && waiting_.empty(); }
+  int64_t num_preemptions() const { return preemptions_; }
+
+ private:
+  int32_t blocks_needed(const Sequence& s, int32_t new_tokens) const;
+  void preempt(Sequence& s);
+
+  SchedulerOptions opt_;
+  BlockAllocator* blocks_;
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;  // admission order
+  int64_t preemptions_ = 0;
+};
+
+}  // namespace moeopt

@@ -1,0 +1,41 @@
+// Sequence: one request's state inside the engine.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moeopt/engine/sampler.h"
+
+namespace moeopt {
+
+enum class FinishReason { kNone, kStop, kLength, kAbort };
+const char* finish_reason_name(FinishReason r);  // "stop", "length", "abort", ""
+
+struct Sequence {
+  uint64_t id = 0;
+  std::vector<int32_t> tokens;   // prompt, then generated tokens
+  int32_t prompt_len = 0;
+  int32_t num_computed = 0;      // tokens whose K/V are in the cache
+  std::vector<int32_t> blocks;   // block table (physical ids)
+  SamplingParams params;
+  TokenHistory history;
+  RequestRng rng;
+  bool want_prompt_logits = false;
+  std::vector<float> prompt_logits_last;  // logits at the last prompt position, if wanted
+  FinishReason finish = FinishReason::kNone;
+  int32_t num_preemptions = 0;
+
+  Sequence(uint64_t id_, std::vector<int32_t> prompt, SamplingParams p, int64_t vocab)
+      : id(id_), tokens(std::move(prompt)), prompt_len(int32_t(tokens.size())), params(std::move(p)),
+        rng(params.seed) {
+    history.reset(vocab, std::span<const int32_t>(tokens.data(), tokens.size()));
+  }
+
+  int32_t num_tokens() const { return int32_t(tokens.size()); }
+  int32_t num_generated() const { return num_tokens() - prompt_len; }
+  bool finished() const { return finish != FinishReason::kNone; }
+};
+
+}  // namespace moeopt

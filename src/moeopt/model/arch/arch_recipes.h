@@ -1,0 +1,19 @@
+// Per-architecture recipes: each fills DecoderWeights from a checkpoint using its family's
+// tensor names (tensor_specs.h) and routing rules. One file per architecture.
+#pragma once
+
+#include <memory>
+
+#include "moeopt/model/arch/decoder.h"
+
+namespace moeopt::arch {
+
+// Shared by all recipes: embedding, per-layer norms + GQA attention, final norm, LM head
+// (tied to the embedding when the config says so). FFN blocks are left to the caller.
+Result<DecoderWeights> load_decoder_common(const WeightStore& w, const ModelConfig& c);
+
+Result<DecoderWeights> qwen3_moe_weights(const WeightStore& w, const ModelConfig& c);
+Result<DecoderWeights> qwen2_moe_weights(const WeightStore& w, const ModelConfig& c);
+Result<DecoderWeights> mixtral_weights(const WeightStore& w, const ModelConfig& c);
+
+}  // namespace moeopt::arch

@@ -1,0 +1,84 @@
+// The decoder skeleton shared by the GQA families (Qwen3-MoE, Mixtral, Qwen2-MoE, and the
+// dense Llama/Qwen models): embedding -> N x [RMSNorm -> attention -> RMSNorm -> MLP or MoE]
+// -> RMSNorm -> LM head, pre-norm with a residual stream.
+//
+// Each architecture file (arch/<name>.cpp) fills a DecoderWeights from the checkpoint using
+// the tensor names of tensor_specs.h and the family's routing rules; this file runs it.
+// Activations are f32 on the CPU; weights are used in place from the checkpoint mapping.
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include "moeopt/model/model.h"
+#include "moeopt/model/weights.h"
+#include "moeopt/ops/moe.h"
+#include "moeopt/ops/rope.h"
+
+namespace moeopt {
+
+struct AttentionWeights {
+  TensorView q, k, v, o;                         // [Hq*D, H], [Hkv*D, H] x2, [H, Hq*D]
+  std::optional<TensorView> q_bias, k_bias, v_bias, o_bias;
+  std::optional<TensorView> q_norm, k_norm;      // [D] per-head RMSNorm (Qwen3)
+};
+
+struct SwigluWeights {
+  TensorView gate, up, down;                     // [W, H], [W, H], [H, W]
+};
+
+struct MoeBlockWeights {
+  TensorView router;                             // [E, H]
+  ops::ExpertWeights experts;
+  ops::MoeParams params;
+  std::optional<SwigluWeights> shared;           // Qwen2-MoE shared expert
+  std::optional<TensorView> shared_gate;         // [1, H]: sigmoid gate on the shared output
+};
+
+struct DecoderLayerWeights {
+  TensorView input_norm, post_attention_norm;    // [H]
+  AttentionWeights attn;
+  std::optional<SwigluWeights> mlp;              // dense layers
+  std::optional<MoeBlockWeights> moe;            // sparse layers
+  int sliding_window = 0;                        // 0: full attention
+};
+
+struct DecoderWeights {
+  TensorView embed;                              // [V, H]
+  std::vector<DecoderLayerWeights> layers;
+  TensorView final_norm;                         // [H]
+  TensorView lm_head;                            // [V, H] (the embedding when tied)
+};
+
+// ModelConfig -> the rope op's settings (rope_theta, rope_scaling, head_dim).
+ops::RopeConfig rope_config_from(const ModelConfig& c);
+
+// Helpers for arch files.
+Result<AttentionWeights> load_gqa_attention(const WeightStore& w, const ModelConfig& c, int layer);
+Result<SwigluWeights> load_swiglu(const WeightStore& w, const std::string& prefix,
+                                  bool mixtral_names);
+// Routed experts under "<layer prefix>.<moe_module>.experts.<e>" (per-expert tensors).
+Result<ops::ExpertWeights> load_experts(const WeightStore& w, const std::string& moe_prefix,
+                                        int64_t num_experts, bool mixtral_names);
+
+class DecoderModel : public Model {
+ public:
+  DecoderModel(ModelConfig config, WeightStore store, DecoderWeights weights);
+
+  const ModelConfig& config() const override { return config_; }
+  KvLayout kv_layout() const override;
+  Status forward(const ops::Context& ctx, const ForwardBatch& batch,
+                 const std::vector<LayerKv>& kv, const TensorView& logits) override;
+
+ private:
+  Status ensure_rope_table(int64_t max_position);
+
+  ModelConfig config_;
+  WeightStore store_;  // owns the mappings the views point into
+  DecoderWeights w_;
+  ops::RopeConfig rope_;
+  HostTensor cos_sin_;  // [positions, rotary_dim]
+  int64_t cos_sin_positions_ = 0;
+};
+
+}  // namespace moeopt

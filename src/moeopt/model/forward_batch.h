@@ -1,0 +1,33 @@
+// ForwardBatch: what one model step computes, in the varlen + paged-KV layout the attention
+// op takes (ops/attention.h, docs/glossary.md). Built by the engine's model runner, read by
+// Model::forward. Host vectors; a device runner mirrors them into device buffers.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "moeopt/core/tensor.h"
+
+namespace moeopt {
+
+struct ForwardBatch {
+  std::vector<int32_t> token_ids;        // [T] new tokens of all sequences, sequence-major
+  std::vector<int32_t> positions;        // [T] their positions in their sequences
+  std::vector<int32_t> query_start_loc;  // [S + 1] sequence s owns rows [q[s], q[s+1])
+  std::vector<int32_t> context_lens;     // [S] cached tokens after this step (incl. new ones)
+  std::vector<int32_t> block_table;      // [S, max_blocks_per_seq] physical block ids
+  int32_t max_blocks_per_seq = 0;
+  std::vector<int32_t> slot_mapping;     // [T] cache slot of each new token
+  std::vector<int32_t> logits_rows;      // rows of [T] whose next-token logits are wanted
+
+  int32_t num_tokens() const { return int32_t(token_ids.size()); }
+  int32_t num_seqs() const { return int32_t(context_lens.size()); }
+};
+
+// One layer's paged KV cache: k and v are [num_blocks, block_size, Hkv, D] (NHD).
+struct LayerKv {
+  TensorView k;
+  TensorView v;
+};
+
+}  // namespace moeopt

@@ -1,0 +1,39 @@
+// Model: a loaded checkpoint that computes next-token logits for a ForwardBatch.
+//
+// load_model picks the architecture's recipe (model/arch/<name>.cpp) from the config. The
+// forward pass is written only with ops:: calls, so the same recipe runs wherever the ops run.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moeopt/core/status.h"
+#include "moeopt/model/config.h"
+#include "moeopt/model/forward_batch.h"
+#include "moeopt/ops/context.h"
+
+namespace moeopt {
+
+// Shape of one layer's K (or V) cache page pool, per block: [block_size, kv_heads, head_dim].
+struct KvLayout {
+  int64_t num_layers = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ModelConfig& config() const = 0;
+  virtual KvLayout kv_layout() const = 0;
+  // Runs the batch; writes new keys/values into `kv` (one entry per layer) and the logits of
+  // batch.logits_rows into `logits` [logits_rows.size(), vocab] f32.
+  virtual Status forward(const ops::Context& ctx, const ForwardBatch& batch,
+                         const std::vector<LayerKv>& kv, const TensorView& logits) = 0;
+};
+
+// Loads config.json and the safetensors weights of a checkpoint directory.
+Result<std::unique_ptr<Model>> load_model(const std::string& dir);
+
+}  // namespace moeopt

@@ -1,0 +1,41 @@
+// load_model: config.json -> the architecture's recipe -> a ready Model.
+#include <filesystem>
+
+#include "moeopt/model/arch/arch_recipes.h"
+#include "moeopt/model/model.h"
+
+namespace moeopt {
+
+Result<std::unique_ptr<Model>> load_model(const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec))
+    return make_error(ErrorCode::kNotFound, "{}: not a checkpoint directory", dir);
+  MOEOPT_ASSIGN_OR_RETURN(ModelConfig config,
+                          load_model_config((std::filesystem::path(dir) / "config.json").string()));
+  if (config.fp8)
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: pre-quantized FP8 checkpoints do not run on the CPU backend yet", dir);
+  Result<DecoderWeights> (*recipe)(const WeightStore&, const ModelConfig&) = nullptr;
+  switch (config.arch) {
+    case Arch::kQwen3Moe: recipe = arch::qwen3_moe_weights; break;
+    case Arch::kQwen2Moe: recipe = arch::qwen2_moe_weights; break;
+    case Arch::kMixtral: recipe = arch::mixtral_weights; break;
+    case Arch::kDeepseekV2:
+    case Arch::kDeepseekV3:
+    case Arch::kOlmoe:
+    case Arch::kLlama:
+    case Arch::kMistral:
+    case Arch::kQwen2:
+    case Arch::kQwen3: break;
+  }
+  if (!recipe)
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: running {} models is not implemented yet (qwen3_moe, qwen2_moe and "
+                      "mixtral are)", dir, arch_name(config.arch));
+  MOEOPT_ASSIGN_OR_RETURN(WeightStore store, WeightStore::open(dir, config));
+  MOEOPT_ASSIGN_OR_RETURN(DecoderWeights weights, recipe(store, config));
+  return std::unique_ptr<Model>(
+      std::make_unique<DecoderModel>(std::move(config), std::move(store), std::move(weights)));
+}
+
+}  // namespace moeopt
