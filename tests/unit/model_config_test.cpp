@@ -521,5 +521,36 @@ TEST(TensorSpecs, Fp8CheckpointScales) {
   for (const auto& s : *plain) EXPECT_NE(s.role, TensorRole::kFp8Scale);
 }
 
+// Every config under tests/data/tensor_names_hf against the tensors transformers saves for it
+// (names and shapes, produced on the GPU machine by hf_tensor_names.py in that folder).
+TEST(TensorSpecs, MatchTransformers) {
+  const std::string dir = kRoot + "/tests/data/tensor_names_hf";
+  int checked = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (!fs::is_regular_file(e.path() / "tensors.json")) continue;
+    const std::string n = e.path().filename().string();
+    auto c = load_model_config((e.path() / "config.json").string());
+    ASSERT_TRUE(c.ok()) << n << ": " << c.status().message();
+    auto ours = expected_tensors(*c);
+    ASSERT_TRUE(ours.ok());
+    json ref = json::parse(*read_file((e.path() / "tensors.json").string()))["tensors"];
+    std::map<std::string, Shape> mine;
+    for (const auto& t : *ours) mine[t.name] = t.shape;
+    EXPECT_EQ(mine.size(), ours->size()) << n << ": duplicate names";
+    for (const auto& [name, shape] : ref.items()) {
+      auto it = mine.find(name);
+      if (it == mine.end()) {
+        ADD_FAILURE() << n << ": transformers has " << name << ", we do not";
+        continue;
+      }
+      EXPECT_EQ(it->second, shape.get<Shape>()) << n << ": " << name;
+    }
+    for (const auto& [name, shape] : mine)
+      EXPECT_TRUE(ref.contains(name)) << n << ": we list " << name << ", transformers does not";
+    ++checked;
+  }
+  EXPECT_GE(checked, 17);
+}
+
 }  // namespace
 }  // namespace moeopt

@@ -7,12 +7,16 @@
 // exactly that convention instead of widening the tolerance.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include "moeopt/model/catalog.h"
 #include "moeopt/model/config.h"
+#include "moeopt/model/safetensors.h"
 #include "moeopt/model/sizing.h"
 #include "moeopt/model/tensor_specs.h"
 
@@ -265,6 +269,120 @@ TEST(Sizing, ReportJsonKeys) {
   EXPECT_EQ(j["fit"]["h100"]["configs"].size(), 4u * 3u);
   EXPECT_TRUE(j["recommended"]["h200"]["fits"].get<bool>());
   EXPECT_FALSE(j["fp8_tp_warnings"]["4"].empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoint cross-check: a real (tiny, zero-filled) sharded checkpoint written with the
+// safetensors writer, then variants with one tensor wrong.
+
+struct TinyCheckpoint {
+  ModelConfig cfg;
+  std::vector<TensorSpec> specs;
+  std::string dir;
+};
+
+TinyCheckpoint tiny_checkpoint_config() {
+  TinyCheckpoint t;
+  auto c = load_model_config(kRoot + "/tests/data/tensor_names_hf/Qwen3-30B-A3B/config.json");
+  EXPECT_TRUE(c.ok()) << c.status().message();
+  t.cfg = *c;
+  t.specs = *expected_tensors(t.cfg);
+  t.dir = (std::filesystem::temp_directory_path() / ("moeopt_ckpt_test_" + std::to_string(getpid()))).string();
+  return t;
+}
+
+std::vector<SafetensorsTensorInfo> infos_of(const std::vector<TensorSpec>& specs) {
+  std::vector<SafetensorsTensorInfo> v;
+  for (const auto& s : specs) {
+    SafetensorsTensorInfo i;
+    i.name = s.name;
+    i.dtype = DType::kBF16;
+    i.shape = s.shape;
+    i.nbytes = uint64_t(s.numel()) * 2;
+    i.file = "model.safetensors";
+    v.push_back(i);
+  }
+  return v;
+}
+
+TEST(Sizing, CheckpointCrossCheckOnRealFiles) {
+  TinyCheckpoint t = tiny_checkpoint_config();
+  std::vector<SafetensorsTensorSource> src;
+  for (const auto& s : t.specs) {
+    SafetensorsTensorSource ts;
+    ts.spec = {s.name, DType::kBF16, s.shape};
+    ts.fill = [](uint64_t, std::span<uint8_t> out) {
+      std::fill(out.begin(), out.end(), uint8_t(0));
+      return Status();
+    };
+    src.push_back(std::move(ts));
+  }
+  ShardedWriteOptions opt;
+  opt.max_shard_bytes = 60000;  // several shards
+  auto w = write_sharded_safetensors(t.dir, std::move(src), opt);
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  auto ck = Checkpoint::open(t.dir);
+  ASSERT_TRUE(ck.ok()) << ck.status().message();
+  auto r = check_checkpoint_tensors(t.cfg, ck->tensors(), t.dir);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ParamCounts want = count_params(t.cfg, t.specs);
+  EXPECT_EQ(r->params.total, want.total);
+  EXPECT_EQ(r->params.active, want.active);
+  EXPECT_EQ(r->tensors, int64_t(t.specs.size()));
+  EXPECT_EQ(r->files, int64_t(w->files.size()));
+  EXPECT_GT(r->files, 1);
+  EXPECT_EQ(r->bytes, 2 * want.total);
+  std::filesystem::remove_all(t.dir);
+}
+
+TEST(Sizing, CheckpointCrossCheckNamesTheTensor) {
+  TinyCheckpoint t = tiny_checkpoint_config();
+  auto good = infos_of(t.specs);
+  ASSERT_TRUE(check_checkpoint_tensors(t.cfg, good, "ckpt").ok());
+
+  auto extra = good;
+  extra.push_back(extra.back());
+  extra.back().name = "model.layers.0.mlp.foo.weight";
+  auto r = check_checkpoint_tensors(t.cfg, extra, "ckpt");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("ckpt: tensor 'model.layers.0.mlp.foo.weight' is not part of a qwen3_moe"),
+            std::string::npos)
+      << r.status().message();
+
+  auto shape = good;
+  for (auto& i : shape)
+    if (i.name == "model.layers.0.mlp.experts.0.gate_proj.weight") i.shape = {33, 64};
+  r = check_checkpoint_tensors(t.cfg, shape, "ckpt");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find(
+                "tensor 'model.layers.0.mlp.experts.0.gate_proj.weight' has shape [33, 64], config.json implies [32, 64]"),
+            std::string::npos)
+      << r.status().message();
+
+  auto missing = good;
+  missing.erase(std::remove_if(missing.begin(), missing.end(),
+                               [](const SafetensorsTensorInfo& i) { return i.name == "model.norm.weight"; }),
+                missing.end());
+  r = check_checkpoint_tensors(t.cfg, missing, "ckpt");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("tensor 'model.norm.weight' ([64]) is missing"), std::string::npos)
+      << r.status().message();
+  EXPECT_EQ(r.status().code(), ErrorCode::kCorruptData);
+}
+
+TEST(Sizing, CheckpointCrossCheckFp8Scales) {
+  // The same tiny model declared FP8: scales become required, and are counted apart.
+  TinyCheckpoint t = tiny_checkpoint_config();
+  t.cfg.fp8 = Fp8Quantization{};
+  auto all = checkpoint_tensors(t.cfg, false);
+  ASSERT_TRUE(all.ok());
+  auto r = check_checkpoint_tensors(t.cfg, infos_of(*all), "ckpt");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_TRUE(r->has_fp8_scales);
+  EXPECT_EQ(r->params.total, count_params(t.cfg, t.specs).total);
+  auto no_scales = check_checkpoint_tensors(t.cfg, infos_of(t.specs), "ckpt");
+  ASSERT_FALSE(no_scales.ok());
+  EXPECT_NE(no_scales.status().message().find("weight_scale_inv"), std::string::npos);
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <numeric>
+#include <set>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -304,6 +306,69 @@ LayoutRecommendation recommend_layout(const ModelConfig& c, const std::vector<Te
                                      r.tp_attention, c.num_key_value_heads,
                                      r.tp_attention / c.num_key_value_heads));
   return r;
+}
+
+// ------------------------------------------------------------------------------------------
+// Checkpoint cross-check
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+Result<CheckpointCheck> check_checkpoint_tensors(const ModelConfig& c,
+                                                 const std::vector<SafetensorsTensorInfo>& tensors,
+                                                 const std::string& source) {
+  auto expected = checkpoint_tensors(c, /*include_mtp=*/true);
+  if (!expected.ok()) return expected.status();
+  std::unordered_map<std::string, size_t> index;
+  index.reserve(expected->size());
+  for (size_t i = 0; i < expected->size(); ++i) index.emplace((*expected)[i].name, i);
+
+  CheckpointCheck out;
+  std::vector<char> seen(expected->size(), 0);
+  std::vector<TensorSpec> main, mtp;  // header shapes, roles from the specs
+  std::set<std::string> files;
+  for (const auto& t : tensors) {
+    if (ends_with(t.name, ".rotary_emb.inv_freq")) continue;
+    auto it = index.find(t.name);
+    if (it == index.end())
+      return make_error(ErrorCode::kCorruptData,
+                        "{}: tensor '{}' is not part of a {} model with this config.json (shape {})", source,
+                        t.name, c.model_type, shape_str(t.shape));
+    const TensorSpec& spec = (*expected)[it->second];
+    if (t.shape != spec.shape)
+      return make_error(ErrorCode::kCorruptData, "{}: tensor '{}' has shape {}, config.json implies {}", source,
+                        t.name, shape_str(t.shape), shape_str(spec.shape));
+    seen[it->second] = 1;
+    ++out.tensors;
+    out.bytes += int64_t(t.nbytes);
+    files.insert(t.file);
+    TensorSpec h = spec;
+    h.shape = t.shape;
+    if (spec.role == TensorRole::kMtp) {
+      out.has_mtp = true;
+      mtp.push_back(std::move(h));
+    } else if (spec.role == TensorRole::kFp8Scale) {
+      out.has_fp8_scales = true;
+    } else {
+      main.push_back(std::move(h));
+    }
+  }
+  for (size_t i = 0; i < expected->size(); ++i) {
+    const TensorSpec& spec = (*expected)[i];
+    if (!seen[i] && spec.role != TensorRole::kMtp)
+      return make_error(ErrorCode::kCorruptData, "{}: tensor '{}' ({}) is missing; config.json implies it", source,
+                        spec.name, shape_str(spec.shape));
+  }
+  out.files = int64_t(files.size());
+  out.params = count_params(c, main, mtp);
+  return out;
 }
 
 // ------------------------------------------------------------------------------------------

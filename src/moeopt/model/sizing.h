@@ -29,6 +29,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "moeopt/model/config.h"
+#include "moeopt/model/safetensors.h"
 #include "moeopt/model/tensor_specs.h"
 
 namespace moeopt {
@@ -140,6 +141,28 @@ LayoutRecommendation recommend_layout(const ModelConfig& c, const std::vector<Te
 // multiples of the block (e.g. Qwen3-30B-A3B: 768-wide experts split TP=4 are 192 wide).
 // `experts_tp` says whether routed experts are split by TP (rather than EP).
 std::vector<std::string> fp8_tp_warnings(const ModelConfig& c, int tp, bool experts_tp);
+
+// --------------------------------------------------------------------------------------
+// Checkpoint cross-check
+
+// What a checkpoint's safetensors headers say, once checked against the config.
+struct CheckpointCheck {
+  int64_t tensors = 0;        // tensors in the files
+  int64_t files = 0;
+  int64_t bytes = 0;          // sum of tensor data bytes
+  bool has_mtp = false;       // DeepSeek-V3 MTP layers present (optional)
+  bool has_fp8_scales = false;
+  ParamCounts params;         // counted from the header shapes (same conventions as above)
+};
+
+// Checks every tensor of a checkpoint against checkpoint_tensors(c): each header tensor must
+// be one the config implies, with the same shape; each tensor of the main model (and each
+// FP8 scale when the config is FP8) must be present. MTP tensors are optional; rotary
+// `inv_freq` buffers some exporters write are ignored. The first mismatch is a kCorruptData
+// error naming `source` and the tensor.
+Result<CheckpointCheck> check_checkpoint_tensors(const ModelConfig& c,
+                                                 const std::vector<SafetensorsTensorInfo>& tensors,
+                                                 const std::string& source);
 
 // The whole report as one JSON object (`moeopt inspect --json`): the config summary keys
 // (model_type, is_moe, num_layers, num_moe_layers, hidden_size, num_experts,

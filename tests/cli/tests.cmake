@@ -1,0 +1,43 @@
+# CLI behaviour tests: exit codes and one-line errors of `moeopt` subcommands (label "cli").
+# Each test runs the built binary through run_cli.cmake.
+set(_cli_runner ${CMAKE_CURRENT_LIST_DIR}/run_cli.cmake)
+set(_bad ${PROJECT_SOURCE_DIR}/tests/data/bad_configs)
+
+function(moeopt_cli_test name args rc)
+  cmake_parse_arguments(T "" "STDERR;STDOUT" "" ${ARGN})
+  set(defs -DEXE=$<TARGET_FILE:moeopt_cli> "-DARGS=${args}" -DEXPECT_RC=${rc})
+  if(DEFINED T_STDERR)
+    list(APPEND defs "-DEXPECT_STDERR=${T_STDERR}")
+  endif()
+  if(DEFINED T_STDOUT)
+    list(APPEND defs "-DEXPECT_STDOUT=${T_STDOUT}")
+  endif()
+  add_test(NAME cli_${name} COMMAND ${CMAKE_COMMAND} ${defs} -P ${_cli_runner})
+  set_tests_properties(cli_${name} PROPERTIES LABELS cli ENVIRONMENT MOEOPT_HOME=${PROJECT_SOURCE_DIR})
+endfunction()
+
+# inspect: bad input -> exit 2 with "moeopt inspect: error: <file>: <what>" on one line.
+moeopt_cli_test(inspect_missing_path "inspect|/nonexistent/model/config.json" 2
+  STDERR "^moeopt inspect: error: /nonexistent/model/config.json: no such file or directory\n$")
+moeopt_cli_test(inspect_unknown_name "inspect|no-such-model" 2
+  STDERR "^moeopt inspect: error: 'no-such-model' is not a file, a directory or a catalog model")
+moeopt_cli_test(inspect_invalid_json "inspect|${_bad}/invalid_json.json" 2
+  STDERR "^moeopt inspect: error: [^\n]*invalid_json.json: invalid JSON: ")
+moeopt_cli_test(inspect_bad_field "inspect|${_bad}/topk_larger_than_experts.json" 2
+  STDERR "topk_larger_than_experts.json: field 'num_experts_per_tok' \\(9\\) is larger than num_experts \\(8\\)")
+moeopt_cli_test(inspect_non_numeric "inspect|${_bad}/string_hidden_size.json" 2
+  STDERR "string_hidden_size.json: field 'hidden_size': expected an integer")
+moeopt_cli_test(inspect_unknown_model_type "inspect|${_bad}/unknown_model_type.json" 2
+  STDERR "field 'model_type': 'gpt2' is not supported")
+moeopt_cli_test(inspect_dir_without_config "inspect|${PROJECT_SOURCE_DIR}/tests/data" 2
+  STDERR "directory has no config.json")
+moeopt_cli_test(inspect_bad_gpu_flag "inspect|Qwen3-30B-A3B|--gpu|a100" 2)
+moeopt_cli_test(inspect_bad_ctx_flag "inspect|Qwen3-30B-A3B|--ctx|0" 2)
+
+# inspect: good input -> exit 0.
+moeopt_cli_test(inspect_catalog_json "inspect|qwen3-30b-a3b|--json" 0
+  STDOUT "\"params_total\": 30532122624")
+moeopt_cli_test(inspect_catalog_table "inspect|DeepSeek-V3|--gpu|h200" 0
+  STDOUT "MLA, 128 heads")
+moeopt_cli_test(inspect_config_path "inspect|${PROJECT_SOURCE_DIR}/models/catalog/Mixtral-8x7B-v0.1/config.json" 0
+  STDOUT "block_sparse|mixtral")
