@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -180,6 +181,48 @@ TEST(JinjaJson, ObjectKeyOrderIsKept) {
   auto r = render_text("{{ t|tojson }}", ctx);
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(*r, R"({"zeta": 1, "alpha": {"b": 2, "a": 3}})");
+}
+
+
+// Templates are untrusted input: every truncation and many one-character deletions of the
+// real templates must parse or fail cleanly, and whatever parses must render or fail
+// cleanly (run under ASan/UBSan to catch memory errors).
+TEST(JinjaRobustness, DamagedRealTemplatesFailCleanly) {
+  const std::string root = MOEOPT_SOURCE_DIR;
+  std::vector<std::string> sources;
+  for (const char* family : {"qwen3", "deepseek_v3", "llama3"}) {
+    auto text = read_file(root + "/models/tokenizers/" + family + "/tokenizer_config.json");
+    ASSERT_TRUE(text.ok()) << text.status().message();
+    sources.push_back(ojson::parse(*text)["chat_template"].get<std::string>());
+  }
+  auto mixtral = read_file(root + "/tests/data/chat_templates/templates/mixtral_instruct.jinja");
+  ASSERT_TRUE(mixtral.ok());
+  sources.push_back(*mixtral);
+  const ojson ctx = ojson::parse(R"({
+    "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                 {"role": "assistant", "content": "a", "reasoning_content": "r",
+                  "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]},
+                 {"role": "tool", "content": "t"}, {"role": "user", "content": "u2"}],
+    "tools": [{"type": "function", "function": {"name": "f"}}],
+    "add_generation_prompt": true, "bos_token": "<s>", "eos_token": "</s>"})");
+  RenderOptions opts;
+  opts.max_output_bytes = 1 << 20;
+  opts.max_loop_iterations = 100000;
+  size_t parsed = 0, failed = 0;
+  auto attempt = [&](const std::string& text) {
+    auto r = render_text(text, ctx, opts);
+    if (r.ok()) ++parsed;
+    else {
+      ++failed;
+      EXPECT_FALSE(r.status().message().empty());
+    }
+  };
+  for (const auto& src : sources) {
+    for (size_t n = 0; n <= src.size(); n += (n < 600 ? 1 : 5)) attempt(src.substr(0, n));
+    for (size_t i = 0; i < src.size(); i += 11) attempt(src.substr(0, i) + src.substr(i + 1));
+  }
+  EXPECT_GT(parsed, 0u);
+  EXPECT_GT(failed, 0u);
 }
 
 }  // namespace

@@ -266,7 +266,11 @@ class Lexer {
         matched = true;
         break;
       }
-      if (!matched) return error_at(p, fmt::format("unexpected character '{}'", c));
+      if (!matched) {
+        unsigned char uc = static_cast<unsigned char>(c);
+        return error_at(p, uc >= 0x20 && uc < 0x7F ? fmt::format("unexpected character '{}'", c)
+                                                   : fmt::format("unexpected byte 0x{:02x}", uc));
+      }
     }
   }
 
