@@ -41,3 +41,5 @@ moeopt_cli_test(inspect_catalog_table "inspect|DeepSeek-V3|--gpu|h200" 0
   STDOUT "MLA, 128 heads")
 moeopt_cli_test(inspect_config_path "inspect|${PROJECT_SOURCE_DIR}/models/catalog/Mixtral-8x7B-v0.1/config.json" 0
   STDOUT "block_sparse|mixtral")
+moeopt_cli_test(inspect_list "inspect|--list" 0 STDOUT "DeepSeek-V2-Lite\nDeepSeek-V3\n")
+moeopt_cli_test(inspect_no_model "inspect" 2 STDERR "^moeopt inspect: error: missing model")

@@ -28,12 +28,23 @@ using json = nlohmann::json;
 struct InspectArgs {
   std::string model;
   bool json = false;
+  bool list = false;
   std::string gpu;   // empty: both kinds
   int64_t ctx = 0;   // 0: min(8192, max_position_embeddings)
 };
 
-std::string billions(int64_t n) { return fmt::format("{:.2f}B", double(n) / 1e9); }
-std::string gigabytes(int64_t n) { return fmt::format("{:.2f} GB", double(n) / 1e9); }
+// Parameter counts: "30.53B", "84.89M", or the exact number below a million.
+std::string billions(int64_t n) {
+  if (n >= 1'000'000'000) return fmt::format("{:.2f}B", double(n) / 1e9);
+  if (n >= 1'000'000) return fmt::format("{:.2f}M", double(n) / 1e6);
+  return std::to_string(n);
+}
+// Decimal units, as model cards and GPU memory sizes are quoted.
+std::string gigabytes(int64_t n) {
+  if (n >= 1'000'000'000) return fmt::format("{:.2f} GB", double(n) / 1e9);
+  if (n >= 1'000'000) return fmt::format("{:.2f} MB", double(n) / 1e6);
+  return fmt::format("{} bytes", n);
+}
 std::string kib(int64_t n) { return fmt::format("{:.1f} KiB", double(n) / 1024.0); }
 
 std::string join_ints(const std::vector<int64_t>& v) {
@@ -126,6 +137,9 @@ void print_human(const ModelSource& src, const std::optional<CheckpointCheck>& c
   line("KV cache", fmt::format("{}/token BF16, {}/token FP8{}", kib(kv.bf16), kib(kv.fp8),
                                c.attention_kind == AttentionKind::kMla ? " (compressed MLA latent)" : ""));
 
+  if (ctx > c.max_position_embeddings)
+    std::printf("\n  ! --ctx %lld is longer than max_position_embeddings (%lld)\n", (long long)ctx,
+                (long long)c.max_position_embeddings);
   std::printf("\n  fit: how many sequences of %lld tokens fit, with BF16 weights+KV / FP8 weights / FP8 weights+KV\n"
               "  (%.0f%% of GPU memory usable, %lld GiB per GPU reserved for activations; - = does not fit)\n",
               (long long)ctx, kGpuMemoryFraction * 100, (long long)(kActivationReserveBytes >> 30));
@@ -156,6 +170,20 @@ void print_human(const ModelSource& src, const std::optional<CheckpointCheck>& c
 
 int run_inspect(const InspectArgs& a) {
   const char* cmd = "inspect";
+  if (a.list) {
+    auto names = list_catalog(data_root());
+    if (!names.ok()) return report_error(cmd, names.status());
+    if (a.json) {
+      std::printf("%s\n", json(*names).dump(2).c_str());
+    } else {
+      for (const auto& n : *names) std::printf("%s\n", n.c_str());
+    }
+    return 0;
+  }
+  if (a.model.empty())
+    return report_error(cmd, Status(ErrorCode::kInvalidArgument,
+                                    "missing model: give a catalog name, a checkpoint directory or a "
+                                    "config.json (--list shows the catalog)"));
   auto src = resolve_model_source(a.model, data_root());
   if (!src.ok()) return report_error(cmd, src.status());
   auto cfg = load_model_config(src->config_path);
@@ -203,9 +231,9 @@ int run_inspect(const InspectArgs& a) {
 RunFn setup_inspect(CLI::App& app) {
   auto args = std::make_shared<InspectArgs>();
   CLI::App* sub = app.add_subcommand("inspect", "Describe a model: architecture, parameters, memory, GPU layout");
-  sub->add_option("model", args->model, "catalog name (e.g. Qwen3-30B-A3B), checkpoint directory or config.json")
-      ->required();
+  sub->add_option("model", args->model, "catalog name (e.g. Qwen3-30B-A3B), checkpoint directory or config.json");
   sub->add_flag("--json", args->json, "print one JSON object");
+  sub->add_flag("--list", args->list, "list the catalog's model names");
   sub->add_option("--gpu", args->gpu, "GPU kind for the fit table: h100 or h200 (default both)")
       ->check(CLI::IsMember({"h100", "h200"}));
   sub->add_option("--ctx", args->ctx, "context length per sequence for the fit table (default 8192)")

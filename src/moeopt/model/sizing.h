@@ -157,7 +157,8 @@ struct CheckpointCheck {
 
 // Checks every tensor of a checkpoint against checkpoint_tensors(c): each header tensor must
 // be one the config implies, with the same shape; each tensor of the main model (and each
-// FP8 scale when the config is FP8) must be present. MTP tensors are optional; rotary
+// FP8 scale when the config is FP8) must be present. MTP tensors (and their scales) are
+// optional; rotary
 // `inv_freq` buffers some exporters write are ignored. The first mismatch is a kCorruptData
 // error naming `source` and the tensor.
 Result<CheckpointCheck> check_checkpoint_tensors(const ModelConfig& c,
