@@ -12,6 +12,12 @@ computed here, at test time, by the reference library, and compared line by line
      ids), which exercise the lossy UTF-8 paths that real text does not reach.
 Prints the mismatch count of every check and the first differences; exits 1 on any mismatch.
 
+Besides the four vendored tokenizers, --tokenizer accepts the names of VARIANTS: copies of a
+vendored tokenizer.json with other normalizers, pre-tokenizers, decoders, post-processors and
+added-token flags swapped in (Metaspace, Digits, NFKC/NFD, Lowercase, Strip, lstrip/rstrip/
+single_word, ...), so components the vendored files do not use are checked against the
+reference too. The variant file is written to a temporary directory for moeopt to load.
+
     .venv/bin/python tests/tokenizer/compare_hf.py --moeopt build/bin/moeopt --tokenizer qwen3
 """
 import argparse
@@ -21,6 +27,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -87,6 +94,89 @@ def random_id_sequences(tok, rng, count):
     return seqs
 
 
+SP_STRIP_DECODER = {"type": "Sequence", "decoders": [
+    {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+    {"type": "ByteFallback"}, {"type": "Fuse"},
+    {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+
+
+def added(tid, content, special=False, normalized=None, lstrip=False, rstrip=False, single_word=False):
+    return {"id": tid, "content": content, "single_word": single_word, "lstrip": lstrip, "rstrip": rstrip,
+            "normalized": (not special) if normalized is None else normalized, "special": special}
+
+
+def variant_sp_metaspace_first(t):
+    # Newer Llama/Mistral layout: no normalizer, Metaspace pre-tokenizer (prepend "first").
+    t["normalizer"] = None
+    t["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+    t["decoder"] = SP_STRIP_DECODER
+    t["added_tokens"] += [added(32000, "hello", single_word=True),
+                          added(32001, "world", normalized=False, lstrip=True, rstrip=True),
+                          added(32002, "<|im_start|>", special=True, lstrip=True),
+                          added(32003, "<|im_end|>", special=True, rstrip=True)]
+
+
+def variant_sp_metaspace_split(t):
+    t["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Strip", "strip_left": True,
+                                                                                "strip_right": False}]}
+    t["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}]}
+    t["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "ByteFallback"}, {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always",
+                                   "split": True}]}
+    t["post_processor"] = {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                                      {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+                           "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                           "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]},
+                                              "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}}
+    t["added_tokens"] += [added(32000, "<think>", special=False, normalized=True, lstrip=True, rstrip=True)]
+
+
+def variant_bytelevel_lower(t):
+    t["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "NFKC"}, {"type": "Lowercase"}, {"type": "Strip", "strip_left": True, "strip_right": True}]}
+    t["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": False},
+        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}]}
+    t["post_processor"] = {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}},
+                                      {"Sequence": {"id": "A", "type_id": 0}},
+                                      {"SpecialToken": {"id": "<|im_end|>", "type_id": 0}}],
+                           "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                           "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [151644], "tokens": ["<|im_start|>"]},
+                                              "<|im_end|>": {"id": "<|im_end|>", "ids": [151645], "tokens": ["<|im_end|>"]}}}
+    for a in t["added_tokens"]:
+        if a["content"] == "<think>":
+            a["normalized"] = True
+            a["lstrip"] = True
+        if a["content"] == "<|im_start|>":
+            a["rstrip"] = True
+
+
+def variant_bytelevel_nfd_whitespace(t):
+    t["normalizer"] = {"type": "NFD"}
+    t["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "WhitespaceSplit"}, {"type": "Digits", "individual_digits": True},
+        {"type": "Split", "pattern": {"String": "ab"}, "behavior": "MergedWithNext", "invert": False},
+        {"type": "Split", "pattern": {"Regex": "[.,;]"}, "behavior": "MergedWithPrevious", "invert": False},
+        {"type": "Split", "pattern": {"Regex": "\\p{Lu}+"}, "behavior": "Contiguous", "invert": False},
+        {"type": "Split", "pattern": {"Regex": "-"}, "behavior": "Removed", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+    t["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "NFD"}, {"type": "Replace", "pattern": {"Regex": "[0-9]{2,}"}, "content": "#"},
+        {"type": "Prepend", "prepend": "> "}]}
+
+
+VARIANTS = {
+    "llama2_metaspace_first": ("llama2", variant_sp_metaspace_first),
+    "llama2_metaspace_split": ("llama2", variant_sp_metaspace_split),
+    "qwen3_bytelevel_lower": ("qwen3", variant_bytelevel_lower),
+    "qwen3_nfd_whitespace": ("qwen3", variant_bytelevel_nfd_whitespace),
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--moeopt", required=True, help="path to the moeopt binary")
@@ -96,9 +186,20 @@ def main():
 
     from tokenizers import Tokenizer  # the reference; installed in .venv by scripts/setup.sh
 
-    tok_dir = os.path.join(ROOT, "models", "tokenizers", args.tokenizer)
+    base = VARIANTS[args.tokenizer][0] if args.tokenizer in VARIANTS else args.tokenizer
+    tok_dir = os.path.join(ROOT, "models", "tokenizers", base)
     with gzip.open(os.path.join(tok_dir, "tokenizer.json.gz"), "rb") as f:
-        ref = Tokenizer.from_str(f.read().decode("utf-8"))
+        text = f.read().decode("utf-8")
+    tmp = None
+    if args.tokenizer in VARIANTS:
+        spec = json.loads(text)
+        VARIANTS[args.tokenizer][1](spec)
+        text = json.dumps(spec, ensure_ascii=False)
+        tmp = tempfile.TemporaryDirectory(prefix="moeopt-tok-")
+        tok_dir = tmp.name
+        with open(os.path.join(tok_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
+            f.write(text)
+    ref = Tokenizer.from_str(text)
     corpus = load_corpus()
     rep = Report(args.tokenizer)
     corpus_json = [json.dumps(s, ensure_ascii=False) for s in corpus]

@@ -1,9 +1,11 @@
 # Tokenizer tests against Hugging Face `tokenizers` (the reference, installed in .venv by
 # scripts/setup.sh): for each vendored tokenizer, the corpus in tests/data/tokenizer_corpus is
 # encoded and decoded by the reference and by `moeopt tokenize`/`detokenize`, and every line
-# must agree. Label: tokenizer (ctest -L tokenizer).
+# must agree. The *_variant names are vendored files with other components swapped in (see
+# VARIANTS in compare_hf.py). Label: tokenizer (ctest -L tokenizer).
 set(_tok_python ${PROJECT_SOURCE_DIR}/.venv/bin/python)
-foreach(_tok qwen3 deepseek_v3 llama2 llama3)
+foreach(_tok qwen3 deepseek_v3 llama2 llama3
+        llama2_metaspace_first llama2_metaspace_split qwen3_bytelevel_lower qwen3_nfd_whitespace)
   add_test(NAME tokenizer_hf_${_tok}
     COMMAND ${_tok_python} ${CMAKE_CURRENT_LIST_DIR}/compare_hf.py
             --moeopt $<TARGET_FILE:moeopt_cli> --tokenizer ${_tok}

@@ -44,6 +44,8 @@ class BpeModel {
   const std::string* id_to_token(int32_t id) const;
   // One past the largest id of the vocabulary.
   size_t vocab_size() const { return id_to_token_.size(); }
+  // Number of vocabulary entries (Hugging Face's get_vocab_size for BPE).
+  size_t vocab_entries() const { return vocab_.size(); }
   bool byte_fallback() const { return byte_fallback_; }
 
  private:

@@ -45,16 +45,20 @@ class UnicodeForm final : public Normalizer {
   std::string name_;
 };
 
-// Per-character lowercase mapping. Partial: utf8proc gives the simple (one-to-one) mapping,
-// so the few context-dependent or one-to-many cases of Rust's str::to_lowercase (final
-// sigma, U+0130) differ. None of the vendored tokenizers uses Lowercase.
+// Lowercase as Hugging Face does it: Rust's char::to_lowercase on every character, i.e. the
+// simple mapping except where Unicode's full mapping is longer, which for lowercasing is only
+// U+0130 (İ -> "i" + U+0307). No context rules (capital sigma always becomes σ).
 class Lowercase final : public Normalizer {
  public:
   Status normalize(std::string& text) const override {
     std::string out;
     out.reserve(text.size());
     size_t i = 0;
-    while (i < text.size()) append_utf8(out, static_cast<char32_t>(utf8proc_tolower(next_code_point(text, i))));
+    while (i < text.size()) {
+      const char32_t c = next_code_point(text, i);
+      if (c == 0x130) out += "i\xCC\x87";
+      else append_utf8(out, static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(c))));
+    }
     text.swap(out);
     return {};
   }

@@ -22,7 +22,8 @@ static bool ends_with_replacement(const std::string& s) {
 std::string StreamingDetokenizer::feed(int32_t id) {
   ++fed_;
   ids_.push_back(id);
-  if (tok_->is_byte_fallback_token(id)) return {};
+  if (!(skip_special_ && tok_->is_special(id))) in_byte_run_ = tok_->is_byte_fallback_token(id);
+  if (in_byte_run_) return {};
   std::string text = decode_window(ids_.size());
   if (text.size() <= prefix_text_.size() || ends_with_replacement(text)) return {};
   // The window decode extends the held prefix text (same leading tokens, same decoders).

@@ -11,7 +11,8 @@
 // Strip, Metaspace) treat it the same way in both decodes. Text ending in U+FFFD may still
 // be an incomplete UTF-8 sequence and is held back until more ids arrive (or finish()).
 // With a ByteFallback decoder a run of <0xXX> tokens is decoded as one unit (valid UTF-8 or
-// one U+FFFD per byte), so nothing is emitted while the newest token is a byte token.
+// one U+FFFD per byte), so nothing is emitted while the newest token is a byte token (a
+// special token skipped by skip_special_tokens does not end such a run, so it does not count).
 #pragma once
 
 #include <cstdint>
@@ -45,6 +46,7 @@ class StreamingDetokenizer {
   size_t read_ = 0;           // ids_[0, read_) have been emitted
   std::string prefix_text_;   // decode of ids_[prefix_, read_)
   size_t fed_ = 0;
+  bool in_byte_run_ = false;  // the newest token that produces text is a <0xXX> token
 };
 
 }  // namespace moeopt::tokenizer

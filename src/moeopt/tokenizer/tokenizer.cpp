@@ -2,6 +2,7 @@
 #include "moeopt/tokenizer/tokenizer.h"
 
 #include <filesystem>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -53,6 +54,40 @@ Result<std::vector<AddedToken>> parse_added_tokens(const json& root, const std::
   return out;
 }
 
+// Hugging Face does not take the ids of "added_tokens" from the file: it adds the tokens one
+// by one, in file order, and each gets the id of the same content if that is already known
+// (an earlier added token or the model vocabulary), else the next free id after the model
+// vocabulary. For a consistent file this is the listed id; for an inconsistent one we follow
+// the reference. A later entry for the same id replaces the earlier one.
+std::vector<AddedToken> assign_added_token_ids(std::vector<AddedToken> listed, const BpeModel& model) {
+  std::vector<AddedToken> out;
+  std::unordered_map<std::string, int32_t> by_content;
+  std::unordered_map<int32_t, size_t> by_id;
+  const auto vocab_entries = static_cast<int64_t>(model.vocab_entries());
+  int64_t max_id = -1;
+  for (AddedToken& t : listed) {
+    int32_t id;
+    if (auto it = by_content.find(t.content); it != by_content.end()) {
+      id = it->second;
+    } else if (auto mid = model.token_to_id(t.content)) {
+      id = *mid;
+    } else {
+      id = static_cast<int32_t>(max_id < 0 ? vocab_entries
+                                           : (max_id >= vocab_entries || vocab_entries == 0 ? max_id + 1 : vocab_entries));
+    }
+    t.id = id;
+    by_content[t.content] = id;
+    max_id = std::max<int64_t>(max_id, id);
+    if (auto it = by_id.find(id); it != by_id.end()) {
+      out[it->second] = std::move(t);
+    } else {
+      by_id[id] = out.size();
+      out.push_back(std::move(t));
+    }
+  }
+  return out;
+}
+
 // A config token is a string, an {"content": ...} object, or null.
 Status config_token(const json& cfg, const char* key, const std::string& where, std::string* out) {
   auto it = cfg.find(key);
@@ -87,7 +122,8 @@ Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::str
   MOEOPT_ASSIGN_OR_RETURN(BpeModel model, BpeModel::parse(field("model"), where + ": model"));
   t.model_ = std::make_unique<BpeModel>(std::move(model));
 
-  MOEOPT_ASSIGN_OR_RETURN(auto added, parse_added_tokens(root, where));
+  MOEOPT_ASSIGN_OR_RETURN(auto listed, parse_added_tokens(root, where));
+  auto added = assign_added_token_ids(std::move(listed), *t.model_);
   std::vector<std::string> normalized_contents;
   for (const AddedToken& a : added) {
     std::string c = a.content;
@@ -164,6 +200,8 @@ Result<std::vector<int32_t>> Tokenizer::encode(std::string_view text, bool add_s
       ids.push_back(s.token_id);
       continue;
     }
+    // Empty pieces vanish before normalization (so Prepend/Metaspace never see them).
+    if (s.text.empty()) continue;
     if (normalizer_) MOEOPT_RETURN_IF_ERROR(normalizer_->normalize(s.text));
     norm.clear();
     if (added_->has_normalized_tokens()) {
@@ -173,7 +211,7 @@ Result<std::vector<int32_t>> Tokenizer::encode(std::string_view text, bool add_s
     }
     for (const Segment& n : norm) {
       if (n.token_id >= 0) ids.push_back(n.token_id);
-      else MOEOPT_RETURN_IF_ERROR(encode_text(n.text, s.start == 0 && n.start == 0, ids));
+      else if (!n.text.empty()) MOEOPT_RETURN_IF_ERROR(encode_text(n.text, s.start == 0 && n.start == 0, ids));
     }
   }
   if (add_special_tokens) post_->apply(ids);
