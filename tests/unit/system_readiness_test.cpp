@@ -204,7 +204,7 @@ TEST(Readiness, ParseBackend) {
 }
 
 ProfileSummary summary() {
-  return {"balanced", {{"fused_moe", true, false}, {"fp8_kv_cache", false, false}}};
+  return {"balanced", "configs/balanced.yaml", {{"fused_moe", true, false}, {"fp8_kv_cache", false, false}}};
 }
 
 TEST(VerifyReport, JsonShapeWithGpus) {
@@ -236,6 +236,8 @@ TEST(VerifyReport, JsonShapeWithGpus) {
   EXPECT_EQ(j["selftest"]["passed"], true);
   EXPECT_EQ(j["backend"]["resolved"], "cuda");
   EXPECT_EQ(j["backend"]["usable_gpus"], nlohmann::json::array({0, 1}));
+  EXPECT_EQ(j["profile"]["name"], "balanced");
+  EXPECT_EQ(j["profile"]["source"], "configs/balanced.yaml");
   EXPECT_EQ(j["profile"]["features"][0]["name"], "fused_moe");
   EXPECT_EQ(j["profile"]["features"][0]["implemented"], false);
   EXPECT_EQ(j["ready"], true);

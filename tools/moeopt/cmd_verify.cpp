@@ -1,10 +1,12 @@
-// `moeopt verify [--json] [--profile NAME|FILE] [--backend auto|cpu|cuda] [--model-dir DIR]`:
+// `moeopt verify [--json] [--profile NAME|FILE] [--set KEY=VALUE]... [--backend auto|cpu|cuda]
+//                [--model-dir DIR]`:
 // is this machine ready to run moeopt? Probing, the verdict and both renderings live in
 // src/moeopt/system; this file only wires flags, the profile and the GPU self-test together.
 // Exit 0 when ready, 1 when something the chosen profile/backend requires is missing, 2 for
 // bad flags or an invalid profile.
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "commands.h"
 #include "moeopt/engine/profile.h"
@@ -22,6 +24,7 @@ struct VerifyOptions {
   std::string profile = "balanced";
   std::string backend = "auto";
   std::string model_dir;
+  std::vector<std::string> overrides;  // --set KEY=VALUE, applied in order
 };
 
 // Runs the CUDA runtime part of the probe: the compiled-in runtime version and the kernel
@@ -43,6 +46,13 @@ int run_verify(const VerifyOptions& opt) {
   if (!backend.ok()) return report_error("verify", backend.status());
   auto profile = engine::load_profile(opt.profile, data_root() + "/configs");
   if (!profile.ok()) return report_error("verify", profile.status());
+  for (const auto& kv : opt.overrides) {
+    size_t eq = kv.find('=');
+    if (eq == std::string::npos)
+      return report_error("verify", make_error(ErrorCode::kInvalidArgument, "--set: expected KEY=VALUE, got '{}'", kv));
+    Status st = engine::apply_override(*profile, kv.substr(0, eq), kv.substr(eq + 1));
+    if (!st.ok()) return report_error("verify", st.with_context("--set"));
+  }
 
   system::SystemReport report =
       system::probe_system(opt.model_dir.empty() ? system::default_model_dir() : opt.model_dir);
@@ -59,6 +69,7 @@ int run_verify(const VerifyOptions& opt) {
 
   system::ProfileSummary summary;
   summary.name = profile->name;
+  summary.source = profile->source;
   for (const auto& s : engine::feature_states(*profile)) summary.features.push_back({s.key, s.requested, s.implemented});
 
   const system::Readiness readiness = system::evaluate_readiness(report.gpu, req);
@@ -76,6 +87,8 @@ RunFn setup_verify(CLI::App& app) {
   sub->add_flag("--json", opt->json, "Print one JSON object");
   sub->add_option("--profile", opt->profile, "conservative | balanced | aggressive | path to a profile YAML")
       ->capture_default_str();
+  sub->add_option("--set", opt->overrides,
+                  "Override a profile key, e.g. --set fp8_weights=false (repeatable; keys as in configs/*.yaml)");
   sub->add_option("--backend", opt->backend, "auto | cpu | cuda")->capture_default_str();
   sub->add_option("--model-dir", opt->model_dir,
                   "Where models go, for the free-disk check (default: $MOEOPT_MODEL_DIR, $HF_HOME or "

@@ -130,7 +130,7 @@ json report_to_json(const SystemReport& report, const ProfileSummary& profile,
   json features = json::array();
   for (const auto& f : profile.features)
     features.push_back({{"name", f.name}, {"requested", f.requested}, {"implemented", f.implemented}});
-  j["profile"] = {{"name", profile.name}, {"features", std::move(features)}};
+  j["profile"] = {{"name", profile.name}, {"source", or_null(profile.source)}, {"features", std::move(features)}};
   j["backend"] = {{"requested", backend_name(req.backend)},
                   {"resolved", backend_name(readiness.resolved)},
                   {"usable_gpus", readiness.usable_gpus}};
@@ -202,7 +202,7 @@ std::string render_report_text(const SystemReport& report, const ProfileSummary&
     line(out, yes_no(p.can_access), fmt::format("peer {}->{}", p.from, p.to),
          p.can_access ? "peer access" : "no peer access");
 
-  out += fmt::format("\nProfile {}\n", profile.name);
+  out += fmt::format("\nProfile {}{}\n", profile.name, profile.source.empty() ? "" : " (" + profile.source + ")");
   for (const auto& f : profile.features) {
     const char* state = !f.requested ? "off" : (f.implemented ? "on" : "requested, unavailable in this build");
     line(out, "-", f.name, state);

@@ -15,7 +15,7 @@
 //               compute_capability, sm_count, fp8, wgmma, error, selftest}],
 //     "peer_access": [{from, to, ok}],
 //     "selftest": {ran, passed},
-//     "profile": {name, features: [{name, requested, implemented}]},
+//     "profile": {name, source, features: [{name, requested, implemented}]},
 //     "backend": {requested, resolved, usable_gpus},
 //     "checks": [{name, status, detail}],
 //     "ready": bool }
@@ -52,6 +52,7 @@ struct ProfileFeatureLine {
 };
 struct ProfileSummary {
   std::string name;
+  std::string source;  // the YAML file it was loaded from
   std::vector<ProfileFeatureLine> features;
 };
 
