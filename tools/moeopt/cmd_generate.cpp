@@ -1,8 +1,13 @@
-// `moeopt generate [--model DIR|name] --prompt-ids 5,17,923 [--max-tokens N] [--temperature T]
-//                  [--top-k K] [--top-p P] [--min-p P] [--seed S] [--logits] [--json] ...`
+// `moeopt generate [--model DIR|name] (--prompt-ids 5,17,923 | --prompt TEXT [--chat])
+//                  [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]
+//                  [--seed S] [--logits] [--json] ...`
 //
-// One-off generation through the same engine as bench and serve. Several --prompt-ids run
-// together as one batch. Without --model the embedded default (tiny-qwen3-moe) is used.
+// One-off generation through the same engine as bench and serve. Several prompts (repeat
+// --prompt-ids or --prompt) run together as one batch. --prompt is encoded with the
+// checkpoint's tokenizer (special tokens added as HF does by default); with --chat each
+// prompt is one user message rendered through the model's chat template with the
+// generation prompt, then encoded without adding special tokens (as transformers'
+// apply_chat_template does). Without --model the embedded default (tiny-qwen3-moe) is used.
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -17,6 +22,11 @@
 #include "moeopt/engine/engine.h"
 #include "moeopt/model/model.h"
 #include "moeopt/model/model_cache.h"
+#include "moeopt/tokenizer/chat_template.h"
+#include "moeopt/tokenizer/tokenizer.h"
+
+using moeopt::tokenizer::ChatTemplate;
+using moeopt::tokenizer::Tokenizer;
 
 namespace moeopt::cli {
 namespace {
@@ -24,6 +34,8 @@ namespace {
 struct GenerateArgs {
   std::string model;
   std::vector<std::string> prompt_ids;
+  std::vector<std::string> prompts;
+  bool chat = false;
   SamplingParams params;
   int64_t layers = 0;
   int threads = 0;
@@ -51,22 +63,68 @@ Result<std::vector<int32_t>> parse_ids(const std::string& s) {
   return ids;
 }
 
+// Encodes --prompt texts (through the chat template with --chat).
+Result<std::vector<std::vector<int32_t>>> encode_prompts(const GenerateArgs& a, const Tokenizer& tok,
+                                                         const std::string& dir) {
+  std::vector<std::vector<int32_t>> out;
+  std::optional<ChatTemplate> tmpl;
+  if (a.chat) {
+    auto t = ChatTemplate::load(dir);
+    if (!t.ok()) return t.status();
+    tmpl = std::move(*t);
+  }
+  for (const std::string& text : a.prompts) {
+    std::string input = text;
+    if (tmpl) {
+      nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+      messages.push_back({{"role", "user"}, {"content", text}});
+      auto rendered = tmpl->render(messages, nullptr, true, nullptr);
+      if (!rendered.ok()) return rendered.status();
+      input = std::move(*rendered);
+    }
+    auto ids = tok.encode(input, /*add_special_tokens=*/!a.chat);
+    if (!ids.ok()) return ids.status();
+    out.push_back(std::move(*ids));
+  }
+  return out;
+}
+
 int run_generate(GenerateArgs& a) {
   const char* cmd = "generate";
-  std::vector<Request> reqs;
+  if (a.prompt_ids.empty() == a.prompts.empty())
+    return report_error(cmd, Status(ErrorCode::kInvalidArgument, "give either --prompt-ids or --prompt"));
+  if (a.chat && a.prompts.empty())
+    return report_error(cmd, Status(ErrorCode::kInvalidArgument, "--chat needs --prompt"));
+  auto dir = resolve_runnable_model(a.model, data_root(),
+                                    a.layers > 0 ? std::optional<int64_t>(a.layers) : std::nullopt);
+  if (!dir.ok()) return report_error(cmd, dir.status());
+  // The tokenizer is needed for text prompts and to print text; id prompts work without one.
+  std::optional<Tokenizer> tok;
+  if (auto t = Tokenizer::load(*dir); t.ok()) {
+    tok = std::move(*t);
+  } else if (!a.prompts.empty()) {
+    return report_error(cmd, t.status());
+  }
+  std::vector<std::vector<int32_t>> prompts;
   for (const std::string& p : a.prompt_ids) {
     auto ids = parse_ids(p);
     if (!ids.ok()) return report_error(cmd, ids.status());
+    prompts.push_back(std::move(*ids));
+  }
+  if (!a.prompts.empty()) {
+    auto enc = encode_prompts(a, *tok, *dir);
+    if (!enc.ok()) return report_error(cmd, enc.status());
+    prompts = std::move(*enc);
+  }
+  std::vector<Request> reqs;
+  for (auto& ids : prompts) {
     Request r;
-    r.prompt = std::move(*ids);
+    r.prompt = std::move(ids);
     r.params = a.params;
     r.params.stop_token_ids = a.stop_ids;
     r.want_prompt_logits = a.logits;
     reqs.push_back(std::move(r));
   }
-  auto dir = resolve_runnable_model(a.model, data_root(),
-                                    a.layers > 0 ? std::optional<int64_t>(a.layers) : std::nullopt);
-  if (!dir.ok()) return report_error(cmd, dir.status());
   auto model = load_model(*dir);
   if (!model.ok()) return report_error(cmd, model.status());
   EngineOptions eo;
@@ -83,6 +141,7 @@ int run_generate(GenerateArgs& a) {
     nlohmann::json out = nlohmann::json::array();
     for (auto& c : *done) {
       nlohmann::json o = {{"token_ids", c.tokens}, {"finish_reason", finish_reason_name(c.finish_reason)}};
+      if (tok) o["text"] = tok->decode(c.tokens, /*skip_special_tokens=*/true);
       if (a.logits) o["prompt_logits_last"] = c.prompt_logits_last;
       out.push_back(std::move(o));
     }
@@ -93,6 +152,7 @@ int run_generate(GenerateArgs& a) {
       std::string ids;
       for (int32_t t : (*done)[i].tokens) ids += (ids.empty() ? "" : ",") + std::to_string(t);
       std::printf("[%zu] %s (%s)\n", i, ids.c_str(), finish_reason_name((*done)[i].finish_reason));
+      if (tok) std::printf("    %s\n", nlohmann::json(tok->decode((*done)[i].tokens, true)).dump().c_str());
     }
     std::fprintf(stderr, "generated %zu tokens in %.2f s (%.1f tokens/s) from %s\n", generated, secs,
                  double(generated) / secs, dir->c_str());
@@ -104,7 +164,9 @@ RunFn setup_generate(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   CLI::App* sub = app.add_subcommand("generate", "Generate tokens for one or more prompts");
   sub->add_option("--model", a->model, "checkpoint directory, catalog name or tiny-qwen3-moe (default)");
-  sub->add_option("--prompt-ids", a->prompt_ids, "comma-separated token ids; repeat for a batch")->required();
+  sub->add_option("--prompt-ids", a->prompt_ids, "comma-separated token ids; repeat for a batch");
+  sub->add_option("--prompt", a->prompts, "prompt text; repeat for a batch");
+  sub->add_flag("--chat", a->chat, "render each --prompt as a user message through the chat template");
   sub->add_option("--max-tokens", a->params.max_tokens, "tokens to generate (default 16)");
   sub->add_option("--temperature", a->params.temperature, "0 = greedy (default 1)");
   sub->add_option("--top-k", a->params.top_k, "keep the k most likely tokens (0 = off)");
@@ -119,7 +181,7 @@ RunFn setup_generate(CLI::App& app) {
   sub->add_option("--layers", a->layers, "override the depth of a catalog model")->check(CLI::PositiveNumber);
   sub->add_option("--threads", a->threads, "CPU threads (default: all)");
   sub->add_flag("--logits", a->logits, "also output the logits at the last prompt position");
-  sub->add_flag("--json", a->json, "print JSON: {token_ids, finish_reason[, prompt_logits_last]}");
+  sub->add_flag("--json", a->json, "print JSON: {token_ids, text, finish_reason[, prompt_logits_last]}");
   return [a] { return run_generate(*a); };
 }
 
