@@ -64,7 +64,8 @@ class MoeLib:
         self.check(self.lib.moeopt_moe_workspace_bytes(m, h, i, e, k, ctypes.byref(out)))
         return out.value
 
-    def experts(self, x, ids, wts, w13, w2, out, ws, tile=-1, residual=None, pdl=True):
+    def experts(self, x, ids, wts, w13, w2, out, ws, tile=-1, residual=None, pdl=True,
+                single_block_permute=True):
         m, h = x.shape
         e, _, _ = w13.shape
         i = w2.shape[2]
@@ -73,7 +74,8 @@ class MoeLib:
         self.check(self.lib.moeopt_moe_experts(
             m, h, i, e, k, x.data_ptr(), ids.data_ptr(), wts.data_ptr(), w13.data_ptr(),
             w2.data_ptr(), residual.data_ptr() if residual is not None else None, out.data_ptr(),
-            ws.data_ptr(), ws.numel(), stream, tile, 0 if pdl else 1))
+            ws.data_ptr(), ws.numel(), stream, tile,
+            (0 if pdl else 1) | (0 if single_block_permute else 2)))
 
     def route(self, x, wr, k, ids, wts, logits, renorm=True):
         m, h = x.shape
@@ -208,7 +210,8 @@ def main():
     rows = []
     hdr = (f"{'M':>5} {'routing':>7} {'exp':>4} {'tile':>11} {'ours_us':>9} {'peer_us':>9} "
            f"{'speedup':>7} {'GB/s':>6} {'%HBMnom':>7} {'%HBMcopy':>8} {'TFLOP/s':>7} "
-           f"{'%tensor':>7} {'bound_us':>8} {'err':>8} {'router_us':>9} {'noPDL_us':>8}")
+           f"{'%tensor':>7} {'bound_us':>8} {'err':>8} {'router_us':>9} {'noPDL_us':>8} "
+           f"{'perm2_us':>8}")
     print(hdr, flush=True)
     for kind in args.routing.split(","):
         for m in ms:
@@ -229,6 +232,11 @@ def main():
             ours_us, g1 = time_us(lambda: lib.experts(x, ids, wts, w13, w2, out, ws), inner, 7)
             nopdl_us, _ = time_us(lambda: lib.experts(x, ids, wts, w13, w2, out, ws, pdl=False),
                                   inner, 5)
+            # A/B of the single-block permutation (used where M*k <= 512).
+            perm2_us = None
+            if m * K <= 512:
+                perm2_us, _ = time_us(lambda: lib.experts(x, ids, wts, w13, w2, out, ws,
+                                                          single_block_permute=False), inner, 5)
             peer_us, g2 = time_us(lambda: torch_grouped_mm_moe(x, ids, wts, w13, w2), inner, 7)
             r_ids = torch.empty(m, K, dtype=torch.int32, device="cuda")
             r_wts = torch.empty(m, K, dtype=torch.float32, device="cuda")
@@ -258,13 +266,15 @@ def main():
                        hbm_bound_nominal_us=hbm_nom_us, hbm_bound_copy_us=hbm_copy_us,
                        tensor_bound_us=tensor_us, peer_pct_hbm_nominal=100.0 * hbm_nom_us / peer_us,
                        err_vs_peer=err, router_us=router_us, ours_no_pdl_us=nopdl_us, router_set_mismatches=router_mismatch,
+                       ours_two_kernel_permute_us=perm2_us,
                        sweep_us=sweep)
             rows.append(row)
             bound = max(hbm_nom_us, tensor_us)
             print(f"{m:>5} {kind:>7} {touched:>4} {row['tile']:>11} {ours_us:>9.1f} {peer_us:>9.1f} "
                   f"{row['speedup']:>7.2f} {row['ours_GBps']:>6.0f} {row['pct_hbm_nominal']:>7.1f} "
                   f"{row['pct_hbm_copy']:>8.1f} {row['ours_tflops']:>7.1f} {row['pct_tensor']:>7.1f} "
-                  f"{bound:>8.1f} {err:>8.1e} {router_us:>9.1f} {nopdl_us:>8.1f}", flush=True)
+                  f"{bound:>8.1f} {err:>8.1e} {router_us:>9.1f} {nopdl_us:>8.1f} "
+                  f"{perm2_us if perm2_us is not None else float('nan'):>8.1f}", flush=True)
             if sweep:
                 best = min(sweep, key=sweep.get)
                 print("        sweep: " + "  ".join(f"{n}={u:.1f}" for n, u in sweep.items())

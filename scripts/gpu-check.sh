@@ -6,9 +6,13 @@
 # Usage: scripts/gpu-check.sh [OUTDIR]       (default: $OUT, else ./gpu-out)
 #   BENCH_ARGS="--ms 1,64 --sweep"  extra arguments for bench/moe_layer.py
 #   SKIP_BENCH=1 / SKIP_TESTS=1     to run only part of it
+#   SKIP_SANITIZER=1                skip compute-sanitizer (memcheck + racecheck on the small
+#                                   MoE test cases; the issue-size shapes are too slow there)
+#   PROFILE_MS="1,128,1024"         per-kernel times with Nsight Compute (ncu) at these M
+#                                   (empty = no profile)
 #   MOEOPT_COMMIT=<sha>             commit to record where the tree travels without .git
 # Files written (at most 8, flat, so the device tool returns them all):
-#   env.txt build.log test_cuda.log test_cuda.xml moe_layer.log moe_layer.json
+#   env.txt build.log test_cuda.log sanitizer.log moe_layer.log moe_layer.json ncu.log
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -44,11 +48,35 @@ tail -3 "$out/build.log"
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   echo "== test_cuda"
-  "$build/tests/test_cuda" --gtest_output="xml:$out/test_cuda.xml" >"$out/test_cuda.log" 2>&1
+  "$build/tests/test_cuda" >"$out/test_cuda.log" 2>&1
   rc=$?
   grep -E '^\[( +OK|  FAILED|  PASSED|  SKIPPED) ' "$out/test_cuda.log" | tail -30
   grep -B2 -A8 'Failure' "$out/test_cuda.log" | head -60
   [ $rc -eq 0 ] || { echo "gpu-check: TESTS FAILED (rc $rc)"; status=1; }
+fi
+
+if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
+  # Small cases only: every kernel and every code path (both permutation variants, all GEMM
+  # tiles, padding, invalid ids, the ops-level and the fused layer), not the big shapes.
+  small='CudaMoeRouter.*:CudaMoeExperts.SmallOddShapesAllTiles:CudaMoeExperts.BackToBack*'
+  small+=':CudaMoeOps.*:Cases/CudaMoeOpsRoute.*:Cases/CudaMoeOpsPermute.*'
+  small+=':Cases/CudaMoeOpsForward.*/moe_*:Cases/CudaMoeOpsForward.*/gpu_moe_odd*'
+  small+=':Cases/CudaMoeOpsForward.*/gpu_moe_k32*:Cases/CudaMoeOpsForward.*/gpu_moe_k2*'
+  race='CudaMoeOps.*:Cases/CudaMoeOpsPermute.*:Cases/CudaMoeOpsForward.*/gpu_moe_odd*'
+  race+=':Cases/CudaMoeOpsForward.*/gpu_moe_k2*:CudaMoeRouter.TiesGoToLowestExpertId'
+  race+=':CudaMoeExperts.BackToBack*'
+  : >"$out/sanitizer.log"
+  for tool in memcheck racecheck; do
+    filter=$small
+    [ $tool = racecheck ] && filter=$race
+    echo "== compute-sanitizer --tool $tool" | tee -a "$out/sanitizer.log"
+    timeout 150 compute-sanitizer --tool $tool --error-exitcode 3 \
+        "$build/tests/test_cuda" --gtest_filter="$filter" >>"$out/sanitizer.log" 2>&1
+    rc=$?
+    grep -E '^(========= (ERROR SUMMARY|RACECHECK SUMMARY)|\[  PASSED|\[  FAILED)' \
+        "$out/sanitizer.log" | tail -4
+    [ $rc -eq 0 ] || { echo "gpu-check: compute-sanitizer $tool FAILED (rc $rc)"; status=1; }
+  done
 fi
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
@@ -57,5 +85,17 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   PYTHONUNBUFFERED=1 python3 bench/moe_layer.py --lib "$build/bench/libmoeopt_moe_capi.so" \
       --json "$out/moe_layer.json" ${BENCH_ARGS:-} 2>&1 | tee "$out/moe_layer.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "gpu-check: BENCH FAILED"; status=1; }
+fi
+if [ -n "${PROFILE_MS:-}" ]; then
+  echo "== ncu per-kernel times at M = $PROFILE_MS (uniform routing)"
+  : >"$out/ncu.log"
+  for m in ${PROFILE_MS//,/ }; do
+    echo "---- M = $m" >>"$out/ncu.log"
+    timeout 180 ncu --clock-control none -k regex:moe_ --launch-count 12 \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,launch__grid_size,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+        python3 bench/moe_layer.py --lib "$build/bench/libmoeopt_moe_capi.so" --ms "$m" \
+        --routing uniform >>"$out/ncu.log" 2>&1 || echo "(ncu rc $?)" >>"$out/ncu.log"
+  done
+  grep -E '^  moe_|gpu__time_duration|dram__bytes_read' "$out/ncu.log" | head -80
 fi
 exit $status

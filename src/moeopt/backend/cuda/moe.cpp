@@ -174,6 +174,9 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
   pp.top_k = int(d.top_k);
   pp.num_experts = int(d.num_experts);
   pp.tile_rows = tile_rows;
+  pp.pad_rows_to = 1;
+  pp.capacity = 0;
+  pp.single_block = a.single_block_permute;
   MOEOPT_RETURN_IF_ERROR(cuda_status(detail::launch_moe_permute(pp, pdl, stream), "permute launch"));
 
   kernels::GroupedGemmParams g1{};
@@ -188,6 +191,8 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
   g1.num_tiles = ws.num_tiles;
   g1.K = int(d.hidden);
   g1.N_out = int(d.inter);
+  g1.num_tokens = int(d.num_tokens);
+  g1.num_rows = int(assignments);
   MOEOPT_RETURN_IF_ERROR(cuda_status(
       detail::launch_moe_grouped_gemm(tile, true, g1, int(max_tiles), pdl, stream), "gemm1 launch"));
 
@@ -210,6 +215,7 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
   cp.num_tokens = int(d.num_tokens);
   cp.hidden = int(d.hidden);
   cp.top_k = int(d.top_k);
+  cp.num_rows = int(assignments);
   return cuda_status(detail::launch_moe_combine(cp, pdl, stream), "combine launch");
 }
 

@@ -80,6 +80,9 @@ struct MoeExpertsArgs {
   // predecessor drains and waits on-device for its inputs; GEMM 2 prefetches weights first.
   // true = where moe_use_pdl() says it pays; false = never.
   bool programmatic_dependent_launch = true;
+  // Few assignments (M*k <= 512): the permutation runs as one single-block kernel instead of
+  // count + place (false = always two kernels; for A/B benchmarks).
+  bool single_block_permute = true;
 };
 Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a);
 

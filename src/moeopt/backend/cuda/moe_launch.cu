@@ -6,6 +6,7 @@
 #include "moeopt/backend/cuda/kernels/moe_combine.cuh"
 #include "moeopt/backend/cuda/kernels/moe_grouped_gemm.cuh"
 #include "moeopt/backend/cuda/kernels/moe_permute.cuh"
+#include "moeopt/backend/cuda/kernels/moe_route_logits.cuh"
 #include "moeopt/backend/cuda/kernels/moe_router.cuh"
 
 namespace moeopt::cuda::detail {
@@ -112,6 +113,9 @@ cudaError_t launch_moe_router_topk(const k::RouterParams& p, int tokens_per_bloc
 }
 
 cudaError_t launch_moe_permute(const k::PermuteParams& p, bool pdl, cudaStream_t stream) {
+  if (p.single_block && p.num_assignments <= k::kPermuteSmallMax)
+    return launch(k::moe_permute_small_kernel, dim3(1), dim3(k::kPermuteThreads), 0, pdl, stream,
+                  p);
   cudaError_t e = launch(k::moe_count_kernel, dim3(1), dim3(k::kPermuteThreads), 0, pdl, stream, p);
   if (e != cudaSuccess) return e;
   return launch(k::moe_place_kernel, dim3(p.num_experts), dim3(k::kPlaceThreads), 0, pdl, stream,
@@ -139,6 +143,26 @@ cudaError_t launch_moe_combine(const k::CombineParams& p, bool pdl, cudaStream_t
   constexpr int kColsPerBlock = k::kCombineThreads * 8;
   const dim3 grid(p.num_tokens, (p.hidden + kColsPerBlock - 1) / kColsPerBlock);
   return launch(k::moe_combine_kernel, grid, dim3(k::kCombineThreads), 0, pdl, stream, p);
+}
+
+cudaError_t launch_moe_route_from_logits(const k::RouteLogitsParams& p, cudaStream_t stream) {
+  if (p.num_tokens <= 0) return cudaSuccess;
+  const dim3 grid((p.num_tokens + k::kRouteWarps - 1) / k::kRouteWarps);
+  return launch(k::moe_route_from_logits_kernel, grid, dim3(k::kRouterThreads), 0, false, stream,
+                p);
+}
+
+cudaError_t launch_moe_tiles_from_offsets(const k::TilesParams& p, cudaStream_t stream) {
+  return launch(k::moe_tiles_from_offsets_kernel, dim3(1), dim3(k::kPermuteThreads), 0, false,
+                stream, p);
+}
+
+cudaError_t launch_moe_zero_tail_rows(const k::ZeroTailParams& p, cudaStream_t stream) {
+  if (p.num_rows <= 0) return cudaSuccess;
+  // Enough blocks to cover a typical padded tail in one pass; the kernel grid-strides.
+  const size_t chunks = size_t(p.num_rows) * size_t(p.cols / 8);
+  const unsigned blocks = unsigned(std::min<size_t>((chunks + 255) / 256, 1024));
+  return launch(k::moe_zero_tail_rows_kernel, dim3(blocks), dim3(256), 0, false, stream, p);
 }
 
 }  // namespace moeopt::cuda::detail

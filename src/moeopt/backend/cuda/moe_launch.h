@@ -18,12 +18,19 @@ size_t router_smem_bytes(int tokens_per_block, int hidden, int num_experts);
 // its predecessor wrote).
 cudaError_t launch_moe_router_topk(const kernels::RouterParams& p, int tokens_per_block,
                                    bool pdl, cudaStream_t stream);
-// Count + place (two kernels).
+// Count + place (two kernels), or one single-block kernel when p.single_block and
+// num_assignments <= kPermuteSmallMax.
 cudaError_t launch_moe_permute(const kernels::PermuteParams& p, bool pdl, cudaStream_t stream);
 // max_tiles: upper bound of the tile table's length (grid.x); blocks past num_tiles exit.
 cudaError_t launch_moe_grouped_gemm(MoeGemmTile tile, bool gated,
                                     const kernels::GroupedGemmParams& p, int max_tiles, bool pdl,
                                     cudaStream_t stream);
 cudaError_t launch_moe_combine(const kernels::CombineParams& p, bool pdl, cudaStream_t stream);
+
+// Ops-level pieces (cuda_moe_ops.cpp): routing from given logits, the tile table of an
+// existing permutation, zeroing the unused tail of out_rows.
+cudaError_t launch_moe_route_from_logits(const kernels::RouteLogitsParams& p, cudaStream_t stream);
+cudaError_t launch_moe_tiles_from_offsets(const kernels::TilesParams& p, cudaStream_t stream);
+cudaError_t launch_moe_zero_tail_rows(const kernels::ZeroTailParams& p, cudaStream_t stream);
 
 }  // namespace moeopt::cuda::detail

@@ -1,7 +1,7 @@
 // MoE combine: out[t, :] = residual[t, :] (optional) + sum_{s < k} y[token_to_permuted_row[t*k+s], :]
 // The routing weights were already applied by GEMM 2's epilogue, so this is a plain sum of
 // each token's k rows, in slot order and in fp32 (deterministic: no atomics). Rows marked -1
-// (invalid expert id) add nothing.
+// (invalid expert id) or past num_rows add nothing.
 //
 // One thread per 8 output columns (16-byte loads/stores); a block covers kCombineThreads*8
 // columns of one token (grid.x = tokens, grid.y = column blocks). Bounds: hidden % 8 == 0, 16-byte aligned pointers.
@@ -40,7 +40,7 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(CombinePar
   }
   for (int s = 0; s < p.top_k; ++s) {
     const int row = p.token_to_permuted_row[size_t(t) * p.top_k + s];
-    if (row < 0) continue;
+    if (row < 0 || row >= p.num_rows) continue;
     const uint4 v = *reinterpret_cast<const uint4*>(p.y + size_t(row) * p.hidden + h);
     const __nv_bfloat162* vb = reinterpret_cast<const __nv_bfloat162*>(&v);
 #pragma unroll

@@ -90,7 +90,9 @@ __global__ void __launch_bounds__(T::kThreads) moe_grouped_gemm_kernel(GroupedGe
   if (tile >= __ldcg(p.num_tiles)) return;
   const int e = __ldcg(p.tile_expert + tile);
   const int row0 = __ldcg(p.tile_row_begin + tile);
-  const int rows = min(BN, __ldcg(p.expert_offsets + e + 1) - row0);
+  // Rows of this tile: the expert's end clamped to the buffer (a malformed permutation from
+  // the ops-level path then computes fewer rows instead of writing out of bounds).
+  const int rows = min(BN, min(__ldcg(p.expert_offsets + e + 1), p.num_rows) - row0);
   const int K = p.K;
   const int N_out = p.N_out;
   const int N_w = kGated ? 2 * N_out : N_out;
@@ -120,7 +122,11 @@ __global__ void __launch_bounds__(T::kThreads) moe_grouped_gemm_kernel(GroupedGe
   };
   auto token_src = [&](int r) -> const __nv_bfloat16* {
     if (r >= rows) return nullptr;
-    if constexpr (kGated) return p.act + size_t(p.row_to_token[row0 + r]) * K;
+    if constexpr (kGated) {
+      // Padding rows (-1) and out-of-range tokens gather a zero row: their h is 0.
+      const int t = p.row_to_token[row0 + r];
+      return t >= 0 && t < p.num_tokens ? p.act + size_t(t) * K : nullptr;
+    }
     else return p.act + size_t(row0 + r) * K;
   };
 

@@ -35,6 +35,8 @@ inline constexpr int kPermuteThreads = 1024;
 inline constexpr int kPermuteMaxExperts = 1024;
 inline constexpr int kPlaceThreads = 512;
 inline constexpr int kPlaceItems = 8;  // consecutive assignments per thread per pass
+inline constexpr int kPermuteSmallMax = 512;  // single-block permutation up to this many
+                                              // assignments (M*k; M = 64 at k = 8)
 
 struct PermuteParams {
   const int32_t* expert_ids;      // [num_tokens, top_k] int32
@@ -50,7 +52,61 @@ struct PermuteParams {
   int num_assignments;            // num_tokens * top_k
   int top_k;
   int num_experts;
-  int tile_rows;                  // GEMM token tile (rows per tile)
+  int tile_rows;                  // GEMM token tile (rows per tile); tile table skipped when
+                                  // tile_expert is nullptr (the ops-level permutation)
+  int pad_rows_to;                // each expert's rows rounded up to a multiple (1 = none)
+  int capacity;                   // rows of permuted_row_to_token/weight to fill: padding and
+                                  // the tail past expert_offsets[E] get -1 / 0 (0 = no fill)
+  bool single_block;              // num_assignments <= kPermuteSmallMax: one-kernel variant
+};
+
+// Tile table from an existing permutation (ops-level moe_experts): expert e's rows
+// [expert_offsets[e], expert_offsets[e+1]) (padding rows included; offsets clamped to
+// [0, num_rows]) are cut into tiles of tile_rows rows.
+struct TilesParams {
+  const int32_t* expert_offsets;  // [E + 1] int32
+  int32_t* tile_expert;           // [max_tiles] int32
+  int32_t* tile_row_begin;        // [max_tiles] int32
+  int32_t* num_tiles;             // [1] int32
+  int num_experts;
+  int num_rows;                   // R, rows of the permuted buffers
+  int tile_rows;
+};
+
+// Zeroes rows [clamp(expert_offsets[E], 0, num_rows), num_rows) of a bf16 [num_rows, cols]
+// buffer (the unused tail of moe_experts' out_rows).
+struct ZeroTailParams {
+  const int32_t* expert_offsets;  // [E + 1] int32
+  __nv_bfloat16* rows;            // [num_rows, cols] bf16
+  int num_experts;
+  int num_rows;
+  int cols;                       // multiple of 8
+};
+
+// moe_route_logits.cuh: routing from given fp32 logits (the ops-level moe_route).
+inline constexpr int kRouteWarps = kRouterThreads / 32;  // one token per warp
+inline constexpr int kRouteMaxExperts = kMaxExpertsPerLane * 32;
+enum class RouteScoring : int { kSoftmax = 0, kSigmoid = 1 };
+enum class RouteGrouping : int { kNone = 0, kMaxScore = 1, kTop2Sum = 2 };
+enum class BiasDType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+
+struct RouteLogitsParams {
+  const float* logits;           // [num_tokens, num_experts] f32, rows logits_stride apart
+  int64_t logits_stride;         // elements between rows (>= num_experts)
+  const void* correction_bias;   // [num_experts] (bias_dtype) or nullptr
+  BiasDType bias_dtype;
+  int32_t* expert_ids;           // [num_tokens, top_k] int32 out, best first
+  float* expert_weights;         // [num_tokens, top_k] f32 out
+  int num_tokens;
+  int num_experts;
+  int top_k;
+  RouteScoring scoring;
+  RouteGrouping grouping;
+  int n_group;                   // divides num_experts (grouping only)
+  int topk_group;
+  bool renormalize;
+  float renormalize_eps;
+  float routed_scaling_factor;
 };
 
 // moe_grouped_gemm.cuh
@@ -66,6 +122,9 @@ struct GroupedGemmParams {
   const int32_t* num_tiles;       // [1] int32
   int K;
   int N_out;
+  int num_tokens;                 // rows of act for the GEMM-1 gather: tokens outside
+                                  // [0, num_tokens) (padding rows: -1) read as zero rows
+  int num_rows;                   // rows of out: expert_offsets are clamped to it
 };
 
 // moe_combine.cuh
@@ -79,6 +138,7 @@ struct CombineParams {
   int num_tokens;
   int hidden;
   int top_k;
+  int num_rows;                    // rows of y: entries outside [0, num_rows) add nothing
 };
 
 }  // namespace moeopt::cuda::kernels
