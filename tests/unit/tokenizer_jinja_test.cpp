@@ -89,7 +89,9 @@ TEST(JinjaVsPython, EveryCaseMatchesJinja2) {
       }
     } else {
       EXPECT_TRUE(got.ok()) << got.status().message();
-      if (got.ok()) EXPECT_EQ(*got, want["out"].get<std::string>()) << "template: " << c["template"];
+      if (got.ok()) {
+        EXPECT_EQ(*got, want["out"].get<std::string>()) << "template: " << c["template"];
+      }
     }
     ++compared;
   }
@@ -173,6 +175,29 @@ TEST(JinjaLimits, UntrustedTemplatesCannotRunAway) {
 
   r = render_text("{{ 'x' * 100000000 }}");
   ASSERT_FALSE(r.ok());
+
+  // Deep nesting is refused before the parser's recursion can exhaust the stack.
+  for (std::string open : {"(", "[", "not ", "-"}) {
+    std::string close = open == "(" ? ")" : open == "[" ? "]" : "";
+    std::string deep = "{{ ";
+    for (int i = 0; i < 100000; ++i) deep += open;
+    deep += "1";
+    for (int i = 0; i < 100000; ++i) deep += close;
+    r = render_text(deep + " }}");
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("nesting"), std::string::npos) << r.status().message();
+  }
+  // Deep expressions inside deep macro recursion stay within the evaluation depth limit.
+  std::string nested = "1";
+  for (int i = 0; i < 200; ++i) nested = "(" + nested + " + 0)";
+  r = render_text("{% macro f(n) %}{{ f(n + " + nested + ") }}{% endmacro %}{{ f(0) }}");
+  ASSERT_FALSE(r.ok());
+
+  std::string blocks;
+  for (int i = 0; i < 5000; ++i) blocks += "{% if true %}";
+  r = render_text(blocks);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("nesting"), std::string::npos);
 }
 
 TEST(JinjaJson, ObjectKeyOrderIsKept) {

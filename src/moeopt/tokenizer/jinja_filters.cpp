@@ -2,7 +2,10 @@
 // jinja2/tests.py. `tojson` is transformers' override (json.dumps with ensure_ascii=False
 // by default, optional indent/separators/sort_keys), not jinja2's HTML-safe one.
 // Not implemented (an error names them): batch, slice, groupby, format, truncate,
-// wordwrap, urlize, xmlattr, filesizeformat, pprint.
+// wordwrap, urlize, xmlattr, filesizeformat, pprint, escape.
+// Known difference: jinja2's select/reject/map are lazy generators, ours build lists, so
+// `xs|selectattr('a', 'gt', 1)|first` fails here on a later element that would raise in
+// jinja2 had it been reached (e.g. an undefined attribute), where jinja2 stops early.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

@@ -443,7 +443,12 @@ class Interpreter {
   }
 
   Result<Value> eval(const Expr& e, Scope& scope) {
+    // Bounds the native stack: nested expressions inside recursive macro calls.
+    if (eval_depth_ >= opts_.max_eval_depth)
+      return locate(plain_error("expression evaluation nested too deeply"), e.line, e.column);
+    ++eval_depth_;
     Result<Value> r = eval_inner(e, scope);
+    --eval_depth_;
     if (!r.ok()) return locate(r.status(), e.line, e.column);
     return r;
   }
@@ -571,6 +576,7 @@ class Interpreter {
   Scope* root_ = nullptr;
   int loop_depth_ = 0;
   int depth_ = 0;
+  int eval_depth_ = 0;
   uint64_t iterations_ = 0;
 };
 

@@ -23,7 +23,8 @@ namespace moeopt::jinja {
 struct RenderOptions {
   size_t max_output_bytes = size_t(256) << 20;
   uint64_t max_loop_iterations = 50'000'000;
-  int max_call_depth = 256;
+  int max_call_depth = 256;   // macro calls
+  int max_eval_depth = 2000;  // nested expression evaluations (native stack use)
   // Time for strftime_now (local time); unset means "now". Tests pin it.
   std::optional<std::time_t> now;
 };

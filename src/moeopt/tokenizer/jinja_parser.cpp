@@ -16,6 +16,10 @@
 namespace moeopt::jinja {
 namespace {
 
+// Nesting limit for expressions and blocks: the parser and the interpreter recurse, and
+// a template is untrusted input.
+constexpr int kMaxNesting = 256;
+
 class Parser {
  public:
   explicit Parser(std::vector<Token> tokens) : toks_(std::move(tokens)) {}
@@ -92,6 +96,17 @@ class Parser {
     return n;
   }
 
+  struct DepthGuard {
+    int& d;
+    explicit DepthGuard(int& depth) : d(depth) { ++d; }
+    ~DepthGuard() { --d; }
+  };
+  Status check_depth() const {
+    if (depth_ > kMaxNesting)
+      return error(cur(), fmt::format("template nesting deeper than {} levels", kMaxNesting));
+    return Status::ok_status();
+  }
+
   ExprPtr make(Expr::Kind kind, const Token& at) {
     auto e = std::make_unique<Expr>();
     e->kind = kind;
@@ -162,6 +177,8 @@ class Parser {
   }
 
   Status parse_statement(Body& out) {
+    DepthGuard guard(depth_);
+    MOEOPT_RETURN_IF_ERROR(check_depth());
     const Token& t = cur();
     if (t.type != TokenType::kName) return error(t, "expected a statement name after '{%'");
     auto node = std::make_unique<Node>();
@@ -308,6 +325,8 @@ class Parser {
   }
 
   Result<ExprPtr> parse_expression(bool with_condexpr) {
+    DepthGuard guard(depth_);
+    MOEOPT_RETURN_IF_ERROR(check_depth());
     if (!with_condexpr) return parse_or();
     const Token& start = cur();
     MOEOPT_ASSIGN_OR_RETURN(ExprPtr e, parse_or());
@@ -357,6 +376,8 @@ class Parser {
   }
 
   Result<ExprPtr> parse_not() {
+    DepthGuard guard(depth_);
+    MOEOPT_RETURN_IF_ERROR(check_depth());
     if (is_name("not")) {
       Token at = cur();
       advance();
@@ -427,6 +448,8 @@ class Parser {
   Result<ExprPtr> parse_unary_filtered() { return parse_unary(true); }
 
   Result<ExprPtr> parse_unary(bool with_filter) {
+    DepthGuard guard(depth_);
+    MOEOPT_RETURN_IF_ERROR(check_depth());
     ExprPtr e;
     if (is_op("-") || is_op("+")) {
       Token at = cur();
@@ -683,6 +706,7 @@ class Parser {
 
   std::vector<Token> toks_;
   size_t pos_ = 0;
+  int depth_ = 0;
 };
 
 }  // namespace
