@@ -161,9 +161,9 @@ Result<std::string> ChatTemplate::render(const ojson& messages, const ojson& too
   ctx.set("tools", tools.is_null() ? jinja::Value::none() : jinja::from_json(tools));
   ctx.set("documents", jinja::Value::none());
   ctx.set("add_generation_prompt", jinja::Value::boolean(add_generation_prompt));
-  auto out = jinja::render(*program_, ctx);
-  if (!out.ok()) return out.status().with_context("chat template");
-  return out;
+  // Errors read "template error at line L column C: <what>"; a raise_exception() in the
+  // template gives its own message as <what>.
+  return jinja::render(*program_, ctx);
 }
 
 }  // namespace moeopt::tokenizer

@@ -215,7 +215,7 @@ class Interpreter {
     }));
     root.set("raise_exception", Value::function("raise_exception", [](const CallArgs& a) -> Result<Value> {
       const Value* m = a.get(0, "message");
-      return plain_error(fmt::format("raise_exception: {}", m ? m->str() : std::string()));
+      return plain_error(m ? m->str() : std::string("raise_exception() called"));
     }));
     std::optional<std::time_t> now = opts_.now;
     root.set("strftime_now", Value::function("strftime_now", [now](const CallArgs& a) -> Result<Value> {
