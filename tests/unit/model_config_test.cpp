@@ -289,6 +289,59 @@ TEST(ModelConfig, BadConfigsGiveTheirErrors) {
   EXPECT_EQ(seen.size(), want.size()) << "a table entry has no file";
 }
 
+// Every top-level key of every architecture's config replaced by hostile values: parsing
+// never crashes, errors are one line naming the file, a wrong type names the key, and a
+// config that is accepted yields a sane tensor list.
+TEST(ModelConfig, HostileValuesNeverCrash) {
+  const json bad_values[] = {nullptr, "x", -1, 0, 1e30, int64_t(1) << 62, json::array(), json::object(), true, 0.5};
+  const std::string dir = kRoot + "/tests/data/tensor_names_hf";
+  int parsed = 0, rejected = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (!fs::is_regular_file(e.path() / "config.json")) continue;
+    const json base = json::parse(*read_file((e.path() / "config.json").string()));
+    for (const auto& [key, orig] : base.items()) {
+      for (const json& v : bad_values) {
+        json j = base;
+        j[key] = v;
+        auto c = parse_model_config(j, "hostile.json");
+        if (!c.ok()) {
+          ++rejected;
+          const std::string& m = c.status().message();
+          EXPECT_EQ(m.rfind("hostile.json: ", 0), 0u) << m;
+          EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+          if (v == "x") {
+            EXPECT_NE(m.find(key), std::string::npos) << key << ": " << m;
+          }
+          continue;
+        }
+        ++parsed;
+        auto t = expected_tensors(*c);
+        ASSERT_TRUE(t.ok()) << key;
+        for (const auto& s : *t)
+          for (int64_t d : s.shape) ASSERT_GE(d, 1) << key << "=" << v.dump() << ": " << s.name;
+      }
+    }
+  }
+  EXPECT_GT(parsed, 100);
+  EXPECT_GT(rejected, 100);
+}
+
+TEST(ModelConfig, ImplausibleProductsAreRejected) {
+  // Each size within its own bound, but together far beyond any model.
+  json j = raw_catalog("Qwen3-30B-A3B");
+  j["num_hidden_layers"] = 4096;
+  j["num_experts"] = 65536;
+  auto c = parse_model_config(j, "big.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("tensors, more than"), std::string::npos) << c.status().message();
+  j = raw_catalog("Qwen3-30B-A3B");
+  j["hidden_size"] = 262144;
+  j["moe_intermediate_size"] = 1 << 20;
+  c = parse_model_config(j, "big.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("parameters, beyond"), std::string::npos) << c.status().message();
+}
+
 TEST(ModelConfig, MissingFileIsNotFound) {
   auto c = load_model_config(kRoot + "/tests/data/bad_configs/no_such_file.json");
   ASSERT_FALSE(c.ok());

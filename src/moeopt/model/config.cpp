@@ -174,6 +174,8 @@ constexpr int64_t kMaxHeadDim = 4096;
 constexpr int64_t kMaxIntermediate = int64_t(1) << 20;
 constexpr int64_t kMaxExperts = int64_t(1) << 16;
 constexpr int64_t kMaxPositions = int64_t(1) << 30;
+constexpr int64_t kMaxTensors = int64_t(1) << 22;
+constexpr double kMaxParams = 1e14;
 
 std::string short_dump(const json& v) {
   std::string s = v.dump();
@@ -757,6 +759,29 @@ Result<ModelConfig> parse_model_config(const json& j, const std::string& source_
 
   parse_quantization(r, c);
   if (!r.ok()) return r.status();
+
+  // Each field is within its own bounds; their products must stay sane too, so that tensor
+  // lists and parameter counts of a hostile config cannot exhaust memory or overflow int64.
+  // The largest real models are ~45k tensors and ~1e12 parameters.
+  {
+    const double layers = double(c.num_hidden_layers), H = double(c.hidden_size);
+    const double tensors = layers * (3.0 * double(c.num_experts) + 32.0);
+    if (tensors > double(kMaxTensors))
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: field 'num_hidden_layers' ({}) x {} experts implies {:.0f} tensors, more than the "
+                        "{} supported",
+                        source_name, c.num_hidden_layers, c.num_experts, tensors, kMaxTensors);
+    const double width = double(std::max({c.intermediate_size, c.moe_intermediate_size * std::max<int64_t>(c.num_experts, 1) +
+                                                                   c.shared_expert_intermediate_size}));
+    const double attn = double(c.num_attention_heads) * double(std::max(c.qk_head_dim(), c.v_head_dim)) * 4.0 +
+                        double(c.kv_lora_rank + c.q_lora_rank.value_or(0));
+    const double params = 2.0 * double(c.vocab_size) * H + layers * H * (3.0 * width + attn);
+    if (params > kMaxParams)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: the sizes imply about {:.3g} parameters, beyond the {:.0e} supported (check hidden_size, "
+                        "intermediate sizes and expert counts)",
+                        source_name, params, kMaxParams);
+  }
 
   // Token ids (no validation beyond being integers).
   if (r.has("bos_token_id")) c.bos_token_id = r.integer("bos_token_id", std::nullopt, 0, kMaxVocab * 64);
