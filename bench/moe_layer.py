@@ -65,7 +65,7 @@ class MoeLib:
         return out.value
 
     def experts(self, x, ids, wts, w13, w2, out, ws, tile=-1, residual=None, pdl=True,
-                single_block_permute=True):
+                single_block_permute=True, pdl_everywhere=False):
         m, h = x.shape
         e, _, _ = w13.shape
         i = w2.shape[2]
@@ -75,7 +75,7 @@ class MoeLib:
             m, h, i, e, k, x.data_ptr(), ids.data_ptr(), wts.data_ptr(), w13.data_ptr(),
             w2.data_ptr(), residual.data_ptr() if residual is not None else None, out.data_ptr(),
             ws.data_ptr(), ws.numel(), stream, tile,
-            (0 if pdl else 1) | (0 if single_block_permute else 2)))
+            (0 if pdl else 1) | (0 if single_block_permute else 2) | (4 if pdl_everywhere else 0)))
 
     def route(self, x, wr, k, ids, wts, logits, renorm=True):
         m, h = x.shape
@@ -211,7 +211,7 @@ def main():
     hdr = (f"{'M':>5} {'routing':>7} {'exp':>4} {'tile':>11} {'ours_us':>9} {'peer_us':>9} "
            f"{'speedup':>7} {'GB/s':>6} {'%HBMnom':>7} {'%HBMcopy':>8} {'TFLOP/s':>7} "
            f"{'%tensor':>7} {'bound_us':>8} {'err':>8} {'router_us':>9} {'noPDL_us':>8} "
-           f"{'perm2_us':>8}")
+           f"{'perm2_us':>8} {'PDLall_us':>9}")
     print(hdr, flush=True)
     for kind in args.routing.split(","):
         for m in ms:
@@ -237,6 +237,11 @@ def main():
             if m * K <= 512:
                 perm2_us, _ = time_us(lambda: lib.experts(x, ids, wts, w13, w2, out, ws,
                                                           single_block_permute=False), inner, 5)
+            # A/B of the PDL heuristic where it turns PDL off (M*k*4 < E).
+            pdlall_us = None
+            if m * K * 4 < E:
+                pdlall_us, _ = time_us(lambda: lib.experts(x, ids, wts, w13, w2, out, ws,
+                                                           pdl_everywhere=True), inner, 5)
             peer_us, g2 = time_us(lambda: torch_grouped_mm_moe(x, ids, wts, w13, w2), inner, 7)
             r_ids = torch.empty(m, K, dtype=torch.int32, device="cuda")
             r_wts = torch.empty(m, K, dtype=torch.float32, device="cuda")
@@ -266,7 +271,7 @@ def main():
                        hbm_bound_nominal_us=hbm_nom_us, hbm_bound_copy_us=hbm_copy_us,
                        tensor_bound_us=tensor_us, peer_pct_hbm_nominal=100.0 * hbm_nom_us / peer_us,
                        err_vs_peer=err, router_us=router_us, ours_no_pdl_us=nopdl_us, router_set_mismatches=router_mismatch,
-                       ours_two_kernel_permute_us=perm2_us,
+                       ours_two_kernel_permute_us=perm2_us, ours_pdl_everywhere_us=pdlall_us,
                        sweep_us=sweep)
             rows.append(row)
             bound = max(hbm_nom_us, tensor_us)
@@ -274,7 +279,8 @@ def main():
                   f"{row['speedup']:>7.2f} {row['ours_GBps']:>6.0f} {row['pct_hbm_nominal']:>7.1f} "
                   f"{row['pct_hbm_copy']:>8.1f} {row['ours_tflops']:>7.1f} {row['pct_tensor']:>7.1f} "
                   f"{bound:>8.1f} {err:>8.1e} {router_us:>9.1f} {nopdl_us:>8.1f} "
-                  f"{perm2_us if perm2_us is not None else float('nan'):>8.1f}", flush=True)
+                  f"{perm2_us if perm2_us is not None else float('nan'):>8.1f} "
+                  f"{pdlall_us if pdlall_us is not None else float('nan'):>9.1f}", flush=True)
             if sweep:
                 best = min(sweep, key=sweep.get)
                 print("        sweep: " + "  ".join(f"{n}={u:.1f}" for n, u in sweep.items())

@@ -47,7 +47,7 @@ MOEOPT_CAPI int moeopt_moe_workspace_bytes(int64_t m, int64_t h, int64_t i, int6
 }
 
 // tile: -1 = heuristic, else a MoeGemmTile value. flags: bit 0 = no programmatic dependent launch,
-// bit 1 = two-kernel permutation even for few assignments.
+// bit 1 = two-kernel permutation even for few assignments, bit 2 = PDL at every size.
 MOEOPT_CAPI int moeopt_moe_experts(int64_t m, int64_t h, int64_t i, int64_t e, int64_t k, const void* x,
                        const int32_t* expert_ids, const float* expert_weights, const void* w13,
                        const void* w2, const void* residual, void* out, void* workspace,
@@ -65,6 +65,7 @@ MOEOPT_CAPI int moeopt_moe_experts(int64_t m, int64_t h, int64_t i, int64_t e, i
   a.stream = stream;
   a.programmatic_dependent_launch = (flags & 1) == 0;
   a.single_block_permute = (flags & 2) == 0;
+  a.pdl_everywhere = (flags & 4) != 0;
   if (tile >= 0) {
     if (tile >= moeopt::cuda::kNumMoeGemmTiles) {
       g_last_error = "moe: tile index out of range";

@@ -157,7 +157,7 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
   const MoeWorkspaceView ws = moe_workspace_view(d, a.workspace);
   auto stream = static_cast<cudaStream_t>(a.stream);
   const bool pdl = a.programmatic_dependent_launch &&
-                   moe_use_pdl(d.num_tokens, d.top_k, d.num_experts);
+                   (a.pdl_everywhere || moe_use_pdl(d.num_tokens, d.top_k, d.num_experts));
 
   kernels::PermuteParams pp{};
   pp.expert_ids = a.expert_ids;

@@ -83,6 +83,8 @@ struct MoeExpertsArgs {
   // Few assignments (M*k <= 512): the permutation runs as one single-block kernel instead of
   // count + place (false = always two kernels; for A/B benchmarks).
   bool single_block_permute = true;
+  // PDL even where moe_use_pdl() says no (A/B benchmarks of that heuristic).
+  bool pdl_everywhere = false;
 };
 Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a);
 

@@ -10,6 +10,8 @@ int moe_gemm_tile_rows(MoeGemmTile tile) {
     case MoeGemmTile::kBm64Bn32: return 32;
     case MoeGemmTile::kBm128Bn64: return 64;
     case MoeGemmTile::kBm128Bn128: return 128;
+    case MoeGemmTile::kBm32Bn8Bk128: return 8;
+    case MoeGemmTile::kBm64Bn8: return 8;
   }
   return 128;  // unreachable: every enumerator is handled above
 }
@@ -21,6 +23,8 @@ const char* moe_gemm_tile_name(MoeGemmTile tile) {
     case MoeGemmTile::kBm64Bn32: return "bm64_bn32";
     case MoeGemmTile::kBm128Bn64: return "bm128_bn64";
     case MoeGemmTile::kBm128Bn128: return "bm128_bn128";
+    case MoeGemmTile::kBm32Bn8Bk128: return "bm32_bn8_bk128";
+    case MoeGemmTile::kBm64Bn8: return "bm64_bn8";
   }
   return "?";
 }

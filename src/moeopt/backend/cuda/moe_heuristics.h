@@ -17,8 +17,10 @@ enum class MoeGemmTile : uint8_t {
   kBm64Bn32,
   kBm128Bn64,
   kBm128Bn128, // prefill
+  kBm32Bn8Bk128,  // decode candidates: 128-wide k steps (256-byte weight row segments)
+  kBm64Bn8,       // decode candidate: 64 weight rows per block, 2 warps split K
 };
-inline constexpr int kNumMoeGemmTiles = 5;
+inline constexpr int kNumMoeGemmTiles = 7;
 
 // Token rows per tile (the permutation's tile_rows) for a configuration.
 int moe_gemm_tile_rows(MoeGemmTile tile);

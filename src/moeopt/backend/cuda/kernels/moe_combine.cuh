@@ -38,16 +38,32 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(CombinePar
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[i] = 0.f;
   }
-  for (int s = 0; s < p.top_k; ++s) {
-    const int row = p.token_to_permuted_row[size_t(t) * p.top_k + s];
-    if (row < 0 || row >= p.num_rows) continue;
-    const uint4 v = *reinterpret_cast<const uint4*>(p.y + size_t(row) * p.hidden + h);
-    const __nv_bfloat162* vb = reinterpret_cast<const __nv_bfloat162*>(&v);
+  // Slots in groups of 8: first all row indices, then all row loads, so a token's k rows
+  // cost two memory latencies per group instead of two per slot (at M = 1 the dependent
+  // chain index -> row made this kernel 5.8 us on an H200). Sums stay in slot order.
+  constexpr int kGroup = 8;
+  for (int s0 = 0; s0 < p.top_k; s0 += kGroup) {
+    int rows[kGroup];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __bfloat1622float2(vb[i]);
-      acc[2 * i] += f.x;
-      acc[2 * i + 1] += f.y;
+    for (int i = 0; i < kGroup; ++i) {
+      const int r = s0 + i < p.top_k ? p.token_to_permuted_row[size_t(t) * p.top_k + s0 + i] : -1;
+      rows[i] = r >= 0 && r < p.num_rows ? r : -1;
+    }
+    uint4 v[kGroup];
+#pragma unroll
+    for (int i = 0; i < kGroup; ++i)
+      v[i] = rows[i] >= 0 ? *reinterpret_cast<const uint4*>(p.y + size_t(rows[i]) * p.hidden + h)
+                          : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int i = 0; i < kGroup; ++i) {
+      if (rows[i] < 0) continue;
+      const __nv_bfloat162* vb = reinterpret_cast<const __nv_bfloat162*>(&v[i]);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 f = __bfloat1622float2(vb[j]);
+        acc[2 * j] += f.x;
+        acc[2 * j + 1] += f.y;
+      }
     }
   }
   uint4 o;

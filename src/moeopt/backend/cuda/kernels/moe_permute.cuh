@@ -186,7 +186,9 @@ __global__ void __launch_bounds__(kPermuteThreads) moe_permute_small_kernel(Perm
   for (int e = threadIdx.x; e < E; e += kPermuteThreads) counts[e] = 0;
   __syncthreads();
   int id = -1;
+  float weight = 0.f;
   if (a < p.num_assignments) {
+    weight = p.expert_weights[a];  // issued now, used after the scans
     id = p.expert_ids[a];
     if (id < 0 || id >= E) id = -1;
     ids_s[a] = id;
@@ -228,7 +230,7 @@ __global__ void __launch_bounds__(kPermuteThreads) moe_permute_small_kernel(Perm
       for (int j = 0; j < a; ++j) rank += ids_s[j] == id;
       const int row = row_begin[id] + rank;
       p.permuted_row_to_token[row] = a / p.top_k;
-      p.permuted_row_weight[row] = p.expert_weights[a];
+      p.permuted_row_weight[row] = weight;
       p.token_to_permuted_row[a] = row;
     } else {
       p.token_to_permuted_row[a] = -1;
