@@ -32,9 +32,8 @@ import safetensors
 import safetensors.numpy as stnp
 from huggingface_hub.serialization import split_state_dict_into_shards_factory
 
-TOOL = sys.argv[1]
-WORK = sys.argv[2]
-EXTRA = sys.argv[3:]
+TOOL = WORK = None  # set by main() from argv
+EXTRA = []
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # safetensors dtype name -> (TensorSpec dtype name, element size, numpy dtype or None)
@@ -350,6 +349,11 @@ def check_acceptance_agreement():
 
 
 def main():
+    global TOOL, WORK, EXTRA
+    if len(sys.argv) < 3:
+        print(__doc__)
+        return 2
+    TOOL, WORK, EXTRA = sys.argv[1], sys.argv[2], sys.argv[3:]
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
     check_ours_read_by_python()
