@@ -154,8 +154,12 @@ TEST(Readiness, GpuOutsideTheBuildsArchitecturesIsNotUsable) {
   Readiness r = evaluate_readiness(machine({gpu(0, 8, 0, "A100")}), req_for("conservative", Backend::kAuto));
   EXPECT_TRUE(r.ready());
   EXPECT_EQ(r.resolved, Backend::kCpu);
+  ASSERT_NE(find_check(r, "gpu 0"), nullptr);  // the unusable GPU is explained, as a warning
+  EXPECT_EQ(find_check(r, "gpu 0")->level, CheckLevel::kWarn);
+  EXPECT_NE(find_check(r, "gpu 0")->detail.find("sm_80"), std::string::npos);
   r = evaluate_readiness(machine({gpu(0, 8, 0, "A100")}), req_for("conservative", Backend::kCuda));
   EXPECT_FALSE(r.ready());
+  ASSERT_NE(find_check(r, "gpu 0"), nullptr);
   // Mixed: the Hopper is used, the Ampere is a warning.
   r = evaluate_readiness(machine({gpu(0, 9, 0), gpu(1, 8, 0, "A100")}), req_for("conservative", Backend::kCuda));
   EXPECT_TRUE(r.ready());
@@ -172,6 +176,20 @@ TEST(Readiness, FailedSelftestFailsVerify) {
   EXPECT_EQ(r.usable_gpus, std::vector<int>{0});
   ASSERT_NE(find_check(r, "gpu 1"), nullptr);
   EXPECT_NE(find_check(r, "gpu 1")->detail.find("12 wrong elements"), std::string::npos);
+}
+
+TEST(Readiness, BrokenOnlyGpuFailsEvenWhenAutoFallsBackToCpu) {
+  // The self-test is what says the machine is broken; auto must not hide that behind a
+  // silent CPU fallback.
+  GpuProbe p = machine({gpu(0, 9, 0)});
+  p.selftest[0] = {0, false, "CUDA error: no kernel image is available for execution on the device"};
+  Readiness r = evaluate_readiness(p, req_for("conservative", Backend::kAuto));
+  EXPECT_EQ(r.resolved, Backend::kCpu);
+  EXPECT_FALSE(r.ready());
+  ASSERT_NE(find_check(r, "gpu 0"), nullptr);
+  EXPECT_EQ(find_check(r, "gpu 0")->level, CheckLevel::kFail);
+  // --backend cpu does not look at GPUs at all.
+  EXPECT_TRUE(evaluate_readiness(p, req_for("conservative", Backend::kCpu)).ready());
 }
 
 TEST(Readiness, ExpertParallelWantsNcclAndPeerAccessButOnlyWarns) {

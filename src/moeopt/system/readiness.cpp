@@ -36,6 +36,26 @@ std::string why_no_gpu(const GpuProbe& gpu, const Requirements& req, const std::
                      gpu.devices.size(), sm_list(req));
 }
 
+// One check per GPU the backend cannot use, saying why. A GPU of a supported architecture
+// that fails the self-test is broken (driver, hardware, or this build), which the user must
+// know about even if other GPUs work: that is a failure, the rest are warnings.
+void add_device_checks(const GpuProbe& gpu, const Requirements& req, Readiness& r) {
+  for (const auto& d : gpu.devices) {
+    std::string name = fmt::format("gpu {}", d.index);
+    if (!d.error.empty()) {
+      r.checks.push_back({name, CheckLevel::kWarn, "query failed, not used: " + d.error});
+    } else if (!sm_supported(req, d.sm())) {
+      r.checks.push_back({name, CheckLevel::kWarn,
+                          fmt::format("{} is sm_{}; this build's kernels need {}: not used", d.name, d.sm(),
+                                      sm_list(req))});
+    } else if (gpu.selftest_ran) {
+      const GpuSelftestResult* t = selftest_for(gpu, d.index);
+      if (!t) r.checks.push_back({name, CheckLevel::kFail, "no self-test result"});
+      else if (!t->passed) r.checks.push_back({name, CheckLevel::kFail, "self-test failed: " + t->detail});
+    }
+  }
+}
+
 }  // namespace
 
 const char* backend_name(Backend b) {
@@ -104,12 +124,15 @@ Readiness evaluate_readiness(const GpuProbe& gpu, const Requirements& req) {
       r.resolved = Backend::kCuda;
       if (!no_gpu.empty()) {
         add("backend", CheckLevel::kFail, "--backend cuda: " + no_gpu);
+        if (req.cuda_built) add_device_checks(gpu, req, r);
         return r;
       }
       break;
   }
 
   if (r.resolved == Backend::kCpu) {
+    // GPUs present but unusable are worth knowing about even when the CPU backend runs.
+    if (req.backend == Backend::kAuto && req.cuda_built) add_device_checks(gpu, req, r);
     add("backend", CheckLevel::kPass, "CPU reference backend ready");
     if (req.fp8 || req.expert_parallel || req.dual_batch_overlap)
       add("profile", CheckLevel::kInfo,
@@ -120,20 +143,7 @@ Readiness evaluate_readiness(const GpuProbe& gpu, const Requirements& req) {
 
   // 2. The GPU backend: every GPU either usable or explained.
   add("backend", CheckLevel::kPass, fmt::format("CUDA backend ready on {} GPU(s)", r.usable_gpus.size()));
-  for (const auto& d : gpu.devices) {
-    if (!d.error.empty()) {
-      add(fmt::format("gpu {}", d.index), CheckLevel::kWarn, "query failed, not used: " + d.error);
-    } else if (!sm_supported(req, d.sm())) {
-      add(fmt::format("gpu {}", d.index), CheckLevel::kWarn,
-          fmt::format("{} is sm_{}; this build's kernels need {}: not used", d.name, d.sm(), sm_list(req)));
-    } else if (gpu.selftest_ran) {
-      const GpuSelftestResult* t = selftest_for(gpu, d.index);
-      // A GPU of a supported architecture that fails the self-test is broken (driver,
-      // hardware, or this build), which the user must know about even if others work.
-      if (!t) add(fmt::format("gpu {}", d.index), CheckLevel::kFail, "no self-test result");
-      else if (!t->passed) add(fmt::format("gpu {}", d.index), CheckLevel::kFail, "self-test failed: " + t->detail);
-    }
-  }
+  add_device_checks(gpu, req, r);
   if (!gpu.selftest_ran)
     add("self-test", CheckLevel::kInfo, "GPU self-test not run");
 

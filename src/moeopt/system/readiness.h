@@ -5,7 +5,10 @@
 // check) only when something the chosen backend/profile *requires* is missing, e.g.
 // `--backend cuda` with no usable GPU, or an FP8 profile on GPUs without FP8. Things that
 // only reduce what can be used (no NCCL for expert parallelism, no peer access) are
-// warnings. Everything else is information. It takes plain values, never probes itself, so
+// warnings, and so are GPUs this build cannot use. One exception to "required": a GPU of a
+// supported architecture that fails the kernel self-test fails verify even when `auto`
+// falls back to the CPU, because it means the machine is broken. Everything else is
+// information. It takes plain values, never probes itself, so
 // each rule is tested with fake probe results.
 #pragma once
 
