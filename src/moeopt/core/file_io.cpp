@@ -54,8 +54,19 @@ Result<std::string> read_file(const std::string& path, size_t max_bytes) {
   if (ec) return make_error(ErrorCode::kIoError, "{}: cannot stat: {}", path, ec.message());
   if (size > max_bytes)
     return make_error(ErrorCode::kInvalidArgument, "{}: larger than {} bytes", path, max_bytes);
+  if (size == 0) {
+    // Files whose size stat cannot tell (/proc, pipes): read until EOF, still capped.
+    std::string out;
+    char buf[1 << 16];
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+      out.append(buf, size_t(in.gcount()));
+      if (out.size() > max_bytes)
+        return make_error(ErrorCode::kInvalidArgument, "{}: larger than {} bytes", path, max_bytes);
+    }
+    return out;
+  }
   std::string out(size, '\0');
-  if (size && !in.read(out.data(), std::streamsize(size)))
+  if (!in.read(out.data(), std::streamsize(size)))
     return make_error(ErrorCode::kIoError, "{}: read failed", path);
   return out;
 }
