@@ -27,8 +27,8 @@ int moe_gemm_tile_rows(MoeGemmTile tile);
 const char* moe_gemm_tile_name(MoeGemmTile tile);
 // The configuration for M tokens routed top-k over E experts.
 MoeGemmTile choose_moe_gemm_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts);
-// Whether programmatic dependent launch pays for this size (it did from M = 8 up, and cost
-// 6 us at M = 1 on the H200: docs/perf.md).
+// Whether programmatic dependent launch pays for this size (it does at every measured M since
+// the single-block permutation: docs/perf.md).
 bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts);
 
 }  // namespace moeopt::cuda
