@@ -55,3 +55,5 @@ bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
   (void)num_experts;
   return true;
 }
+
+}  // namespace moeopt::cuda
