@@ -556,6 +556,23 @@ TEST(Safetensors, MalformedHeadersGiveSpecificErrors) {
   }
 }
 
+TEST(Safetensors, ErrorMessagesStayShortAndPrintable) {
+  std::string shape = "[";
+  for (int i = 0; i < 5000; ++i) shape += "1.5,";
+  shape += "1]";
+  auto r = parse(make_file(R"({"w":{"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,4]}})", 4));
+  ASSERT_FALSE(r.ok());
+  EXPECT_LT(r.status().message().size(), 200u) << r.status().message();
+  EXPECT_NE(r.status().message().find("..."), std::string::npos);
+  // A name with a newline and a parse error quoting a raw control byte stay on one line.
+  auto n = parse(make_file(R"({"a\nb":{"dtype":"X","shape":[],"data_offsets":[0,0]}})"));
+  ASSERT_FALSE(n.ok());
+  EXPECT_NE(n.status().message().find("tensor 'a\\x0ab'"), std::string::npos) << n.status().message();
+  auto c = parse(make_file(std::string("{\"a\x01\":1}")));
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().message().find('\x01'), std::string::npos) << c.status().message();
+}
+
 TEST(Safetensors, AcceptsWhatTheFormatAllows) {
   // Unknown fields in an entry are ignored (as the Rust crate does); zero-size tensors may
   // share an offset; entries may be listed in any order; trailing whitespace pads the header.

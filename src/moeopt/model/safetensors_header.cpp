@@ -50,6 +50,13 @@ std::string printable(std::string_view text, bool keep_utf8) {
   return out;
 }
 
+// A JSON value for an error message, cut to a readable length (a shape can be megabytes).
+std::string brief(const json& v) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (s.size() > 64) s = s.substr(0, 60) + "...";
+  return printable(s, true);
+}
+
 // Thrown from the parser callback (and caught right around the parse call) to stop parsing
 // with a specific message.
 struct JsonReject {
@@ -164,17 +171,17 @@ Status parse_tensor_entry(const std::string& source, const std::string& name, co
     if (!as_u63(d, dim))
       return corrupt_tensor(source, name,
                             fmt::format("shape {} has an entry that is not a non-negative integer",
-                                        it->dump()));
+                                        brief(*it)));
     if (__builtin_mul_overflow(numel, dim, &numel) ||
         numel > uint64_t(std::numeric_limits<int64_t>::max()))
       return corrupt_tensor(source, name,
-                            fmt::format("shape {} overflows the element count", it->dump()));
+                            fmt::format("shape {} overflows the element count", brief(*it)));
     info.shape.push_back(int64_t(dim));
   }
   uint64_t nbytes = 0;
   if (__builtin_mul_overflow(numel, uint64_t(dtype_size(info.dtype)), &nbytes))
     return corrupt_tensor(source, name,
-                          fmt::format("shape {} overflows the byte size", it->dump()));
+                          fmt::format("shape {} overflows the byte size", brief(*it)));
 
   it = e.find("data_offsets");
   if (it == e.end()) return corrupt_tensor(source, name, "missing field 'data_offsets'");
@@ -183,7 +190,7 @@ Status parse_tensor_entry(const std::string& source, const std::string& name, co
     return corrupt_tensor(source, name,
                           fmt::format("'data_offsets' {} is not [begin, end] of non-negative "
                                       "integers",
-                                      it->dump()));
+                                      brief(*it)));
   if (begin > end)
     return corrupt_tensor(source, name,
                           fmt::format("data_offsets [{}, {}] end before begin", begin, end));
@@ -194,7 +201,7 @@ Status parse_tensor_entry(const std::string& source, const std::string& name, co
   if (end - begin != nbytes)
     return corrupt_tensor(source, name,
                           fmt::format("data_offsets [{}, {}] hold {} bytes but {} {} needs {}",
-                                      begin, end, end - begin, dname, e.at("shape").dump(),
+                                      begin, end, end - begin, dname, brief(e.at("shape")),
                                       nbytes));
   info.data_begin = begin;
   info.data_end = end;
