@@ -15,7 +15,9 @@ Checks:
   3. sharding: moeopt's shard split and index match huggingface_hub's
      split_state_dict_into_shards_factory; a checkpoint sharded by python (hub split +
      safetensors + a transformers-style index) is read by moeopt.
-  4. acceptance: for every file of the fuzz seed corpus (and EXTRA_CORPUS_DIRs), moeopt and
+  4. constant memory: a 256 MiB tensor is written from a fill callback and read back through
+     the mmap with the helper's anonymous RSS far below the file size.
+  5. acceptance: for every file of the fuzz seed corpus (and EXTRA_CORPUS_DIRs), moeopt and
      safetensors.deserialize agree on accept/reject, except the documented places where
      moeopt is stricter (see STRICTER below).
 """
@@ -286,7 +288,33 @@ def check_sharding():
               f"py sharded: {n}")
 
 
-# --- 4. accept/reject agreement ---------------------------------------------------------------
+# --- 4. constant memory -----------------------------------------------------------------------
+
+def check_constant_memory():
+    peaks = {}
+    for size in (16 << 20, 256 << 20):
+        path = os.path.join(WORK, f"big_{size}.safetensors")
+        peaks[size] = int(run("write-big", path, str(size)).stdout.split()[1])
+        header_len = struct.unpack("<Q", open(path, "rb").read(8))[0]
+        check(os.path.getsize(path) == 8 + header_len + size, f"big {size}: file size")
+        if size != 256 << 20:
+            os.remove(path)
+    anon = int(run("probe-big", path).stdout.split()[1])
+    print(f"constant memory: writer peak RSS {peaks[16 << 20] // 1024} MiB for 16 MiB, "
+          f"{peaks[256 << 20] // 1024} MiB for 256 MiB; reader heap after probing the mmap "
+          f"{anon // 1024} MiB")
+    check(peaks[256 << 20] - peaks[16 << 20] < 8 * 1024, f"big: writer peak grows with size {peaks}")
+    check(0 <= anon < 32 * 1024, f"big: reader anonymous RSS {anon} KiB")
+    # The reference reads it too (last bytes).
+    size = 256 << 20
+    with safetensors.safe_open(path, framework="numpy") as f:
+        a = f.get_slice("big")[size - 3:]
+        want = np.array([(i * 131) % 251 for i in range(size - 3, size)], dtype=np.uint8)
+        check(np.array_equal(a, want), "big: tail read by safetensors.safe_open")
+    os.remove(path)
+
+
+# --- 5. accept/reject agreement ---------------------------------------------------------------
 
 # Where moeopt is deliberately stricter than the reference (error message fragments):
 STRICTER = [
@@ -359,6 +387,7 @@ def main():
     check_ours_read_by_python()
     check_python_read_by_ours()
     check_sharding()
+    check_constant_memory()
     check_acceptance_agreement()
     if failures:
         print(f"{len(failures)} failure(s)")

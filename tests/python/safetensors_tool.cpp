@@ -6,11 +6,17 @@
 //   safetensors_tool shard DIR MAX_BYTES SPEC.json     write_sharded_safetensors, same filling
 //   safetensors_tool dump PATH                         Checkpoint::open(PATH) as JSON (hex data)
 //   safetensors_tool check FILE...                     one line per file: "ok" or "error CODE MSG"
+//   safetensors_tool write-big PATH BYTES              one U8 tensor "big" of BYTES bytes,
+//                                                      byte i = (i * 131) % 251; prints peak RSS
+//   safetensors_tool probe-big PATH                    opens it, checks bytes at 1000 spread
+//                                                      positions; prints RssAnon
 //
 // SPEC.json: {"metadata": {k: v}, "tensors": [{"name": .., "dtype": "BF16", "shape": [..]}]}.
 // Element i of the j-th tensor is pattern_value(i, j): the Python side computes the same
 // values on its own and compares.
 #include <cstdio>
+#include <cstring>
+
 #include <iostream>
 #include <string>
 #include <vector>
@@ -112,6 +118,24 @@ std::string hex(std::span<const uint8_t> b) {
   return s;
 }
 
+// Resident memory from /proc/self/status in KiB: `field` is "VmHWM" (peak RSS; the writer
+// maps no file pages, so this is its peak working memory) or "RssAnon" (current heap/stack
+// memory; for the mmap reader plain RSS would also count file pages the kernel can drop).
+long status_kb(const char* field) {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  char line[256];
+  long kb = -1;
+  const size_t n = std::strlen(field);
+  while (std::fgets(line, sizeof line, f))
+    if (std::strncmp(line, field, n) == 0 && line[n] == ':') {
+      kb = std::atol(line + n + 1);
+      break;
+    }
+  std::fclose(f);
+  return kb;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -149,6 +173,32 @@ int main(int argc, char** argv) {
                                 {"aligned", t.aligned}};
     }
     std::cout << out.dump() << "\n";
+    return 0;
+  }
+  if (a.size() == 3 && a[0] == "write-big") {
+    const uint64_t n = std::stoull(a[2]);
+    SafetensorsTensorSource big{{"big", DType::kU8, {int64_t(n)}},
+                                [](uint64_t off, std::span<uint8_t> o) {
+                                  for (size_t i = 0; i < o.size(); ++i) o[i] = uint8_t((off + i) * 131 % 251);
+                                  return Status::ok_status();
+                                }};
+    Status st = write_safetensors(a[1], {big}, {{"format", "pt"}}, size_t(4) << 20);
+    if (!st.ok()) return fail(st);
+    std::cout << "peak_rss_kb " << status_kb("VmHWM") << "\n";
+    return 0;
+  }
+  if (a.size() == 2 && a[0] == "probe-big") {
+    auto f = SafetensorsFile::open(a[1]);
+    if (!f.ok()) return fail(f.status());
+    const auto* info = f->find("big");
+    if (!info) return fail(make_error(ErrorCode::kNotFound, "no tensor 'big'"));
+    auto bytes = f->bytes(*info);
+    for (uint64_t k = 0; k < 1000; ++k) {
+      uint64_t i = k * (bytes.size() - 1) / 999;
+      if (bytes[i] != uint8_t(i * 131 % 251))
+        return fail(make_error(ErrorCode::kCorruptData, "byte {} differs", i));
+    }
+    std::cout << "rss_anon_kb " << status_kb("RssAnon") << "\n";
     return 0;
   }
   if (!a.empty() && a[0] == "check") {
