@@ -1,0 +1,254 @@
+// MoE layer benchmark (moe_bench.h): inputs made on the host with a fixed seed, uploaded once;
+// each M is timed as replays of a CUDA graph holding `inner` layer calls.
+#include "moeopt/backend/cuda/moe_bench.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <numeric>
+#include <random>
+
+#include "moeopt/backend/cuda/moe.h"
+#include "moeopt/core/dtype.h"
+
+namespace moeopt::cuda {
+namespace {
+
+Status cuda_ok(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return Status::ok_status();
+  return make_error(ErrorCode::kInternal, "bench moe: {} failed: {}", what, cudaGetErrorString(e));
+}
+
+// Device allocation freed on scope exit.
+struct DevMem {
+  void* p = nullptr;
+  ~DevMem() {
+    if (p != nullptr) cudaFree(p);
+  }
+  Status alloc(size_t bytes, const char* what) { return cuda_ok(cudaMalloc(&p, bytes), what); }
+};
+
+struct StreamAndEvents {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  ~StreamAndEvents() {
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+double nominal_hbm_Bps(const std::string& card) {
+  std::string n = card;
+  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return char(std::toupper(c)); });
+  if (n.find("H200") != std::string::npos) return 4.8e12;
+  if (n.find("H100") != std::string::npos)
+    return n.find("PCIE") != std::string::npos ? 2.0e12 : 3.35e12;
+  return 0.0;
+}
+
+double nominal_tensor_flops(const std::string& card) {
+  // BF16 dense, SXM parts (the same 989 TFLOP/s for H100 and H200).
+  return card.find("H100") != std::string::npos || card.find("H200") != std::string::npos ? 989e12
+                                                                                           : 0.0;
+}
+
+// bf16 values ~ N(0, 1) * scale from a fixed seed (a fast generator: ~1e9 values at the
+// Qwen3-235B shape).
+std::vector<uint16_t> random_bf16(size_t n, uint64_t seed, float scale) {
+  std::vector<uint16_t> v(n);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+  for (size_t i = 0; i < n; ++i) {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    const uint64_t r = s * 0x2545F4914F6CDD1Dull;
+    // Sum of 4 uniforms ~ roughly normal, mean 0, variance 1/3 -> scale by sqrt(3).
+    float u = 0.f;
+    for (int j = 0; j < 4; ++j) u += float((r >> (16 * j)) & 0xffff) / 65535.f - 0.5f;
+    v[i] = f32_to_bf16(u * 1.7320508f * scale);
+  }
+  return v;
+}
+
+// Routing for M tokens: k distinct experts per token, uniform or Zipf (s = 1 over a random
+// permutation of the experts, drawn without replacement); weights a softmax of k normals.
+void make_routing(int64_t m, int64_t e, int64_t k, bool zipf, std::mt19937_64& rng,
+                  std::vector<int32_t>& ids, std::vector<float>& weights) {
+  ids.assign(size_t(m * k), 0);
+  weights.assign(size_t(m * k), 0.f);
+  std::vector<double> p(static_cast<size_t>(e));
+  std::vector<int32_t> perm(static_cast<size_t>(e));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  for (int64_t i = 0; i < e; ++i) p[size_t(perm[size_t(i)])] = 1.0 / double(i + 1);
+  std::normal_distribution<double> normal;
+  for (int64_t t = 0; t < m; ++t) {
+    std::vector<double> w = p;
+    if (!zipf) std::fill(w.begin(), w.end(), 1.0);
+    double sum = 0;
+    std::vector<double> logits(static_cast<size_t>(k));
+    for (int64_t j = 0; j < k; ++j) {
+      std::discrete_distribution<int32_t> pick(w.begin(), w.end());
+      const int32_t id = pick(rng);
+      w[size_t(id)] = 0.0;  // without replacement
+      ids[size_t(t * k + j)] = id;
+      logits[size_t(j)] = std::exp(normal(rng));
+      sum += logits[size_t(j)];
+    }
+    for (int64_t j = 0; j < k; ++j) weights[size_t(t * k + j)] = float(logits[size_t(j)] / sum);
+  }
+}
+
+// Median microseconds per call of `fn` (which enqueues one layer call on `se.stream`),
+// timed as `reps` replays of a graph of `inner` calls.
+template <class Fn>
+Result<double> time_graph(StreamAndEvents& se, int inner, int reps, Fn fn) {
+  MOEOPT_RETURN_IF_ERROR(fn());  // warm-up, and argument errors surface here
+  MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaStreamSynchronize(se.stream), "warm-up"));
+  cudaGraph_t graph = nullptr;
+  MOEOPT_RETURN_IF_ERROR(cuda_ok(
+      cudaStreamBeginCapture(se.stream, cudaStreamCaptureModeThreadLocal), "graph capture"));
+  Status captured = Status::ok_status();
+  for (int i = 0; i < inner && captured.ok(); ++i) captured = fn();
+  const cudaError_t end = cudaStreamEndCapture(se.stream, &graph);
+  MOEOPT_RETURN_IF_ERROR(captured);
+  MOEOPT_RETURN_IF_ERROR(cuda_ok(end, "graph capture"));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  MOEOPT_RETURN_IF_ERROR(cuda_ok(inst, "graph instantiate"));
+  std::vector<double> times;
+  Status st = cuda_ok(cudaGraphLaunch(exec, se.stream), "graph launch");  // warm replay
+  for (int r = 0; r < reps && st.ok(); ++r) {
+    cudaEventRecord(se.start, se.stream);
+    st = cuda_ok(cudaGraphLaunch(exec, se.stream), "graph launch");
+    cudaEventRecord(se.stop, se.stream);
+    if (st.ok()) st = cuda_ok(cudaEventSynchronize(se.stop), "graph replay");
+    float ms = 0.f;
+    if (st.ok()) st = cuda_ok(cudaEventElapsedTime(&ms, se.start, se.stop), "event timing");
+    times.push_back(double(ms) * 1e3 / inner);
+  }
+  cudaGraphExecDestroy(exec);
+  MOEOPT_RETURN_IF_ERROR(st);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+}  // namespace
+
+Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    cudaGetLastError();
+    return make_error(ErrorCode::kUnsupported, "bench moe: no CUDA device");
+  }
+  if (o.ms.empty() || o.routings.empty() || o.reps < 1)
+    return make_error(ErrorCode::kInvalidArgument, "bench moe: empty --ms/--routing or reps < 1");
+  for (const std::string& r : o.routings)
+    if (r != "uniform" && r != "zipf")
+      return make_error(ErrorCode::kInvalidArgument,
+                        "bench moe: routing '{}' (expected uniform or zipf)", r);
+  const int64_t max_m = *std::max_element(o.ms.begin(), o.ms.end());
+  const MoeDims dmax{max_m, o.hidden, o.inter, o.experts, o.top_k};
+  MOEOPT_RETURN_IF_ERROR(moe_check_dims(dmax));
+  for (int64_t m : o.ms)
+    if (m < 1) return make_error(ErrorCode::kInvalidArgument, "bench moe: M must be >= 1");
+
+  MoeBenchReport rep;
+  rep.options = o;
+  cudaDeviceProp prop{};
+  MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaGetDeviceProperties(&prop, 0), "device query"));
+  rep.card = prop.name;
+  rep.sms = prop.multiProcessorCount;
+  rep.hbm_nominal_Bps = nominal_hbm_Bps(rep.card);
+  rep.tensor_nominal_flops = nominal_tensor_flops(rep.card);
+
+  StreamAndEvents se;
+  MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaStreamCreateWithFlags(&se.stream, cudaStreamNonBlocking), "stream"));
+  MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaEventCreate(&se.start), "event"));
+  MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaEventCreate(&se.stop), "event"));
+
+  // Copy bandwidth: 512 MiB device to device, bytes read + written.
+  {
+    const size_t bytes = size_t(512) << 20;
+    DevMem a, b;
+    MOEOPT_RETURN_IF_ERROR(a.alloc(bytes, "copy buffer"));
+    MOEOPT_RETURN_IF_ERROR(b.alloc(bytes, "copy buffer"));
+    auto copy = [&]() -> Status {
+      return cuda_ok(cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice, se.stream), "copy");
+    };
+    MOEOPT_ASSIGN_OR_RETURN(double us, time_graph(se, 3, 5, copy));
+    rep.copy_Bps = 2.0 * double(bytes) / (us * 1e-6);
+  }
+
+  const int64_t H = o.hidden, I = o.inter, E = o.experts, K = o.top_k;
+  DevMem w13, w2, x, out, ids, wts, ws;
+  {
+    const auto h13 = random_bf16(size_t(E * 2 * I * H), o.seed + 1, float(1.0 / std::sqrt(double(H))));
+    const auto h2 = random_bf16(size_t(E * H * I), o.seed + 2, float(1.0 / std::sqrt(double(I))));
+    const auto hx = random_bf16(size_t(max_m * H), o.seed + 3, 1.0f);
+    MOEOPT_RETURN_IF_ERROR(w13.alloc(h13.size() * 2, "w13"));
+    MOEOPT_RETURN_IF_ERROR(w2.alloc(h2.size() * 2, "w2"));
+    MOEOPT_RETURN_IF_ERROR(x.alloc(hx.size() * 2, "x"));
+    MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(w13.p, h13.data(), h13.size() * 2, cudaMemcpyHostToDevice), "upload"));
+    MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(w2.p, h2.data(), h2.size() * 2, cudaMemcpyHostToDevice), "upload"));
+    MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(x.p, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice), "upload"));
+  }
+  MOEOPT_RETURN_IF_ERROR(out.alloc(size_t(max_m * H) * 2, "out"));
+  MOEOPT_RETURN_IF_ERROR(ids.alloc(size_t(max_m * K) * 4, "expert_ids"));
+  MOEOPT_RETURN_IF_ERROR(wts.alloc(size_t(max_m * K) * 4, "expert_weights"));
+  const size_t ws_bytes = moe_workspace_bytes(dmax);
+  MOEOPT_RETURN_IF_ERROR(ws.alloc(ws_bytes, "workspace"));
+
+  const double bytes_per_expert = 3.0 * double(H) * double(I) * 2.0;
+  std::mt19937_64 rng(o.seed);
+  for (const std::string& routing : o.routings) {
+    for (int64_t m : o.ms) {
+      std::vector<int32_t> hid;
+      std::vector<float> hw;
+      make_routing(m, E, K, routing == "zipf", rng, hid, hw);
+      MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(ids.p, hid.data(), hid.size() * 4, cudaMemcpyHostToDevice), "upload"));
+      MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(wts.p, hw.data(), hw.size() * 4, cudaMemcpyHostToDevice), "upload"));
+      std::vector<char> used(static_cast<size_t>(E), 0);
+      for (int32_t id : hid) used[size_t(id)] = 1;
+      const int64_t touched = std::count(used.begin(), used.end(), 1);
+
+      const MoeDims d{m, H, I, E, K};
+      MoeExpertsArgs a;
+      a.x = x.p;
+      a.expert_ids = static_cast<const int32_t*>(ids.p);
+      a.expert_weights = static_cast<const float*>(wts.p);
+      a.w13 = w13.p;
+      a.w2 = w2.p;
+      a.out = out.p;
+      a.workspace = ws.p;
+      a.workspace_bytes = ws_bytes;
+      a.stream = se.stream;
+      const int inner = m <= 512 ? 20 : 5;
+      MOEOPT_ASSIGN_OR_RETURN(double us, time_graph(se, inner, o.reps,
+                                                    [&] { return moe_experts_forward(d, a); }));
+      MoeBenchRow row;
+      row.m = m;
+      row.routing = routing;
+      row.experts_touched = touched;
+      row.tile = moe_gemm_tile_name(choose_moe_gemm_tile(m, K, E));
+      row.us = us;
+      row.weight_bytes = double(touched) * bytes_per_expert;
+      row.gbps = row.weight_bytes / us * 1e-3;
+      if (rep.hbm_nominal_Bps > 0)
+        row.pct_hbm_nominal = 100.0 * (row.weight_bytes / rep.hbm_nominal_Bps * 1e6) / us;
+      row.pct_hbm_copy = 100.0 * (row.weight_bytes / rep.copy_Bps * 1e6) / us;
+      const double flops = 6.0 * double(m) * double(K) * double(H) * double(I);
+      row.tflops = flops / us * 1e-6;
+      if (rep.tensor_nominal_flops > 0)
+        row.pct_tensor = 100.0 * (flops / rep.tensor_nominal_flops * 1e6) / us;
+      rep.rows.push_back(row);
+    }
+  }
+  return rep;
+}
+
+}  // namespace moeopt::cuda

@@ -1,0 +1,59 @@
+// MoE layer benchmark on the GPU (`moeopt bench moe`): times the expert path of the fused
+// layer (moe_experts_forward: permutation, both grouped GEMMs, combine) at a list of token
+// counts M with uniform and Zipf routing, as CUDA-graph replays timed with CUDA events, and
+// reports each time against the card's HBM bound (unique experts touched x expert bytes /
+// bandwidth, both the nominal bandwidth and a device-to-device copy measured in the same
+// run) and tensor bound (6*M*k*H*I FLOPs / nominal BF16 dense peak).
+//
+// The PyTorch torch._grouped_mm peer is not part of this library benchmark: it runs in
+// bench/moe_layer.py on the same kernels (docs/perf.md). Only built with MOEOPT_CUDA.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moeopt/core/status.h"
+
+namespace moeopt::cuda {
+
+struct MoeBenchOptions {
+  std::vector<int64_t> ms{1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
+  std::vector<std::string> routings{"uniform", "zipf"};  // "uniform" and/or "zipf"
+  int64_t hidden = 2048;  // Qwen3-30B-A3B
+  int64_t inter = 768;
+  int64_t experts = 128;
+  int64_t top_k = 8;
+  int reps = 7;           // timed graph replays (median)
+  uint64_t seed = 0;
+};
+
+struct MoeBenchRow {
+  int64_t m = 0;
+  std::string routing;
+  int64_t experts_touched = 0;
+  std::string tile;
+  double us = 0;               // median per layer call
+  double weight_bytes = 0;     // unique experts touched x bytes per expert
+  double gbps = 0;             // weight_bytes / us
+  double pct_hbm_nominal = 0;  // HBM bound (nominal bandwidth) / us
+  double pct_hbm_copy = 0;     // HBM bound (measured copy bandwidth) / us
+  double tflops = 0;
+  double pct_tensor = 0;       // tensor bound / us
+};
+
+struct MoeBenchReport {
+  std::string card;
+  int sms = 0;
+  double hbm_nominal_Bps = 0;  // 0 when the card is not in the table (then only copy-based %)
+  double copy_Bps = 0;         // measured device-to-device copy (read + write bytes)
+  double tensor_nominal_flops = 0;
+  MoeBenchOptions options;
+  std::vector<MoeBenchRow> rows;
+};
+
+// Runs the benchmark on the current CUDA device. Errors: no device, unsupported shape, CUDA
+// failures (one line each).
+Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& options);
+
+}  // namespace moeopt::cuda
