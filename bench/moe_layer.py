@@ -180,6 +180,8 @@ def main():
     ap.add_argument("--experts", type=int, default=128)
     ap.add_argument("--topk", type=int, default=8)
     ap.add_argument("--sweep", action="store_true", help="also time every GEMM tile config")
+    ap.add_argument("--sweep-pairs", action="store_true",
+                    help="also time every (GEMM 1 tile, GEMM 2 tile) pair with equal token rows")
     ap.add_argument("--json", default="")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -258,6 +260,18 @@ def main():
                     us, _ = time_us(lambda: lib.experts(x, ids, wts, w13, w2, out, ws, tile=t),
                                     inner, 5)
                     sweep[lib.tile_name(t)] = us
+            pairs = {}
+            if args.sweep_pairs:
+                for t1 in range(lib.num_tiles):
+                    for t2 in range(lib.num_tiles):
+                        code = t1 | ((t2 + 1) << 4)
+                        try:
+                            lib.experts(x, ids, wts, w13, w2, out, ws, tile=code)
+                        except RuntimeError:
+                            continue  # different token rows: not a valid pair
+                        us, _ = time_us(lambda: lib.experts(x, ids, wts, w13, w2, out, ws,
+                                                            tile=code), inner, 5)
+                        pairs[f"{lib.tile_name(t1)}+{lib.tile_name(t2)}"] = us
             hbm_nom_us = weight_bytes / bw_nominal * 1e6
             hbm_copy_us = weight_bytes / bw_copy * 1e6
             tensor_us = flops / tensor_nominal * 1e6
@@ -272,7 +286,7 @@ def main():
                        tensor_bound_us=tensor_us, peer_pct_hbm_nominal=100.0 * hbm_nom_us / peer_us,
                        err_vs_peer=err, router_us=router_us, ours_no_pdl_us=nopdl_us, router_set_mismatches=router_mismatch,
                        ours_two_kernel_permute_us=perm2_us, ours_pdl_everywhere_us=pdlall_us,
-                       sweep_us=sweep)
+                       sweep_us=sweep, pair_sweep_us=pairs)
             rows.append(row)
             bound = max(hbm_nom_us, tensor_us)
             print(f"{m:>5} {kind:>7} {touched:>4} {row['tile']:>11} {ours_us:>9.1f} {peer_us:>9.1f} "
@@ -285,6 +299,10 @@ def main():
                 best = min(sweep, key=sweep.get)
                 print("        sweep: " + "  ".join(f"{n}={u:.1f}" for n, u in sweep.items())
                       + f"  best={best}", flush=True)
+            if pairs:
+                best = sorted(pairs, key=pairs.get)[:4]
+                print("        pairs (best 4 of %d): " % len(pairs)
+                      + "  ".join(f"{n}={pairs[n]:.1f}" for n in best), flush=True)
             if router_mismatch:
                 print(f"        note: router top-k sets differ from torch.topk for "
                       f"{router_mismatch}/{m} tokens (fp32 summation order near ties)")

@@ -46,7 +46,7 @@ MOEOPT_CAPI int moeopt_moe_workspace_bytes(int64_t m, int64_t h, int64_t i, int6
   return 0;
 }
 
-// tile: -1 = heuristic, else a MoeGemmTile value. flags: bit 0 = no programmatic dependent launch,
+// tile: -1 = heuristic, else a MoeGemmTile value (bits 4..7: GEMM 2's tile + 1). flags: bit 0 = no programmatic dependent launch,
 // bit 1 = two-kernel permutation even for few assignments, bit 2 = PDL at every size.
 MOEOPT_CAPI int moeopt_moe_experts(int64_t m, int64_t h, int64_t i, int64_t e, int64_t k, const void* x,
                        const int32_t* expert_ids, const float* expert_weights, const void* w13,
@@ -67,11 +67,14 @@ MOEOPT_CAPI int moeopt_moe_experts(int64_t m, int64_t h, int64_t i, int64_t e, i
   a.single_block_permute = (flags & 2) == 0;
   a.pdl_everywhere = (flags & 4) != 0;
   if (tile >= 0) {
-    if (tile >= moeopt::cuda::kNumMoeGemmTiles) {
+    // Low 4 bits: GEMM 1 tile; bits 4..7: GEMM 2 tile + 1 (0 = the default pairing).
+    const int t1 = tile & 15, t2 = (tile >> 4) & 15;
+    if (t1 >= moeopt::cuda::kNumMoeGemmTiles || t2 > moeopt::cuda::kNumMoeGemmTiles) {
       g_last_error = "moe: tile index out of range";
       return int(moeopt::ErrorCode::kInvalidArgument);
     }
-    a.tile = moeopt::cuda::MoeGemmTile(tile);
+    a.tile = moeopt::cuda::MoeGemmTile(t1);
+    if (t2 > 0) a.tile2 = moeopt::cuda::MoeGemmTile(t2 - 1);
   }
   return report(moeopt::cuda::moe_experts_forward(moeopt::cuda::MoeDims{m, h, i, e, k}, a));
 }

@@ -150,6 +150,12 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
   const MoeGemmTile tile =
       a.tile ? *a.tile : choose_moe_gemm_tile(d.num_tokens, d.top_k, d.num_experts);
   const int tile_rows = moe_gemm_tile_rows(tile);
+  const MoeGemmTile tile2 = a.tile2 ? *a.tile2 : moe_gemm2_tile(tile);
+  if (moe_gemm_tile_rows(tile2) != tile_rows)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "moe: GEMM 2 tile {} has {} token rows, GEMM 1 tile {} has {}",
+                      moe_gemm_tile_name(tile2), moe_gemm_tile_rows(tile2),
+                      moe_gemm_tile_name(tile), tile_rows);
   const int64_t assignments = d.num_tokens * d.top_k;
   // Tiles: sum_e ceil(c_e / rows) <= (A + E*(rows-1)) / rows, and never more than A.
   const int64_t max_tiles =
@@ -205,7 +211,7 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
   g2.K = int(d.inter);
   g2.N_out = int(d.hidden);
   MOEOPT_RETURN_IF_ERROR(cuda_status(
-      detail::launch_moe_grouped_gemm(tile, false, g2, int(max_tiles), pdl, stream), "gemm2 launch"));
+      detail::launch_moe_grouped_gemm(tile2, false, g2, int(max_tiles), pdl, stream), "gemm2 launch"));
 
   kernels::CombineParams cp{};
   cp.y = static_cast<const __nv_bfloat16*>(ws.y);

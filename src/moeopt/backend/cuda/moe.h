@@ -76,6 +76,9 @@ struct MoeExpertsArgs {
   size_t workspace_bytes = 0;
   void* stream = nullptr;               // cudaStream_t
   std::optional<MoeGemmTile> tile;      // override the heuristic (benchmarks, tests)
+  // GEMM 2's tile when it should differ from GEMM 1's (same token rows: they share the tile
+  // table); default: moe_gemm2_tile() of GEMM 1's.
+  std::optional<MoeGemmTile> tile2;
   // Programmatic dependent launch (sm_90): each kernel of the chain launches while its
   // predecessor drains and waits on-device for its inputs; GEMM 2 prefetches weights first.
   // true = where moe_use_pdl() says it pays; false = never.

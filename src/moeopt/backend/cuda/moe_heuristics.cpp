@@ -12,6 +12,7 @@ int moe_gemm_tile_rows(MoeGemmTile tile) {
     case MoeGemmTile::kBm128Bn128: return 128;
     case MoeGemmTile::kBm32Bn8Bk128: return 8;
     case MoeGemmTile::kBm64Bn8: return 8;
+    case MoeGemmTile::kBm64Bn8Bk128: return 8;
   }
   return 128;  // unreachable: every enumerator is handled above
 }
@@ -25,6 +26,7 @@ const char* moe_gemm_tile_name(MoeGemmTile tile) {
     case MoeGemmTile::kBm128Bn128: return "bm128_bn128";
     case MoeGemmTile::kBm32Bn8Bk128: return "bm32_bn8_bk128";
     case MoeGemmTile::kBm64Bn8: return "bm64_bn8";
+    case MoeGemmTile::kBm64Bn8Bk128: return "bm64_bn8_bk128";
   }
   return "?";
 }
@@ -44,6 +46,12 @@ MoeGemmTile choose_moe_gemm_tile(int64_t num_tokens, int64_t top_k, int64_t num_
   if (rows_per_expert <= 24.0) return MoeGemmTile::kBm64Bn32;
   if (rows_per_expert <= 160.0) return MoeGemmTile::kBm128Bn64;
   return MoeGemmTile::kBm128Bn128;
+}
+
+MoeGemmTile moe_gemm2_tile(MoeGemmTile gemm1_tile) {
+  // The same tile for both GEMMs until a measured pair says otherwise (bench/moe_layer.py
+  // --sweep-pairs times every pair with equal token rows).
+  return gemm1_tile;
 }
 
 bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts) {

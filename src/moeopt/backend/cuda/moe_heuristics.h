@@ -19,14 +19,17 @@ enum class MoeGemmTile : uint8_t {
   kBm128Bn128, // prefill
   kBm32Bn8Bk128,  // decode candidates: 128-wide k steps (256-byte weight row segments)
   kBm64Bn8,       // decode candidate: 64 weight rows per block, 2 warps split K
+  kBm64Bn8Bk128,  // decode candidate: 64 weight rows, 128-wide k steps
 };
-inline constexpr int kNumMoeGemmTiles = 7;
+inline constexpr int kNumMoeGemmTiles = 8;
 
 // Token rows per tile (the permutation's tile_rows) for a configuration.
 int moe_gemm_tile_rows(MoeGemmTile tile);
 const char* moe_gemm_tile_name(MoeGemmTile tile);
 // The configuration for M tokens routed top-k over E experts.
 MoeGemmTile choose_moe_gemm_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts);
+// GEMM 2's tile given GEMM 1's (same token rows; GEMM 2 has K = I, much shorter than H).
+MoeGemmTile moe_gemm2_tile(MoeGemmTile gemm1_tile);
 // Whether programmatic dependent launch pays for this size (it does at every measured M since
 // the single-block permutation: docs/perf.md).
 bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts);

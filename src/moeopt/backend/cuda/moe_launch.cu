@@ -21,6 +21,7 @@ using TileBm128Bn64 = k::GemmTile<128, 64, 64, 4, 2, 1, 4>;
 using TileBm128Bn128 = k::GemmTile<128, 128, 64, 2, 4, 1, 3>;  // 96 KiB: 2 blocks per SM
 using TileBm32Bn8Bk128 = k::GemmTile<32, 8, 128, 1, 1, 4, 4>;
 using TileBm64Bn8 = k::GemmTile<64, 8, 64, 2, 1, 2, 6>;
+using TileBm64Bn8Bk128 = k::GemmTile<64, 8, 128, 2, 1, 2, 4>;
 
 namespace {
 
@@ -140,6 +141,8 @@ cudaError_t launch_moe_grouped_gemm(MoeGemmTile tile, bool gated, const k::Group
     case MoeGemmTile::kBm32Bn8Bk128:
       return launch_gemm_gated<TileBm32Bn8Bk128>(gated, p, max_tiles, pdl, stream);
     case MoeGemmTile::kBm64Bn8: return launch_gemm_gated<TileBm64Bn8>(gated, p, max_tiles, pdl, stream);
+    case MoeGemmTile::kBm64Bn8Bk128:
+      return launch_gemm_gated<TileBm64Bn8Bk128>(gated, p, max_tiles, pdl, stream);
   }
   return cudaErrorInvalidValue;
 }
