@@ -477,8 +477,9 @@ TEST(Safetensors, MalformedHeadersGiveSpecificErrors) {
       {"header over cap", with_len(100'000'001, "{}"), C, "exceeds the 100000000-byte limit", ""},
       {"header past end", with_len(64, "{}"), C, "runs past the end of the file", ""},
       {"huge header length", with_len(~uint64_t(0), "{}"), C, "exceeds", ""},
-      {"empty header", with_len(0, ""), C, "does not start with '{'", ""},
-      {"not an object", make_file("[1,2]"), C, "does not start with '{'", ""},
+      {"empty header", with_len(0, ""), C, "header is not valid JSON", ""},
+      {"not an object", make_file("[1,2]"), C, "header is not a JSON object", ""},
+      {"string header", make_file(" \"{}\""), C, "header is not a JSON object", ""},
       {"bad json", make_file("{\"x\":"), C, "header is not valid JSON", ""},
       {"trailing garbage", make_file("{}}"), C, "header is not valid JSON", ""},
       {"invalid utf8", make_file("{\"\xff\":1}"), C, "header is not valid JSON", ""},
@@ -575,12 +576,14 @@ TEST(Safetensors, ErrorMessagesStayShortAndPrintable) {
 
 TEST(Safetensors, AcceptsWhatTheFormatAllows) {
   // Unknown fields in an entry are ignored (as the Rust crate does); zero-size tensors may
-  // share an offset; entries may be listed in any order; trailing whitespace pads the header.
+  // share an offset; entries may be listed in any order; whitespace may pad the header on
+  // either side; "__metadata__" may be null.
   std::string hdr =
+      " \n"
       R"({"b":{"dtype":"I8","shape":[2],"data_offsets":[4,6],"extra":{"k":[1]}},)"
       R"("z0":{"dtype":"F32","shape":[0,3],"data_offsets":[4,4]},)"
       R"("z1":{"dtype":"BOOL","shape":[0],"data_offsets":[4,4]},)"
-      R"("a":{"dtype":"F8_E4M3","shape":[2,2],"data_offsets":[0,4]},"__metadata__":{}})"
+      R"("a":{"dtype":"F8_E4M3","shape":[2,2],"data_offsets":[0,4]},"__metadata__":null})"
       "   \t\n";
   auto r = parse(make_file(hdr, 6));
   ASSERT_TRUE(r.ok()) << r.status().message();

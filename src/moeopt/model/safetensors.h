@@ -11,8 +11,8 @@
 // checks applied (all of them mirror the official Rust crate's `validate`, plus a few extra
 // ones, see safetensors_header.cpp) are:
 //   - file at least 8 bytes; N <= kSafetensorsMaxHeaderBytes (100 MB); 8 + N <= file size
-//   - header is UTF-8 JSON whose first byte is '{', an object, no duplicate keys, depth <= 4
-//   - "__metadata__" is an object of string -> string
+//   - header is UTF-8 JSON, an object, no duplicate keys, nesting depth <= 4
+//   - "__metadata__" is an object of string -> string (or null)
 //   - every tensor: a known dtype, shape = array of non-negative integers whose product
 //     (and byte size) does not overflow, data_offsets = [begin, end] with begin <= end,
 //     end - begin == numel * dtype size

@@ -6,17 +6,21 @@
 //   - buffer shorter than 8 bytes                    -> HeaderTooSmall
 //   - N > 100'000'000                                -> HeaderTooLarge
 //   - 8 + N > file size                              -> InvalidHeaderLength
-//   - header not UTF-8 / not starting with '{'       -> InvalidHeader / InvalidHeaderStart
-//   - JSON not matching {__metadata__: {str: str}, name: {dtype, shape, data_offsets}}
-//                                                    -> InvalidHeaderDeserialization
+//   - header not UTF-8 JSON                          -> InvalidHeader / ...Deserialization
+//     (the crate's "must start with '{'" check is commented out, so leading whitespace is
+//     accepted here too)
+//   - JSON not matching {__metadata__: {str: str} or null, name: {dtype, shape,
+//     data_offsets: [begin, end]}}                   -> InvalidHeaderDeserialization
 //   - tensors sorted by (begin, end): each must start where the previous one ended (so
 //     the first starts at 0, no overlap, no hole) and have begin <= end -> InvalidOffset
 //   - numel or numel * dtype size overflows          -> ValidationOverflow
 //   - end - begin != numel * dtype size              -> TensorInvalidInfo
 //   - last end + 8 + N != file size (trailing bytes) -> MetadataIncompleteBuffer
-// Like the crate, unknown fields inside a tensor entry are ignored. Stricter than the crate
-// (which silently keeps the last of duplicated keys): a duplicated key is an error, as is
-// nesting deeper than a valid header needs (a guard against pathological inputs).
+// Like the crate, unknown fields inside a tensor entry are ignored. Stricter than the crate:
+// a duplicated key is always an error (the crate rejects duplicated fields inside an entry
+// but silently keeps the last of duplicated tensor names or metadata keys), as is nesting
+// deeper than a valid header needs (a guard against pathological inputs), and dtypes the
+// format defines but DType lacks (F8_E5M2, U16, ...) are kUnsupported.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -237,9 +241,9 @@ Result<SafetensorsHeader> parse_safetensors_header(const uint8_t* data, size_t s
   h.data_offset = 8 + n;
   h.data_bytes = uint64_t(size) - h.data_offset;
 
+  // Like the reference (whose "must start with '{'" check is still commented out), leading
+  // JSON whitespace is accepted; anything but an object is rejected below.
   std::string_view text(reinterpret_cast<const char*>(data + 8), size_t(n));
-  if (text.empty() || text[0] != '{')
-    return make_error(ErrorCode::kCorruptData, "{}: header does not start with '{{'", source);
   json root;
   std::string err = parse_json_strict(text, root);
   if (!err.empty())
@@ -251,6 +255,7 @@ Result<SafetensorsHeader> parse_safetensors_header(const uint8_t* data, size_t s
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string& key = it.key();
     if (key == "__metadata__") {
+      if (it->is_null()) continue;  // an Option in the reference: null means absent
       if (!it->is_object())
         return make_error(ErrorCode::kCorruptData, "{}: '__metadata__' is not a JSON object",
                           source);
