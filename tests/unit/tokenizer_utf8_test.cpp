@@ -49,9 +49,9 @@ TEST(TokenizerUtf8, ByteLevelAlphabetMatchesGpt2) {
 }
 
 TEST(TokenizerRegex, TranslatesOnigurumaWhitespace) {
-  auto p = translate_oniguruma(R"(\s+(?!\S)|[^\s\p{L}])");
+  auto p = translate_oniguruma(R"(\s+(?!\S)|[^\s\p{Lu}])");
   ASSERT_TRUE(p.ok()) << p.status().message();
-  EXPECT_EQ(*p, R"([\t-\r\x{85}\p{Z}]+(?![^\t-\r\x{85}\p{Z}])|[^\t-\r\x{85}\p{Z}\p{L}])");
+  EXPECT_EQ(*p, R"([\t-\r\x{85}\p{Z}]+(?![^\t-\r\x{85}\p{Z}])|[^\t-\r\x{85}\p{Z}\p{Lu}])");
   EXPECT_FALSE(translate_oniguruma(R"([\S])").ok());
   EXPECT_FALSE(translate_oniguruma("[abc").ok());
 }
@@ -66,6 +66,18 @@ TEST(TokenizerRegex, WhitespaceClassExcludesMongolianVowelSeparator) {
   ASSERT_EQ(m.size(), 2u);
   EXPECT_EQ(m[0], std::make_pair(size_t(5), size_t(7)));
   EXPECT_EQ(m[1], std::make_pair(size_t(8), size_t(11)));
+}
+
+TEST(TokenizerRegex, LetterClassKnowsCharactersNewerThanPcre2Tables) {
+  // U+2EBF0 (CJK Unified Ideographs Extension I, Unicode 15.1) and U+13460 (Egyptian
+  // Hieroglyphs Extended-A, Unicode 16) are letters for the reference (Oniguruma).
+  auto re = Regex::compile(R"(\p{L}+|[^\p{L}\s]+)", "test");
+  ASSERT_TRUE(re.ok()) << re.status().message();
+  std::vector<std::pair<size_t, size_t>> m;
+  ASSERT_TRUE(re->find_all("a\xF0\xAE\xAF\xB0\xF0\x93\x91\xA0" "b!", m).ok());
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_EQ(m[0], std::make_pair(size_t(0), size_t(10)));  // a + both characters + b
+  EXPECT_EQ(m[1], std::make_pair(size_t(10), size_t(11)));
 }
 
 TEST(TokenizerRegex, BadPatternIsAnError) {

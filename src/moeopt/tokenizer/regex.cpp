@@ -1,9 +1,12 @@
 // PCRE2 wrapper and Oniguruma -> PCRE2 pattern translation (see regex.h).
 #include "moeopt/tokenizer/regex.h"
 
+#include <span>
+
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "moeopt/tokenizer/unicode_supplement.h"
 #include "moeopt/tokenizer/utf8.h"
 
 namespace moeopt::tokenizer {
@@ -12,6 +15,27 @@ namespace moeopt::tokenizer {
 // (Zs, Zl, Zp). PCRE2's \s under UCP also matches U+180E (MONGOLIAN VOWEL SEPARATOR, a
 // format character since Unicode 6.3), so \s and \S are spelled out as explicit sets.
 static constexpr std::string_view kOnigSpaceSet = "\\t-\\r\\x{85}\\p{Z}";
+
+// Members to add to \p{X} for the classes whose tables are older in PCRE2 than in the
+// reference (see unicode_supplement.h); empty for other properties.
+static std::string supplement_for(char cls) {
+  namespace us = unicode_supplement;
+  std::span<const us::Range> ranges;
+  switch (cls) {
+    case 'L': ranges = us::kL; break;
+    case 'N': ranges = us::kN; break;
+    case 'P': ranges = us::kP; break;
+    case 'S': ranges = us::kS; break;
+    case 'M': ranges = us::kM; break;
+    default: return {};
+  }
+  std::string out;
+  for (const auto& r : ranges) {
+    out += fmt::format("\\x{{{:X}}}", r.lo);
+    if (r.hi != r.lo) out += fmt::format("-\\x{{{:X}}}", r.hi);
+  }
+  return out;
+}
 
 Result<std::string> translate_oniguruma(std::string_view p) {
   std::string out;
@@ -35,9 +59,20 @@ Result<std::string> translate_oniguruma(std::string_view p) {
           return make_error(ErrorCode::kUnsupported,
                             "regex '{}': \\S inside a character class is not supported", std::string(p));
         out += "[^" + std::string(kOnigSpaceSet) + "]";
+      } else if (e == 'p' && ((i + 3 < p.size() && p[i + 1] == '{' && p[i + 3] == '}') || (i + 1 < p.size() && p[i + 1] != '{'))) {
+        // Translation 3: one-letter general categories \p{L} / \pL (also N, P, S, M) get the
+        // code points newer Unicode versions added (unicode_supplement.h): PCRE2 10.42 has
+        // Unicode 14 tables, the reference Unicode 16.
+        const bool braced = p[i + 1] == '{';
+        const char cls = braced ? p[i + 2] : p[i + 1];
+        i += braced ? 3 : 1;
+        const std::string extra = supplement_for(cls);
+        const std::string base = std::string("\\p{") + cls + "}";
+        if (extra.empty() || in_class) out += base + extra;
+        else out += "[" + base + extra + "]";
       } else {
-        // Everything else (\p{..}, \x{..}, \r, \n, \t, escaped punctuation, \d, \w) has the
-        // same meaning in PCRE2 with UCP: copy it.
+        // Everything else (\p{Lu} and other properties, \P{..}, \x{..}, \r, \n, \t, escaped
+        // punctuation, \d, \w) has the same meaning in PCRE2 with UCP: copy it.
         out += '\\';
         out += e;
       }
