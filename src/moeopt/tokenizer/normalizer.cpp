@@ -22,7 +22,10 @@ bool is_ascii(const std::string& s) {
 }
 
 // Unicode normalization forms through utf8proc. ASCII text is invariant under all four forms,
-// which skips the library call for most English and code.
+// which skips the library call for most English and code. Partial: Debian's utf8proc 2.8 has
+// Unicode 15.0 tables while the reference's Rust crates have Unicode 16, so characters
+// assigned or changed since may normalize differently under NFKC/NFD/NFKD (NFC, the form the
+// vendored Qwen3 tokenizer uses, matched on every corpus and random-code-point string).
 class UnicodeForm final : public Normalizer {
  public:
   UnicodeForm(int options, std::string name) : options_(options), name_(std::move(name)) {}

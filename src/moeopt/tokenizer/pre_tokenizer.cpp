@@ -106,6 +106,8 @@ std::vector<Span> char_matches(const std::string& text, Pred pred) {
   return m;
 }
 
+// Rust's char::is_numeric (Nd, Nl, No) from utf8proc's categories (Unicode 15.0; the reference
+// has Unicode 16, so digits of scripts added in 16.0 are not split out by Digits).
 bool is_numeric(char32_t c) {
   auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
   return cat == UTF8PROC_CATEGORY_ND || cat == UTF8PROC_CATEGORY_NL || cat == UTF8PROC_CATEGORY_NO;
