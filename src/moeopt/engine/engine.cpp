@@ -15,6 +15,10 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, Eng
   std::unique_ptr<Engine> e(new Engine());
   const ModelConfig& c = model->config();
   e->max_model_len_ = opt.max_model_len > 0 ? opt.max_model_len : int32_t(c.max_position_embeddings);
+  if (!opt.enable_chunked_prefill && opt.max_num_batched_tokens < e->max_model_len_)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "without chunked prefill max_num_batched_tokens ({}) must be >= max_model_len ({})",
+                      opt.max_num_batched_tokens, e->max_model_len_);
   int32_t blocks = opt.num_kv_blocks;
   if (blocks <= 0)
     blocks = int32_t(std::max<size_t>(1, opt.kv_cache_bytes /
@@ -23,7 +27,9 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, Eng
   e->blocks_ = std::make_unique<BlockAllocator>(blocks);
   e->kv_ = std::make_unique<KvCache>(model->kv_layout(), blocks, opt.block_size);
   e->scheduler_ = std::make_unique<Scheduler>(
-      SchedulerOptions{opt.max_num_seqs, opt.max_num_batched_tokens, opt.block_size}, e->blocks_.get());
+      SchedulerOptions{opt.max_num_seqs, opt.max_num_batched_tokens, opt.block_size,
+                       opt.enable_prefix_caching, opt.enable_chunked_prefill},
+      e->blocks_.get());
   for (int64_t id : c.eos_token_ids) e->eos_ids_.push_back(int32_t(id));
   e->model_ = std::move(model);
   e->opt_ = opt;
@@ -42,10 +48,13 @@ Result<uint64_t> Engine::add_request(Request r) {
                       "prompt has {} tokens, the model's context is {} (no room to generate)",
                       r.prompt.size(), max_model_len_);
   MOEOPT_RETURN_IF_ERROR(r.params.validate(c.vocab_size));
-  int32_t needed_blocks = (int32_t(r.prompt.size()) + 1 + opt_.block_size - 1) / opt_.block_size;
+  // The whole sequence (prompt + max_tokens, capped by the context) must fit the pool on
+  // its own, or it would end up preempting itself forever.
+  int64_t longest = std::min<int64_t>(int64_t(r.prompt.size()) + std::max(1, r.params.max_tokens), max_model_len_);
+  int64_t needed_blocks = (longest + opt_.block_size - 1) / opt_.block_size;
   if (needed_blocks > blocks_->num_blocks())
     return make_error(ErrorCode::kResourceExhausted,
-                      "prompt needs {} KV blocks, the cache has {} in all", needed_blocks,
+                      "prompt + max_tokens need {} KV blocks, the cache has {} in all", needed_blocks,
                       blocks_->num_blocks());
   uint64_t id = next_id_++;
   auto seq = std::make_unique<Sequence>(id, std::move(r.prompt), std::move(r.params), c.vocab_size);
@@ -76,12 +85,14 @@ Result<std::vector<RequestOutput>> Engine::step() {
       o.finish_reason = s->finish;
       o.prompt_tokens = s->prompt_len;
       o.generated_tokens = s->num_generated();
+      o.cached_prompt_tokens = s->cached_prompt_tokens;
       outputs.push_back(std::move(o));
     }
   };
   emit_finished();
   std::vector<ScheduledSeq> work = scheduler_->schedule();
   if (work.empty()) return outputs;
+  ++steps_;
 
   // Build the batch. A sequence samples this step when its scheduled tokens reach the end
   // of everything it has (prompt fully prefilled, or a decode step).
@@ -114,7 +125,10 @@ Result<std::vector<RequestOutput>> Engine::step() {
   ops::Context ctx;
   ctx.pool = pool_.get();
   MOEOPT_RETURN_IF_ERROR(model_->forward(ctx, b, kv_->layers(), logits.view()));
-  for (const ScheduledSeq& w : work) w.seq->num_computed += w.num_new_tokens;
+  for (const ScheduledSeq& w : work) {
+    w.seq->num_computed += w.num_new_tokens;
+    scheduler_->register_computed_blocks(*w.seq);
+  }
 
   for (size_t r = 0; r < sampling.size(); ++r) {
     Sequence& s = *sampling[r];
@@ -135,6 +149,7 @@ Result<std::vector<RequestOutput>> Engine::step() {
     o.finish_reason = s.finish;
     o.prompt_tokens = s.prompt_len;
     o.generated_tokens = s.num_generated();
+    o.cached_prompt_tokens = s.cached_prompt_tokens;
     outputs.push_back(std::move(o));
   }
   scheduler_->take_finished();  // frees blocks of sequences that just finished

@@ -25,6 +25,9 @@ struct EngineOptions {
   int32_t max_num_seqs = 64;
   int32_t max_num_batched_tokens = 2048;
   int32_t max_model_len = 0;            // 0: the config's max_position_embeddings
+  bool enable_prefix_caching = false;   // share computed full blocks of identical prefixes
+  bool enable_chunked_prefill = true;   // off: a prompt is prefilled in one step (needs
+                                        // max_num_batched_tokens >= max_model_len)
 };
 
 struct Request {
@@ -42,6 +45,7 @@ struct RequestOutput {
   FinishReason finish_reason = FinishReason::kNone;
   int32_t prompt_tokens = 0;
   int32_t generated_tokens = 0;             // so far, including this step
+  int32_t cached_prompt_tokens = 0;         // prompt tokens taken from the prefix cache
   std::vector<float> prompt_logits_last;    // set on the first token when asked
 };
 
@@ -56,7 +60,11 @@ class Engine {
   // Runs one step; outputs for every sequence that produced a token or finished.
   Result<std::vector<RequestOutput>> step();
   bool has_unfinished() const { return !scheduler_->empty(); }
+  // Marks a request aborted; its blocks are freed and its final output (finish_reason
+  // kAbort) is reported by the next step(). False if the id is unknown or already done.
   bool abort(uint64_t id) { return scheduler_->abort(id); }
+  int64_t num_steps() const { return steps_; }
+  const EngineOptions& options() const { return opt_; }
 
   const BlockAllocator& blocks() const { return *blocks_; }
   const Scheduler& scheduler() const { return *scheduler_; }
@@ -73,6 +81,7 @@ class Engine {
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<Scheduler> scheduler_;
   uint64_t next_id_ = 1;
+  int64_t steps_ = 0;
   std::vector<int32_t> eos_ids_;
 };
 

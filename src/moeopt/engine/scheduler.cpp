@@ -28,6 +28,7 @@ int32_t Scheduler::blocks_needed(const Sequence& s, int32_t new_tokens) const {
 void Scheduler::preempt(Sequence& s) {
   blocks_->release(s.blocks);
   s.blocks.clear();
+  s.block_hashes.clear();
   s.num_computed = 0;
   ++s.num_preemptions;
   ++preemptions_;
@@ -69,9 +70,19 @@ std::vector<ScheduledSeq> Scheduler::schedule() {
   while (!waiting_.empty() && budget > 0 && int32_t(running_.size()) < opt_.max_num_seqs) {
     Sequence& s = *waiting_.front();
     if (s.finished()) break;  // aborted while waiting: collected by take_finished
-    int32_t n = std::min(s.num_tokens() - s.num_computed, budget);
+    int32_t taken = s.num_computed == 0 && s.blocks.empty() ? take_cached_prefix(s) : 0;
+    int32_t remaining = s.num_tokens() - s.num_computed;
+    int32_t n = std::min(remaining, budget);
     int32_t need = blocks_needed(s, n);
-    if (need > blocks_->num_free()) break;
+    if (need > blocks_->num_free() || (!opt_.enable_chunked_prefill && n < remaining)) {
+      drop_cached_prefix(s, taken);
+      break;
+    }
+    if (opt_.enable_prefix_caching) {
+      prefix_queried_ += s.num_tokens();
+      prefix_hits_ += int64_t(taken) * opt_.block_size;
+      if (s.num_generated() == 0 && s.num_preemptions == 0) s.cached_prompt_tokens = taken * opt_.block_size;
+    }
     auto got = blocks_->allocate(need);
     s.blocks.insert(s.blocks.end(), got->begin(), got->end());
     out.push_back({&s, n});
@@ -99,6 +110,48 @@ std::vector<std::unique_ptr<Sequence>> Scheduler::take_finished() {
   collect(running_);
   collect(waiting_);
   return done;
+}
+
+int32_t Scheduler::take_cached_prefix(Sequence& s) {
+  if (!opt_.enable_prefix_caching) return 0;
+  const int32_t bs = opt_.block_size;
+  // Full blocks only, and never all tokens: the last position must be computed.
+  int32_t max_blocks = (s.num_tokens() - 1) / bs;
+  uint64_t parent = 0;
+  int32_t taken = 0;
+  for (; taken < max_blocks; ++taken) {
+    std::span<const int32_t> toks(s.tokens.data() + size_t(taken) * size_t(bs), size_t(bs));
+    uint64_t h = block_chain_hash(parent, toks);
+    auto b = blocks_->lookup(h, parent, toks);
+    if (!b) break;
+    blocks_->acquire_cached(*b);
+    s.blocks.push_back(*b);
+    s.block_hashes.push_back(h);
+    parent = h;
+  }
+  s.num_computed = taken * bs;
+  return taken;
+}
+
+void Scheduler::drop_cached_prefix(Sequence& s, int32_t taken) {
+  if (taken <= 0) return;
+  blocks_->release(s.blocks);
+  s.blocks.clear();
+  s.block_hashes.clear();
+  s.num_computed = 0;
+}
+
+void Scheduler::register_computed_blocks(Sequence& s) {
+  if (!opt_.enable_prefix_caching) return;
+  const int32_t bs = opt_.block_size;
+  int32_t full = std::min<int32_t>(s.num_computed / bs, int32_t(s.blocks.size()));
+  for (int32_t k = int32_t(s.block_hashes.size()); k < full; ++k) {
+    uint64_t parent = k == 0 ? 0 : s.block_hashes[size_t(k - 1)];
+    std::span<const int32_t> toks(s.tokens.data() + size_t(k) * size_t(bs), size_t(bs));
+    uint64_t h = block_chain_hash(parent, toks);
+    blocks_->register_block(s.blocks[size_t(k)], h, parent, toks);
+    s.block_hashes.push_back(h);
+  }
 }
 
 bool Scheduler::abort(uint64_t id) {

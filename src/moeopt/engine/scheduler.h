@@ -9,7 +9,12 @@
 //      (its tokens so far, prompt and output, are prefilled again).
 //   2. Then waiting sequences, in order, while fewer than max_num_seqs run, budget remains
 //      and their first chunk's blocks fit (no preemption to admit new work). A prompt larger
-//      than the remaining budget is prefilled in chunks over several steps.
+//      than the remaining budget is prefilled in chunks over several steps (unless chunked
+//      prefill is off: then it waits for a step with budget for all of it).
+//      With prefix caching, a sequence admitted with nothing computed first takes the cached
+//      blocks of its longest cached prefix of full blocks (block_allocator.h) and starts
+//      computing after them. At least one token is always computed (the last position's
+//      logits are needed), so a fully cached prompt recomputes its last block.
 // Every scheduled sequence gets at least one token; a sequence is never split within a step.
 #pragma once
 
@@ -27,6 +32,8 @@ struct SchedulerOptions {
   int32_t max_num_seqs = 64;
   int32_t max_num_batched_tokens = 2048;
   int32_t block_size = 16;
+  bool enable_prefix_caching = false;
+  bool enable_chunked_prefill = true;
 };
 
 struct ScheduledSeq {
@@ -45,21 +52,31 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> take_finished();
   // Marks a sequence aborted (running or waiting); false if unknown.
   bool abort(uint64_t id);
+  // After a step computed tokens of `s`: registers its newly full blocks in the prefix
+  // cache (no-op when prefix caching is off).
+  void register_computed_blocks(Sequence& s);
 
   size_t num_running() const { return running_.size(); }
   size_t num_waiting() const { return waiting_.size(); }
   bool empty() const { return running_.empty() && waiting_.empty(); }
   int64_t num_preemptions() const { return preemptions_; }
+  // Prefix-cache statistics over admissions: tokens looked up and tokens found.
+  int64_t prefix_queried_tokens() const { return prefix_queried_; }
+  int64_t prefix_hit_tokens() const { return prefix_hits_; }
 
  private:
   int32_t blocks_needed(const Sequence& s, int32_t new_tokens) const;
   void preempt(Sequence& s);
+  // Shares the cached blocks of s's longest cached prefix; returns how many it took.
+  int32_t take_cached_prefix(Sequence& s);
+  void drop_cached_prefix(Sequence& s, int32_t taken);
 
   SchedulerOptions opt_;
   BlockAllocator* blocks_;
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;  // admission order
   int64_t preemptions_ = 0;
+  int64_t prefix_queried_ = 0, prefix_hits_ = 0;
 };
 
 }  // namespace moeopt

@@ -26,6 +26,10 @@ struct Sequence {
   std::vector<float> prompt_logits_last;  // logits at the last prompt position, if wanted
   FinishReason finish = FinishReason::kNone;
   int32_t num_preemptions = 0;
+  // Prefix cache: chain hashes of the full blocks whose K/V are computed (or were found in
+  // the cache), parallel to blocks[0, block_hashes.size()).
+  std::vector<uint64_t> block_hashes;
+  int32_t cached_prompt_tokens = 0;  // prompt tokens found in the prefix cache at admission
 
   Sequence(uint64_t id_, std::vector<int32_t> prompt, SamplingParams p, int64_t vocab)
       : id(id_), tokens(std::move(prompt)), prompt_len(int32_t(tokens.size())), params(std::move(p)),

@@ -1,0 +1,73 @@
+// OpenAI request bodies -> what the engine needs.
+//
+// parse_generation_request turns the JSON body of POST /v1/completions or
+// /v1/chat/completions into an ApiRequest, checking every field it uses for type and
+// range. It never throws; a bad body gives an ApiError with the HTTP status, the OpenAI
+// error type and the offending parameter, e.g.
+//   400 invalid_request_error param=temperature "'temperature' must be a number, got string".
+// Unknown fields are ignored (clients send many optional ones); fields that would change
+// the output but are not implemented (n > 1, best_of > 1, logit_bias, echo, suffix,
+// non-text response_format) are rejected, never silently dropped.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "moeopt/engine/sampling_params.h"
+
+namespace moeopt::server {
+
+using ojson = nlohmann::ordered_json;
+
+// An OpenAI-style error: {"error": {"message", "type", "param", "code"}} with a status.
+struct ApiError {
+  int status = 400;
+  std::string type = "invalid_request_error";
+  std::string message;
+  std::string param;  // "" -> null
+  std::string code;   // "" -> null
+
+  ojson to_json() const;
+};
+ApiError bad_request(std::string message, std::string param = "");
+
+enum class Endpoint { kCompletions, kChat };
+
+struct ApiRequest {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string model;  // "" when absent
+
+  // /v1/completions: the prompt as text, or as token ids.
+  std::string prompt_text;
+  std::vector<int32_t> prompt_ids;
+  bool prompt_is_ids = false;
+
+  // /v1/chat/completions: messages (content parts flattened to strings), tools, template
+  // arguments.
+  ojson messages;
+  ojson tools;                      // null or array
+  ojson chat_template_kwargs;       // null or object
+  bool add_generation_prompt = true;
+
+  SamplingParams params;
+  bool max_tokens_given = false;    // else the endpoint's default applies
+  std::vector<std::string> stop;    // stop strings (not included in the output text)
+  bool stream = false;
+  bool include_usage = false;       // stream_options.include_usage
+  int top_logprobs = -1;            // -1: no logprobs; else this many alternatives per token
+  bool skip_special_tokens = true;
+};
+
+// Parses and checks a request body. Returns nullopt on success.
+std::optional<ApiError> parse_generation_request(const std::string& body, Endpoint endpoint, ApiRequest& out);
+
+// Parses any JSON object body (for /tokenize, /detokenize).
+std::optional<ApiError> parse_json_object(const std::string& body, ojson& out);
+
+// Reads an optional array of token ids (each in [0, 2^31)). `what` names the field.
+std::optional<ApiError> read_token_ids(const ojson& v, const std::string& what, std::vector<int32_t>& out);
+
+}  // namespace moeopt::server

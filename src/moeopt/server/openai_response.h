@@ -1,0 +1,53 @@
+// OpenAI response bodies: completions and chat completions, whole or as SSE chunks.
+//
+//   /v1/completions        object "text_completion", choices[].text, legacy logprobs
+//                          {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}
+//   /v1/chat/completions   object "chat.completion" (chunks: "chat.completion.chunk"),
+//                          choices[].message / .delta, logprobs {content: [{token, logprob,
+//                          bytes, top_logprobs: [{token, logprob, bytes}]}]}
+// Streams send `data: <chunk>\n\n` per piece of text, a last chunk with finish_reason,
+// optionally a usage chunk with empty choices (stream_options.include_usage), then
+// `data: [DONE]\n\n`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moeopt/server/openai_request.h"
+#include "moeopt/server/output_assembler.h"
+#include "moeopt/tokenizer/tokenizer.h"
+
+namespace moeopt::server {
+
+struct ResponseInfo {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string id;       // "cmpl-..." / "chatcmpl-..."
+  int64_t created = 0;  // unix seconds
+  std::string model;
+};
+
+struct Usage {
+  int64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+};
+
+ojson usage_json(const Usage& u);
+// The logprobs object of a choice for these tokens.
+ojson logprobs_json(Endpoint endpoint, const std::vector<TokenLogprobEntry>& entries,
+                    const tokenizer::Tokenizer& tok);
+// A whole (non-stream) response.
+ojson full_response(const ResponseInfo& info, const std::string& text, const std::string& finish_reason,
+                    const ojson& logprobs, const Usage& usage);
+// One stream chunk. `first` adds the assistant role (chat); an empty finish_reason is null.
+// `usage_null` adds "usage": null (when include_usage is on, as OpenAI does).
+ojson stream_chunk(const ResponseInfo& info, const std::string& text, const std::string& finish_reason,
+                   const ojson& logprobs, bool first, bool usage_null);
+// The usage-only chunk sent last when stream_options.include_usage is set.
+ojson usage_chunk(const ResponseInfo& info, const Usage& usage);
+// "data: <json>\n\n"
+std::string sse_event(const ojson& j);
+
+// A random id with a prefix ("cmpl-", "chatcmpl-").
+std::string make_response_id(const char* prefix);
+
+}  // namespace moeopt::server

@@ -1,0 +1,493 @@
+// OpenAiServer: routes, request validation, streaming and shutdown (see openai_server.h).
+#include "moeopt/server/openai_server.h"
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+#include <unordered_set>
+
+#include <fmt/format.h>
+#include <httplib.h>
+
+#include "moeopt/core/logging.h"
+#include "moeopt/server/openai_request.h"
+#include "moeopt/server/openai_response.h"
+#include "moeopt/server/output_assembler.h"
+
+namespace moeopt::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void send_json(httplib::Response& res, int status, const ojson& j) {
+  res.status = status;
+  res.set_content(j.dump(-1, ' ', false, ojson::error_handler_t::replace), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  if (e.status == 429) res.set_header("Retry-After", "1");
+  send_json(res, e.status, e.to_json());
+}
+
+ApiError api_error(int status, std::string type, std::string message, std::string param = "",
+                   std::string code = "") {
+  ApiError e;
+  e.status = status;
+  e.type = std::move(type);
+  e.message = std::move(message);
+  e.param = std::move(param);
+  e.code = std::move(code);
+  return e;
+}
+
+// Route label for the requests-by-status counter (unknown paths share one label so a
+// scanner cannot blow up the metric's cardinality).
+std::string route_label(const std::string& path) {
+  static const char* kRoutes[] = {"/health", "/v1/models", "/v1/completions", "/v1/chat/completions",
+                                  "/tokenize", "/detokenize", "/metrics"};
+  for (const char* r : kRoutes)
+    if (path == r) return r;
+  if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
+  return "other";
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+struct OpenAiServer::Impl {
+  tokenizer::Tokenizer tok;
+  std::optional<tokenizer::ChatTemplate> chat;
+  std::string model_name;
+  int32_t max_model_len = 0, block_size = 16, num_blocks = 0;
+  int64_t vocab = 0;
+  std::unordered_set<int32_t> eos_ids;
+  int64_t created = 0;
+
+  explicit Impl(tokenizer::Tokenizer t) : tok(std::move(t)) {}
+
+  // Prompt token ids for a request, or the 400 that explains why there are none.
+  std::optional<ApiError> build_prompt(const ApiRequest& ar, std::vector<int32_t>& ids) const;
+  std::optional<ApiError> render_chat(const ojson& messages, const ojson& tools, bool add_generation_prompt,
+                                      const ojson& kwargs, std::string& text) const;
+  // Context-length, vocabulary and KV-capacity checks; fills the default max_tokens.
+  std::optional<ApiError> check_lengths(ApiRequest& ar, const std::vector<int32_t>& ids) const;
+};
+
+std::optional<ApiError> OpenAiServer::Impl::render_chat(const ojson& messages, const ojson& tools,
+                                                        bool add_generation_prompt, const ojson& kwargs,
+                                                        std::string& text) const {
+  if (!chat) return bad_request("this model has no chat template; use /v1/completions", "messages");
+  auto r = chat->render(messages, tools.is_array() ? tools : ojson(nullptr), add_generation_prompt,
+                        kwargs.is_object() ? kwargs : ojson(nullptr));
+  if (!r.ok()) return bad_request("chat template: " + r.status().message(), "messages");
+  text = std::move(*r);
+  return std::nullopt;
+}
+
+std::optional<ApiError> OpenAiServer::Impl::build_prompt(const ApiRequest& ar, std::vector<int32_t>& ids) const {
+  if (ar.endpoint == Endpoint::kCompletions) {
+    if (ar.prompt_is_ids) {
+      ids = ar.prompt_ids;
+      return std::nullopt;
+    }
+    auto enc = tok.encode(ar.prompt_text, /*add_special_tokens=*/true);
+    if (!enc.ok()) return bad_request("prompt: " + enc.status().message(), "prompt");
+    ids = std::move(*enc);
+    return std::nullopt;
+  }
+  std::string text;
+  if (auto e = render_chat(ar.messages, ar.tools, ar.add_generation_prompt, ar.chat_template_kwargs, text)) return e;
+  // The template already wrote the special tokens it wants.
+  auto enc = tok.encode(text, /*add_special_tokens=*/false);
+  if (!enc.ok()) return bad_request("messages: " + enc.status().message(), "messages");
+  ids = std::move(*enc);
+  return std::nullopt;
+}
+
+std::optional<ApiError> OpenAiServer::Impl::check_lengths(ApiRequest& ar, const std::vector<int32_t>& ids) const {
+  const char* param = ar.endpoint == Endpoint::kChat ? "messages" : "prompt";
+  if (ids.empty()) return bad_request("the prompt is empty after tokenization", param);
+  for (int32_t t : ids)
+    if (t < 0 || t >= vocab)
+      return bad_request(fmt::format("prompt token id {} is outside the vocabulary [0, {})", t, vocab), param);
+  const int64_t n = int64_t(ids.size());
+  if (n >= max_model_len)
+    return bad_request(fmt::format("This model's maximum context length is {} tokens, but the prompt has {} tokens "
+                                   "(no room to generate)",
+                                   max_model_len, n),
+                       param);
+  // Largest total length the KV pool can ever hold for one sequence.
+  const int64_t kv_tokens = int64_t(num_blocks) * block_size;
+  const int64_t cap = std::min<int64_t>(max_model_len, kv_tokens);
+  if (n >= cap)
+    return bad_request(fmt::format("the prompt has {} tokens but the KV cache holds only {} tokens", n, kv_tokens),
+                       param);
+  if (!ar.max_tokens_given) {
+    ar.params.max_tokens = ar.endpoint == Endpoint::kChat ? int32_t(cap - n) : int32_t(std::min<int64_t>(16, cap - n));
+  } else if (n + ar.params.max_tokens > max_model_len) {
+    return bad_request(fmt::format("This model's maximum context length is {} tokens. However, you requested {} "
+                                   "tokens ({} in the prompt, {} for the completion)",
+                                   max_model_len, n + ar.params.max_tokens, n, ar.params.max_tokens),
+                       "max_tokens");
+  } else if (n + ar.params.max_tokens > kv_tokens) {
+    return bad_request(fmt::format("the request needs up to {} tokens of KV cache but the cache holds only {}",
+                                   n + ar.params.max_tokens, kv_tokens),
+                       "max_tokens");
+  }
+  Status st = ar.params.validate(vocab);
+  if (!st.ok()) {
+    std::string msg = st.message();
+    std::string p = msg.substr(0, msg.find(' '));
+    if (p == "stop") p = "stop_token_ids";
+    if (p == "logprobs" && ar.endpoint == Endpoint::kChat) p = "top_logprobs";
+    return bad_request(msg, p);
+  }
+  return std::nullopt;
+}
+
+Result<std::unique_ptr<OpenAiServer>> OpenAiServer::create(ServerOptions options, std::unique_ptr<Engine> engine,
+                                                          tokenizer::Tokenizer tok,
+                                                          std::optional<tokenizer::ChatTemplate> chat_template) {
+  if (options.served_model_name.empty())
+    return make_error(ErrorCode::kInvalidArgument, "served model name is empty");
+  if (options.max_waiting_requests < 0)
+    return make_error(ErrorCode::kInvalidArgument, "max_waiting_requests must be >= 0");
+  std::unique_ptr<OpenAiServer> s(new OpenAiServer());
+  s->opt_ = options;
+  s->impl_ = std::make_unique<Impl>(std::move(tok));
+  Impl& im = *s->impl_;
+  im.chat = std::move(chat_template);
+  im.model_name = options.served_model_name;
+  im.max_model_len = engine->max_model_len();
+  im.block_size = engine->options().block_size;
+  im.num_blocks = engine->blocks().num_blocks();
+  im.vocab = engine->config().vocab_size;
+  for (int64_t id : engine->config().eos_token_ids) im.eos_ids.insert(int32_t(id));
+  im.created = unix_now();
+  const int max_seqs = engine->options().max_num_seqs;
+  EngineServiceOptions so;
+  so.max_in_flight = max_seqs + options.max_waiting_requests;
+  s->service_ = std::make_unique<EngineService>(std::move(engine), so, &s->metrics_);
+  s->http_ = std::make_unique<httplib::Server>();
+  int threads = options.http_threads > 0 ? options.http_threads
+                                         : std::min(max_seqs + options.max_waiting_requests, 256) + 8;
+  s->http_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+  s->http_->set_payload_max_length(options.max_body_bytes);
+  s->http_->set_keep_alive_max_count(1000);
+  s->http_->set_keep_alive_timeout(5);
+  s->http_->set_read_timeout(30);
+  s->install_routes();
+  return s;
+}
+
+OpenAiServer::~OpenAiServer() {
+  if (service_) service_->stop();
+}
+
+Status OpenAiServer::bind() {
+  if (opt_.port == 0) {
+    int p = http_->bind_to_any_port(opt_.host);
+    if (p <= 0) return make_error(ErrorCode::kIoError, "cannot listen on {} (any port)", opt_.host);
+    port_ = p;
+  } else {
+    if (!http_->bind_to_port(opt_.host, opt_.port))
+      return make_error(ErrorCode::kIoError, "cannot listen on {}:{} (in use, or not a local address)", opt_.host,
+                        opt_.port);
+    port_ = opt_.port;
+  }
+  return {};
+}
+
+Status OpenAiServer::run() {
+  service_->start();
+  bool ok = http_->listen_after_bind();
+  service_->stop();
+  if (!ok && !shutdown_started_) return make_error(ErrorCode::kIoError, "the HTTP listener failed");
+  return {};
+}
+
+void OpenAiServer::shutdown() {
+  if (shutdown_started_.exchange(true)) return;
+  draining_ = true;
+  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(std::max(0.0, opt_.shutdown_timeout_s)));
+  while (service_->in_flight() > 0 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (service_->in_flight() > 0)
+    log::warn("shutdown: aborting {} request(s) still in flight", service_->in_flight());
+  // Abort leftovers first so no handler thread waits for the engine, then stop listening
+  // (httplib joins its handler threads). A listener that has not started yet is waited for.
+  service_->stop();
+  for (int i = 0; i < 500 && !http_->is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  http_->stop();
+}
+
+void OpenAiServer::install_routes() {
+  httplib::Server& h = *http_;
+  Impl& im = *impl_;
+
+  auto authorized = [this](const httplib::Request& req, httplib::Response& res) {
+    if (opt_.api_key.empty()) return true;
+    std::string want = "Bearer " + opt_.api_key;
+    std::string got = req.get_header_value("Authorization");
+    // Constant-time comparison over the expected length.
+    unsigned diff = unsigned(got.size() != want.size());
+    for (size_t i = 0; i < want.size(); ++i) diff |= unsigned(char(i < got.size() ? got[i] : 0) ^ want[i]);
+    if (diff == 0) return true;
+    send_error(res, api_error(401, "authentication_error",
+                              got.empty() ? "missing API key: send 'Authorization: Bearer <key>'" : "invalid API key",
+                              "", "invalid_api_key"));
+    return false;
+  };
+  auto check_model = [&im](const std::string& model, httplib::Response& res) {
+    if (model.empty() || model == im.model_name) return true;
+    send_error(res, api_error(404, "not_found_error",
+                              fmt::format("The model `{}` does not exist; this server serves `{}`", model,
+                                          im.model_name),
+                              "model", "model_not_found"));
+    return false;
+  };
+
+  h.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    metrics_.count_response(route_label(req.path), res.status);
+  });
+  h.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty() || res.status < 400) return httplib::Server::HandlerResponse::Unhandled;
+    if (res.status == 404)
+      send_error(res, api_error(404, "not_found_error", fmt::format("no route {} {}", req.method, req.path)));
+    else
+      send_error(res, api_error(res.status, "invalid_request_error", fmt::format("HTTP {}", res.status)));
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  h.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = std::string("internal error: ") + e.what();
+    } catch (...) {
+    }
+    send_error(res, api_error(500, "server_error", what));
+  });
+
+  h.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    std::string fatal = service_->fatal_error();
+    if (!fatal.empty()) return send_json(res, 503, {{"status", "error"}, {"error", fatal}});
+    if (draining_) return send_json(res, 503, {{"status", "shutting_down"}});
+    send_json(res, 200, {{"status", "ok"}});
+  });
+
+  auto model_card = [&im] {
+    return ojson{{"id", im.model_name},       {"object", "model"},
+                 {"created", im.created},     {"owned_by", "moeopt"},
+                 {"root", im.model_name},     {"max_model_len", im.max_model_len}};
+  };
+  h.Get("/v1/models", [authorized, model_card](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res)) return;
+    send_json(res, 200, {{"object", "list"}, {"data", ojson::array({model_card()})}});
+  });
+  h.Get(R"(/v1/models/(.+))", [authorized, model_card, check_model](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res)) return;
+    if (!check_model(req.matches[1].str(), res)) return;
+    send_json(res, 200, model_card());
+  });
+
+  h.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.status = 200;
+    res.set_content(metrics_.render(service_->snapshot(), impl_->model_name), "text/plain; version=0.0.4");
+  });
+
+  h.Post("/tokenize", [authorized, check_model, &im](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res)) return;
+    ojson j;
+    if (auto e = parse_json_object(req.body, j)) return send_error(res, *e);
+    if (j.contains("model") && j["model"].is_string() && !check_model(j["model"].get<std::string>(), res)) return;
+    std::string text;
+    bool add_special = true;
+    if (j.contains("messages")) {
+      ApiRequest ar;
+      std::string body = ojson{{"messages", j["messages"]}}.dump();
+      if (auto e = parse_generation_request(body, Endpoint::kChat, ar)) return send_error(res, *e);
+      bool agp = j.value("add_generation_prompt", true);
+      if (auto e = im.render_chat(ar.messages, ojson(nullptr), agp, ojson(nullptr), text)) return send_error(res, *e);
+      add_special = false;
+    } else if (j.contains("prompt") && j["prompt"].is_string()) {
+      text = j["prompt"].get<std::string>();
+    } else {
+      return send_error(res, bad_request("'prompt' (a string) or 'messages' is required", "prompt"));
+    }
+    if (j.contains("add_special_tokens")) {
+      if (!j["add_special_tokens"].is_boolean())
+        return send_error(res, bad_request("'add_special_tokens' must be a boolean", "add_special_tokens"));
+      add_special = j["add_special_tokens"].get<bool>();
+    }
+    auto ids = im.tok.encode(text, add_special);
+    if (!ids.ok()) return send_error(res, bad_request(ids.status().message(), "prompt"));
+    send_json(res, 200, {{"tokens", *ids}, {"count", ids->size()}, {"max_model_len", im.max_model_len}});
+  });
+
+  h.Post("/detokenize", [authorized, check_model, &im](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res)) return;
+    ojson j;
+    if (auto e = parse_json_object(req.body, j)) return send_error(res, *e);
+    if (j.contains("model") && j["model"].is_string() && !check_model(j["model"].get<std::string>(), res)) return;
+    if (!j.contains("tokens")) return send_error(res, bad_request("'tokens' is required", "tokens"));
+    std::vector<int32_t> ids;
+    if (auto e = read_token_ids(j["tokens"], "tokens", ids)) return send_error(res, *e);
+    for (int32_t t : ids)
+      if (int64_t(t) >= int64_t(im.tok.vocab_size()))
+        return send_error(res, bad_request(fmt::format("token id {} is outside the vocabulary", t), "tokens"));
+    send_json(res, 200, {{"prompt", im.tok.decode(ids, /*skip_special_tokens=*/false)}});
+  });
+
+  auto generate = [this, authorized, check_model](Endpoint ep) {
+    return [this, authorized, check_model, ep](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res)) return;
+      if (draining_)
+        return send_error(res, api_error(503, "server_error", "the server is shutting down"));
+      Impl& im = *impl_;
+      ApiRequest ar;
+      if (auto e = parse_generation_request(req.body, ep, ar)) return send_error(res, *e);
+      if (!check_model(ar.model, res)) return;
+      std::vector<int32_t> ids;
+      if (auto e = im.build_prompt(ar, ids)) return send_error(res, *e);
+      if (auto e = im.check_lengths(ar, ids)) return send_error(res, *e);
+
+      Request r;
+      r.prompt = ids;
+      r.params = ar.params;
+      auto submitted = service_->submit(std::move(r));
+      if (!submitted.ok()) {
+        const Status& st = submitted.status();
+        if (st.code() == ErrorCode::kResourceExhausted)
+          return send_error(res, api_error(429, "rate_limit_error", st.message(), "", "rate_limit_exceeded"));
+        if (st.code() == ErrorCode::kUnsupported) return send_error(res, api_error(503, "server_error", st.message()));
+        return send_error(res, api_error(500, "server_error", st.message()));
+      }
+      std::shared_ptr<RequestStream> stream = *submitted;
+
+      std::unordered_set<int32_t> hidden(ar.params.stop_token_ids.begin(), ar.params.stop_token_ids.end());
+      if (!ar.params.ignore_eos) hidden.insert(im.eos_ids.begin(), im.eos_ids.end());
+      auto assembler = std::make_shared<OutputAssembler>(im.tok, ar.stop, std::move(hidden), ar.skip_special_tokens,
+                                                         ar.top_logprobs >= 0);
+      ResponseInfo info;
+      info.endpoint = ep;
+      info.id = make_response_id(ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
+      info.created = unix_now();
+      info.model = im.model_name;
+      Usage usage;
+      usage.prompt_tokens = int64_t(ids.size());
+
+      if (!ar.stream) {
+        std::string text, finish;
+        std::vector<TokenLogprobEntry> lps;
+        while (!assembler->done()) {
+          auto ev = stream->wait(std::chrono::milliseconds(1000));
+          if (!ev) continue;
+          if (!ev->error.empty()) return send_error(res, api_error(500, "server_error", "engine: " + ev->error));
+          if (ev->finished && ev->finish_reason == FinishReason::kAbort && !assembler->stopped_by_string())
+            return send_error(res, api_error(503, "server_error", "the request was aborted (server shutting down)"));
+          usage.cached_tokens = std::max<int64_t>(usage.cached_tokens, ev->cached_prompt_tokens);
+          OutputDelta d = assembler->consume(*ev);
+          if (assembler->stopped_by_string() && !ev->finished) service_->cancel(stream->id());
+          text += d.text;
+          for (auto& e : d.logprobs) lps.push_back(std::move(e));
+          if (d.finished) finish = d.finish_reason;
+        }
+        usage.completion_tokens = assembler->completion_tokens();
+        ojson lp = ar.top_logprobs >= 0 ? logprobs_json(ep, lps, im.tok) : ojson(nullptr);
+        return send_json(res, 200, full_response(info, text, finish, lp, usage));
+      }
+
+      // Streaming: the provider runs on this handler thread once headers are out; each call
+      // waits for the next tokens and writes their chunk. A failed write means the client
+      // left: cancel the request so the engine frees its blocks.
+      struct StreamState {
+        std::shared_ptr<RequestStream> stream;
+        std::shared_ptr<OutputAssembler> assembler;
+        ResponseInfo info;
+        Usage usage;
+        bool include_usage = false, want_logprobs = false, sent_first = false, done = false;
+        Clock::time_point last_write = Clock::now();
+      };
+      auto st = std::make_shared<StreamState>();
+      st->stream = stream;
+      st->assembler = assembler;
+      st->info = info;
+      st->usage = usage;
+      st->include_usage = ar.include_usage;
+      st->want_logprobs = ar.top_logprobs >= 0;
+      EngineService* svc = service_.get();
+      res.status = 200;
+      res.set_header("Cache-Control", "no-cache");
+      res.set_chunked_content_provider(
+          "text/event-stream",
+          [st, svc, &tok = im.tok](size_t, httplib::DataSink& sink) -> bool {
+            if (st->done) {
+              sink.done();
+              return true;
+            }
+            std::string out;
+            if (!st->sent_first && st->info.endpoint == Endpoint::kChat)
+              out += sse_event(stream_chunk(st->info, "", "", nullptr, true, st->include_usage));
+            st->sent_first = true;
+            if (out.empty()) {
+              auto ev = st->stream->wait(std::chrono::milliseconds(250));
+              if (!ev) {
+                // Idle (queued or slow step): an SSE comment now and then finds a client
+                // that went away.
+                if (Clock::now() - st->last_write < std::chrono::seconds(2)) return true;
+                out = ": keep-alive\n\n";
+              } else if (!ev->error.empty() ||
+                         (ev->finished && ev->finish_reason == FinishReason::kAbort &&
+                          !st->assembler->stopped_by_string())) {
+                ApiError e = api_error(ev->error.empty() ? 503 : 500, "server_error",
+                                       ev->error.empty() ? "the request was aborted (server shutting down)"
+                                                         : "engine: " + ev->error);
+                out = sse_event(e.to_json()) + "data: [DONE]\n\n";
+                st->done = true;
+              } else {
+                st->usage.cached_tokens = std::max<int64_t>(st->usage.cached_tokens, ev->cached_prompt_tokens);
+                OutputDelta d = st->assembler->consume(*ev);
+                if (st->assembler->stopped_by_string() && !ev->finished) svc->cancel(st->stream->id());
+                if (!d.text.empty() || !d.logprobs.empty()) {
+                  ojson lp = st->want_logprobs ? logprobs_json(st->info.endpoint, d.logprobs, tok) : ojson(nullptr);
+                  out += sse_event(stream_chunk(st->info, d.text, "", lp, false, st->include_usage));
+                }
+                if (d.finished) {
+                  out += sse_event(stream_chunk(st->info, "", d.finish_reason, nullptr, false, st->include_usage));
+                  if (st->include_usage) {
+                    st->usage.completion_tokens = st->assembler->completion_tokens();
+                    out += sse_event(usage_chunk(st->info, st->usage));
+                  }
+                  out += "data: [DONE]\n\n";
+                  st->done = true;
+                }
+              }
+            }
+            if (!out.empty()) {
+              if (!sink.write(out.data(), out.size())) {
+                svc->cancel(st->stream->id());
+                return false;
+              }
+              st->last_write = Clock::now();
+            }
+            if (st->done) sink.done();
+            return true;
+          },
+          [st, svc](bool) {
+            // Runs when the response is torn down; a stream that did not reach its end
+            // (client gone, server stopping) must not keep generating.
+            if (!st->done || !st->stream->finished()) svc->cancel(st->stream->id());
+          });
+    };
+  };
+  h.Post("/v1/completions", generate(Endpoint::kCompletions));
+  h.Post("/v1/chat/completions", generate(Endpoint::kChat));
+}
+
+}  // namespace moeopt::server

@@ -1,0 +1,89 @@
+// OpenAiServer: the HTTP front of the engine (cpp-httplib), OpenAI-compatible.
+//
+// Routes:
+//   GET  /health                 200 {"status": "ok"} (503 while shutting down or after an engine failure)
+//   GET  /v1/models[/{id}]       the one served model
+//   POST /v1/completions         prompt text or token ids; stream or not
+//   POST /v1/chat/completions    messages through the model's chat template; stream or not
+//   POST /tokenize               {"prompt": text | "messages": [...], "add_special_tokens"?}
+//                                -> {"tokens", "count", "max_model_len"}
+//   POST /detokenize             {"tokens": [ids]} -> {"prompt": text}
+//   GET  /metrics                Prometheus text (metrics.h)
+// Errors are OpenAI error objects: 400 bad input, 401 bad/missing API key (when one is set;
+// /health and /metrics stay open), 404 unknown model or route, 429 queue full (with
+// Retry-After), 503 shutting down, 500 engine failure.
+//
+// Each HTTP request runs on a handler thread of httplib's pool; it validates and tokenizes,
+// submits to the EngineService and then reads its own RequestStream (engine_service.h).
+// A streamed response notices a client that went away when a write fails; the request is
+// then cancelled and its KV blocks are freed by the engine thread. (A non-streamed request
+// whose client disconnects runs to its end: httplib gives a handler no way to see the
+// socket close before it writes.)
+//
+// Shutdown (shutdown()): new generation requests get 503, in-flight ones may finish for up
+// to `shutdown_timeout_s`, then whatever is left is aborted and the listener stops.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "moeopt/engine/engine.h"
+#include "moeopt/server/engine_service.h"
+#include "moeopt/server/metrics.h"
+#include "moeopt/tokenizer/chat_template.h"
+#include "moeopt/tokenizer/tokenizer.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace moeopt::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8000;                    // 0: any free port (see port())
+  std::string api_key;                // "": no authentication
+  std::string served_model_name;      // the id of /v1/models and the "model" field
+  int max_waiting_requests = 1024;    // beyond running + this many, 429
+  int http_threads = 0;               // 0: max_num_seqs + max_waiting (capped) + 8
+  double shutdown_timeout_s = 30.0;
+  size_t max_body_bytes = size_t(32) << 20;
+};
+
+class OpenAiServer {
+ public:
+  // `chat_template` may be empty: chat requests then get 400.
+  static Result<std::unique_ptr<OpenAiServer>> create(ServerOptions options, std::unique_ptr<Engine> engine,
+                                                      tokenizer::Tokenizer tok,
+                                                      std::optional<tokenizer::ChatTemplate> chat_template);
+  ~OpenAiServer();
+
+  // Binds the listening socket (kIoError naming host:port on failure).
+  Status bind();
+  int port() const { return port_; }
+  // Starts the engine thread and serves until shutdown(); returns after everything stopped.
+  Status run();
+  // Graceful stop, callable from any thread (see the file comment). Idempotent.
+  void shutdown();
+
+  const ServerOptions& options() const { return opt_; }
+  EngineSnapshot snapshot() const { return service_->snapshot(); }
+
+ private:
+  OpenAiServer() = default;
+  struct Impl;
+  void install_routes();
+
+  ServerOptions opt_;
+  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<httplib::Server> http_;
+  std::unique_ptr<EngineService> service_;
+  Metrics metrics_;
+  int port_ = 0;
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> shutdown_started_{false};
+};
+
+}  // namespace moeopt::server

@@ -1,0 +1,591 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `moeopt serve` with the official `openai` Python client.
+
+Starts real servers on the embedded tiny model (CPU) on free ports and checks:
+  * completions and chat, stream and non-stream, usage, logprobs, stop strings and ids;
+  * prompt token counts against outside references: Hugging Face `tokenizers` for text and
+    `jinja2` rendering the model's own chat template for chat;
+  * 64 concurrent greedy requests give exactly the outputs of the same requests one at a time;
+  * a tiny KV pool forces preemption (seen in /metrics) and outputs do not change;
+  * the bad-input table (400/401/404/429 with OpenAI error objects), and that a bad request
+    does not disturb the others;
+  * a client that disconnects mid-stream has its request cancelled and its KV blocks freed
+    (visible in /metrics); prefix-cache hits on a repeated prompt;
+  * /tokenize, /detokenize, /health, /v1/models, /metrics;
+  * SIGTERM: the in-flight stream finishes, new requests are refused, exit code 0.
+
+Usage: test_server.py PATH/TO/moeopt [SOURCE_DIR]
+"""
+import concurrent.futures as cf
+import gzip
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+import jinja2
+import openai
+from tokenizers import Tokenizer
+
+MOEOPT = sys.argv[1]
+SOURCE = sys.argv[2] if len(sys.argv) > 2 else os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODEL = "tiny-qwen3-moe"
+FAILURES = []
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+class Server:
+    def __init__(self, *args):
+        env = dict(os.environ, MOEOPT_HOME=SOURCE)
+        self.proc = subprocess.Popen([MOEOPT, "serve", "--port", "0", "--cpu-threads", "2", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.banner = []
+        self.port = None
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("server exited: " + self.proc.stderr.read())
+            self.banner.append(line)
+            m = re.match(r"Server running on http://([\d.]+):(\d+)", line)
+            if m:
+                self.port = int(m.group(2))
+                break
+        check(self.port, "no 'Server running on' line")
+        # Drain stdout in the background so the server never blocks on a full pipe.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        while time.time() < deadline:
+            try:
+                status, _, _ = self.request("GET", "/health")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.base = f"http://127.0.0.1:{self.port}/v1"
+
+    def client(self, api_key="none", **kw):
+        return openai.OpenAI(base_url=self.base, api_key=api_key, max_retries=0, timeout=120, **kw)
+
+    def request(self, method, path, body=None, headers=None, raw=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        conn.request(method, path, body=data, headers=h)
+        r = conn.getresponse()
+        payload = r.read().decode()
+        hdrs = dict(r.getheaders())
+        conn.close()
+        return r.status, payload, hdrs
+
+    def metrics(self):
+        status, text, _ = self.request("GET", "/metrics")
+        check(status == 200, f"/metrics answered {status}")
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+        return out
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def hf_tokenizer():
+    with gzip.open(os.path.join(SOURCE, "models/tokenizers/qwen3/tokenizer.json.gz"), "rt", encoding="utf-8") as f:
+        return Tokenizer.from_str(f.read())
+
+
+def qwen3_chat_prompt(messages):
+    """The model's chat template rendered by jinja2 (the reference transformers uses)."""
+    with open(os.path.join(SOURCE, "models/tokenizers/qwen3/tokenizer_config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
+    def raise_exception(msg):
+        raise jinja2.exceptions.TemplateError(msg)
+    env.globals["raise_exception"] = raise_exception
+    tmpl = env.from_string(cfg["chat_template"])
+    return tmpl.render(messages=messages, add_generation_prompt=True, tools=None,
+                       bos_token=cfg.get("bos_token") or "", eos_token=cfg.get("eos_token") or "")
+
+
+PROMPTS = [f"Request {i}: the quick brown fox number {i * 7 % 13} jumps over" for i in range(64)]
+
+
+# ----------------------------------------------------------------------------------------
+# Tests on the main server.
+
+def test_health_and_models(srv):
+    status, body, _ = srv.request("GET", "/health")
+    check(status == 200 and json.loads(body)["status"] == "ok", f"/health: {status} {body}")
+    models = srv.client().models.list()
+    ids = [m.id for m in models.data]
+    check(ids == [MODEL], f"/v1/models lists {ids}")
+    check(any("Server running on" in l for l in srv.banner), "banner")
+    check(any("profile conservative" in l for l in srv.banner), "banner names the profile: " + "".join(srv.banner))
+
+
+def test_completion_usage_and_logprobs(srv):
+    tok = hf_tokenizer()
+    prompt = "The capital of France is"
+    c = srv.client().completions.create(model=MODEL, prompt=prompt, max_tokens=8, temperature=0, logprobs=3)
+    ch = c.choices[0]
+    check(c.object == "text_completion" and c.model == MODEL, f"object/model: {c.object} {c.model}")
+    check(c.usage.prompt_tokens == len(tok.encode(prompt).ids),
+          f"prompt_tokens {c.usage.prompt_tokens} != HF {len(tok.encode(prompt).ids)}")
+    check(1 <= c.usage.completion_tokens <= 8, f"completion_tokens {c.usage.completion_tokens}")
+    check(c.usage.total_tokens == c.usage.prompt_tokens + c.usage.completion_tokens, "total_tokens")
+    check(ch.finish_reason in ("length", "stop"), f"finish_reason {ch.finish_reason}")
+    if ch.finish_reason == "length":
+        check(c.usage.completion_tokens == 8, "length finish with fewer than max_tokens")
+    lp = ch.logprobs
+    check(len(lp.tokens) == c.usage.completion_tokens == len(lp.token_logprobs) == len(lp.top_logprobs),
+          "one logprob entry per generated token")
+    for i, (t, top) in enumerate(zip(lp.token_logprobs, lp.top_logprobs)):
+        check(t <= 0 and 1 <= len(top) <= 3, f"logprob entry {i}: {t} {top}")
+        # Greedy with no penalties picks the argmax of the raw distribution.
+        check(abs(t - max(top.values())) < 1e-5, f"greedy token {i} is not the most likely: {t} vs {top}")
+    check(lp.text_offset == sorted(lp.text_offset), "text offsets are ordered")
+    # The text is the detokenization of the tokens (same tokenizer as HF).
+    check("".join(lp.tokens).replace("\ufffd", "") == ch.text.replace("\ufffd", "") or ch.finish_reason == "stop",
+          f"tokens {lp.tokens!r} vs text {ch.text!r}")
+    # Prompt given as token ids: same output.
+    c2 = srv.client().completions.create(model=MODEL, prompt=tok.encode(prompt).ids, max_tokens=8, temperature=0)
+    check(c2.choices[0].text == ch.text, f"ids prompt gives {c2.choices[0].text!r}, text prompt {ch.text!r}")
+
+
+def test_completion_stream_equals_nonstream(srv):
+    cl = srv.client()
+    full = cl.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=12, temperature=0)
+    chunks = list(cl.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=12, temperature=0,
+                                        stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    check(text == full.choices[0].text, f"stream {text!r} != non-stream {full.choices[0].text!r}")
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    check(finals == [full.choices[0].finish_reason], f"finish reasons in stream: {finals}")
+    check(chunks[-1].choices == [] and chunks[-1].usage is not None, "last chunk carries usage only")
+    check(chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+          and chunks[-1].usage.prompt_tokens == full.usage.prompt_tokens, "stream usage equals non-stream usage")
+    check(all(c.usage is None for c in chunks[:-1]), "usage is null before the last chunk")
+    # Without include_usage there is no usage chunk.
+    plain = list(cl.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=4, temperature=0, stream=True))
+    check(all(c.choices for c in plain), "no usage chunk without include_usage")
+
+
+def test_chat(srv):
+    cl = srv.client()
+    tok = hf_tokenizer()
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi."}]
+    want_prompt = len(tok.encode(qwen3_chat_prompt(messages), add_special_tokens=False).ids)
+    r = cl.chat.completions.create(model=MODEL, messages=messages, max_tokens=10, temperature=0,
+                                   logprobs=True, top_logprobs=2)
+    check(r.object == "chat.completion", r.object)
+    check(r.usage.prompt_tokens == want_prompt, f"chat prompt_tokens {r.usage.prompt_tokens} != jinja2+HF {want_prompt}")
+    msg = r.choices[0].message
+    check(msg.role == "assistant" and isinstance(msg.content, str), f"message {msg}")
+    content = r.choices[0].logprobs.content
+    check(len(content) == r.usage.completion_tokens, f"{len(content)} logprob entries for {r.usage.completion_tokens} tokens")
+    for e in content:
+        check(len(e.top_logprobs) == 2 and abs(e.logprob - e.top_logprobs[0].logprob) < 1e-5,
+              f"greedy chat token not the top one: {e}")
+        check(bytes(e.bytes).decode("utf-8", "replace") == e.token, f"bytes of {e.token!r}")
+    # /tokenize with messages agrees with the usage.
+    status, body, _ = srv.request("POST", "/tokenize", {"model": MODEL, "messages": messages})
+    check(status == 200 and json.loads(body)["count"] == want_prompt, f"/tokenize messages: {status} {body}")
+    # Stream: role first, same content, usage at the end.
+    chunks = list(cl.chat.completions.create(model=MODEL, messages=messages, max_tokens=10, temperature=0, stream=True,
+                                             stream_options={"include_usage": True}))
+    check(chunks[0].choices[0].delta.role == "assistant", "first chunk has the role")
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(text == msg.content, f"chat stream {text!r} != {msg.content!r}")
+    check(chunks[-1].usage.completion_tokens == r.usage.completion_tokens, "chat stream usage")
+    check(chunks[-2].choices[0].finish_reason == r.choices[0].finish_reason, "chat stream finish_reason")
+    # max_completion_tokens is honoured.
+    r2 = cl.chat.completions.create(model=MODEL, messages=messages, max_completion_tokens=3, temperature=0,
+                                    extra_body={"ignore_eos": True})
+    check(r2.usage.completion_tokens == 3 and r2.choices[0].finish_reason == "length", f"max_completion_tokens: {r2.usage}")
+
+
+def test_stop_strings_and_ids(srv):
+    cl = srv.client()
+    prompt = "List some numbers:"
+    base = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=16, temperature=0,
+                                 extra_body={"ignore_eos": True})
+    text = base.choices[0].text
+    check(len(text) >= 6, f"need some text to cut: {text!r}")
+    # A stop string taken from the middle of the greedy text.
+    stop = text[len(text) // 2: len(text) // 2 + 2]
+    cut = text[:text.find(stop)]
+    for stream in (False, True):
+        if stream:
+            got = "".join(c.choices[0].text for c in cl.completions.create(
+                model=MODEL, prompt=prompt, max_tokens=16, temperature=0, stop=[stop], stream=True,
+                extra_body={"ignore_eos": True}))
+        else:
+            r = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=16, temperature=0, stop=stop,
+                                      extra_body={"ignore_eos": True})
+            got = r.choices[0].text
+            check(r.choices[0].finish_reason == "stop", f"stop string finish_reason {r.choices[0].finish_reason}")
+        check(got == cut, f"stop {stop!r} (stream={stream}): got {got!r}, want {cut!r}")
+    # stop_token_ids: stop at the 4th generated token (its text is not shown). The ids come
+    # from `moeopt generate` (same engine, no HTTP).
+    tok = hf_tokenizer()
+    ids = tok.encode(prompt).ids
+    gen = subprocess.run([MOEOPT, "generate", "--prompt-ids", ",".join(map(str, ids)), "--max-tokens", "16",
+                          "--temperature", "0", "--ignore-eos", "--threads", "2", "--json"],
+                         capture_output=True, text=True, env=dict(os.environ, MOEOPT_HOME=SOURCE), check=True)
+    gen_ids = json.loads(gen.stdout)["token_ids"]
+    r = cl.completions.create(model=MODEL, prompt=ids, max_tokens=16, temperature=0, extra_body={"ignore_eos": True})
+    check(r.choices[0].text == tok.decode(gen_ids, skip_special_tokens=True),
+          f"server text {r.choices[0].text!r} != HF decode of generate's ids")
+    target = gen_ids[3]
+    first = gen_ids.index(target)
+    r2 = cl.completions.create(model=MODEL, prompt=ids, max_tokens=16, temperature=0,
+                               extra_body={"ignore_eos": True, "stop_token_ids": [target]})
+    check(r2.usage.completion_tokens == first + 1 and r2.choices[0].finish_reason == "stop",
+          f"stop_token_ids: {r2.usage.completion_tokens} tokens, {r2.choices[0].finish_reason}")
+    want_text = tok.decode(gen_ids[:first], skip_special_tokens=True)
+    check(r2.choices[0].text == want_text, f"stop id text {r2.choices[0].text!r} != {want_text!r}")
+
+
+def test_seeded_sampling(srv):
+    cl = srv.client()
+    kw = dict(model=MODEL, prompt="Random words:", max_tokens=10, temperature=1.0, top_p=0.9, seed=1234,
+              extra_body={"ignore_eos": True, "top_k": 50, "min_p": 0.01, "repetition_penalty": 1.1})
+    a = cl.completions.create(**kw).choices[0].text
+    b = cl.completions.create(**kw).choices[0].text
+    check(a == b, f"same seed, different text: {a!r} vs {b!r}")
+    kw["seed"] = 99
+    c = cl.completions.create(**kw).choices[0].text
+    greedy = cl.completions.create(model=MODEL, prompt="Random words:", max_tokens=10, temperature=0,
+                                   extra_body={"ignore_eos": True}).choices[0].text
+    check(c != a or a != greedy, "sampling ignores the seed and temperature")
+
+
+def test_concurrency_equals_sequential(srv):
+    cl = srv.client()
+    def run(i, stream=False):
+        if stream:
+            return "".join(c.choices[0].text for c in cl.completions.create(
+                model=MODEL, prompt=PROMPTS[i], max_tokens=6, temperature=0, stream=True,
+                extra_body={"ignore_eos": True}))
+        return cl.completions.create(model=MODEL, prompt=PROMPTS[i], max_tokens=6, temperature=0,
+                                     extra_body={"ignore_eos": True}).choices[0].text
+    t0 = time.time()
+    sequential = [run(i) for i in range(len(PROMPTS))]
+    t1 = time.time()
+    with cf.ThreadPoolExecutor(64) as ex:
+        concurrent = list(ex.map(lambda i: run(i, stream=(i % 2 == 1)), range(len(PROMPTS))))
+    t2 = time.time()
+    diff = [i for i in range(len(PROMPTS)) if sequential[i] != concurrent[i]]
+    check(not diff, f"{len(diff)} of 64 concurrent outputs differ, first {diff[:3]}")
+    print(f"    64 requests: sequential {t1 - t0:.1f} s, concurrent {t2 - t1:.1f} s")
+    return sequential
+
+
+def test_bad_inputs(srv):
+    long_prompt = list(range(5, 5000))  # > 4096 = max_model_len
+    cases = [
+        ("/v1/completions", None, "{not json", 400, None),
+        ("/v1/completions", [1, 2], None, 400, None),
+        ("/v1/completions", {"model": MODEL}, None, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": ""}, None, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": []}, None, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": long_prompt}, None, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 0}, None, 400, "max_tokens"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": -3}, None, 400, "max_tokens"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 5000}, None, 400, "max_tokens"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": "ten"}, None, 400, "max_tokens"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "temperature": "hot"}, None, 400, "temperature"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "temperature": 3}, None, 400, "temperature"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "top_p": 0}, None, 400, "top_p"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "n": 2}, None, 400, "n"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "stop": 5}, None, 400, "stop"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "logprobs": 50}, None, 400, "logprobs"),
+        ("/v1/completions", {"model": MODEL, "prompt": [1, 999999999]}, None, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": ["a", "b"]}, None, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "stream": "yes"}, None, 400, "stream"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "stream_options": {"include_usage": True}}, None, 400,
+         "stream_options"),
+        ("/v1/completions", {"model": "gpt-4o", "prompt": "hi"}, None, 404, "model"),
+        ("/v1/chat/completions", {"model": MODEL}, None, 400, "messages"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": []}, None, 400, "messages"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": "hi"}, None, 400, "messages"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"content": "hi"}]}, None, 400, "messages"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 3}, None,
+         400, "n"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                                  "top_logprobs": 30, "logprobs": True}, None, 400, "top_logprobs"),
+        ("/v1/chat/completions", {"model": "other", "messages": [{"role": "user", "content": "hi"}]}, None, 404,
+         "model"),
+        ("/v1/nothing-here", {"x": 1}, None, 404, None),
+        ("/detokenize", {"tokens": [-1]}, None, 400, "tokens"),
+        ("/tokenize", {"prompt": 12}, None, 400, "prompt"),
+    ]
+    for path, body, raw, want, param in cases:
+        status, text, _ = srv.request("POST", path, body=body, raw=raw)
+        check(status == want, f"{path} {raw or json.dumps(body)[:80]}: status {status}, want {want}: {text[:200]}")
+        err = json.loads(text).get("error")
+        check(isinstance(err, dict) and err.get("message") and err.get("type"), f"{path}: no OpenAI error object: {text}")
+        if param:
+            check(err.get("param") == param, f"{path} {json.dumps(body)[:60]}: param {err.get('param')!r}, want {param!r}")
+    # The official client maps them to its exception types.
+    cl = srv.client()
+    try:
+        cl.completions.create(model=MODEL, prompt="hi", max_tokens=0)
+        check(False, "max_tokens=0 accepted")
+    except openai.BadRequestError:
+        pass
+    try:
+        cl.completions.create(model="nope", prompt="hi", max_tokens=2)
+        check(False, "unknown model accepted")
+    except openai.NotFoundError:
+        pass
+    # A burst of bad requests next to a good one does not disturb it.
+    good_want = cl.completions.create(model=MODEL, prompt=PROMPTS[3], max_tokens=6, temperature=0,
+                                      extra_body={"ignore_eos": True}).choices[0].text
+    with cf.ThreadPoolExecutor(8) as ex:
+        good = ex.submit(lambda: cl.completions.create(model=MODEL, prompt=PROMPTS[3], max_tokens=6, temperature=0,
+                                                       extra_body={"ignore_eos": True}).choices[0].text)
+        bad = [ex.submit(srv.request, "POST", "/v1/completions", None, None, "{\"prompt\": [") for _ in range(20)]
+        check(all(b.result()[0] == 400 for b in bad), "bad burst")
+        check(good.result() == good_want, "good request disturbed by bad ones")
+
+
+def test_tokenize_detokenize(srv):
+    tok = hf_tokenizer()
+    text = "Hello world, ünïcödé 🙂 <|im_start|>user"
+    status, body, _ = srv.request("POST", "/tokenize", {"prompt": text})
+    check(status == 200, f"/tokenize {status} {body}")
+    got = json.loads(body)
+    want = tok.encode(text).ids
+    check(got["tokens"] == want and got["count"] == len(want), f"/tokenize {got['tokens']} != HF {want}")
+    check(got["max_model_len"] == 4096, f"max_model_len {got['max_model_len']}")
+    status, body, _ = srv.request("POST", "/detokenize", {"tokens": want})
+    check(status == 200 and json.loads(body)["prompt"] == tok.decode(want, skip_special_tokens=False),
+          f"/detokenize {body}")
+
+
+def test_disconnect_frees_blocks(srv):
+    before = srv.metrics()
+    check(before["moeopt_kv_blocks_used"] == 0, f"blocks in use before: {before['moeopt_kv_blocks_used']}")
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    conn.request("POST", "/v1/completions", body=json.dumps(
+        {"model": MODEL, "prompt": "Tell me a very long story", "max_tokens": 3000, "temperature": 0,
+         "ignore_eos": True, "stream": True}), headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    check(resp.status == 200, f"stream status {resp.status}")
+    got = b""
+    while got.count(b"data: ") < 3:
+        got += resp.read1(4096) if hasattr(resp, "read1") else resp.fp.read1(4096)
+    mid = srv.metrics()
+    check(mid["moeopt_kv_blocks_used"] > 0 and mid["moeopt_num_requests_running"] == 1,
+          f"while streaming: blocks {mid['moeopt_kv_blocks_used']}, running {mid['moeopt_num_requests_running']}")
+    conn.sock.close()  # the client goes away mid-stream
+    conn.close()
+    wait_for(lambda: srv.metrics()["moeopt_kv_blocks_used"] == 0, 20, "KV blocks freed after disconnect")
+    after = srv.metrics()
+    check(after["moeopt_num_requests_running"] == 0 and after["moeopt_requests_in_flight"] == 0, "nothing left running")
+    check(after["moeopt_requests_aborted_total"] >= before["moeopt_requests_aborted_total"] + 1, "abort counted")
+    check(after["moeopt_generation_tokens_total"] - before["moeopt_generation_tokens_total"] < 3000,
+          "generation stopped early")
+
+
+def test_prefix_cache_hits(srv):
+    cl = srv.client()
+    prompt = " ".join(f"word{i}" for i in range(80))  # well over 4 blocks of 16 tokens
+    m0 = srv.metrics()
+    a = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=4, temperature=0, extra_body={"ignore_eos": True})
+    m1 = srv.metrics()
+    b = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=4, temperature=0, extra_body={"ignore_eos": True})
+    m2 = srv.metrics()
+    check(a.choices[0].text == b.choices[0].text, "cached prefix changed the output")
+    n = a.usage.prompt_tokens
+    hits = m2["moeopt_prefix_cache_hits_total"] - m1["moeopt_prefix_cache_hits_total"]
+    full_blocks = (n - 1) // 16 * 16
+    check(hits == full_blocks, f"second request hit {hits} tokens, want {full_blocks} of {n}")
+    check(m1["moeopt_prefix_cache_hits_total"] == m0["moeopt_prefix_cache_hits_total"], "first request hit nothing")
+    check(b.usage.prompt_tokens_details is not None and b.usage.prompt_tokens_details.cached_tokens == full_blocks,
+          f"usage cached_tokens: {b.usage.prompt_tokens_details}")
+    check(m2["moeopt_prefix_cache_hit_rate"] > 0, "hit rate gauge")
+
+
+def test_metrics_shape(srv):
+    status, text, hdrs = srv.request("GET", "/metrics")
+    for name in ["moeopt_time_to_first_token_seconds_bucket", "moeopt_time_per_output_token_seconds_count",
+                 "moeopt_e2e_request_latency_seconds_sum", "moeopt_num_requests_running", "moeopt_num_requests_waiting",
+                 "moeopt_kv_blocks_used", "moeopt_prompt_tokens_total", "moeopt_generation_tokens_total",
+                 "moeopt_prefix_cache_hit_rate", 'moeopt_http_requests_total{endpoint="/v1/completions",status="200"}',
+                 'moeopt_http_requests_total{endpoint="/v1/completions",status="400"}']:
+        check(name in text, f"/metrics lacks {name}")
+    m = srv.metrics()
+    check(m['moeopt_time_to_first_token_seconds_bucket{le="+Inf"}'] == m["moeopt_time_to_first_token_seconds_count"],
+          "histogram +Inf bucket equals count")
+
+
+# ----------------------------------------------------------------------------------------
+# A second server: API key, tiny KV pool (preemption), small queue (429).
+
+def test_small_server(reference_texts):
+    srv = Server("--api-key", "sekret", "--num-kv-blocks", "10", "--max-num-seqs", "6",
+                 "--max-waiting-requests", "2", "--enable-prefix-caching", "false")
+    try:
+        # 401 without / with a wrong key; /health stays open.
+        status, body, _ = srv.request("POST", "/v1/completions", {"model": MODEL, "prompt": "hi"})
+        check(status == 401 and json.loads(body)["error"]["type"] == "authentication_error", f"no key: {status} {body}")
+        try:
+            srv.client(api_key="wrong").completions.create(model=MODEL, prompt="hi", max_tokens=2)
+            check(False, "wrong key accepted")
+        except openai.AuthenticationError:
+            pass
+        check(srv.request("GET", "/health")[0] == 200, "/health needs no key")
+        cl = srv.client(api_key="sekret")
+        # 8 concurrent requests of ~20 + 40 tokens (4 blocks each) in a pool of 10 blocks:
+        # sequences get preempted and recomputed, and the greedy outputs equal the reference.
+        idx = list(range(8))
+        def run(i):
+            return cl.completions.create(model=MODEL, prompt=PROMPTS[i], max_tokens=40, temperature=0,
+                                         extra_body={"ignore_eos": True}).choices[0].text
+        with cf.ThreadPoolExecutor(8) as ex:
+            got = list(ex.map(run, idx))
+        m = srv.metrics()
+        check(m["moeopt_preemptions_total"] > 0, "no preemption happened in a 10-block pool")
+        for i in idx:
+            check(got[i] == reference_texts[i], f"request {i} under preemption: {got[i]!r} vs {reference_texts[i]!r}")
+        check(m["moeopt_kv_blocks_used"] == 0, "blocks leaked")
+        # Queue full: at most max_num_seqs + max_waiting = 8 in flight; the rest get 429.
+        def raw(i):
+            return srv.request("POST", "/v1/completions",
+                               {"model": MODEL, "prompt": PROMPTS[i], "max_tokens": 40, "ignore_eos": True},
+                               headers={"Authorization": "Bearer sekret"})
+        with cf.ThreadPoolExecutor(16) as ex:
+            results = list(ex.map(raw, range(16)))
+        codes = sorted(r[0] for r in results)
+        check(codes.count(200) >= 8 and codes.count(429) >= 1 and set(codes) <= {200, 429}, f"queue-full codes {codes}")
+        for status, body, hdrs in results:
+            if status == 429:
+                check(hdrs.get("Retry-After") == "1", f"429 without Retry-After: {hdrs}")
+                check(json.loads(body)["error"]["type"] == "rate_limit_error", body)
+    finally:
+        rc = srv.stop()
+    check(rc == 0, f"small server exit code {rc}")
+
+
+def test_graceful_shutdown(srv):
+    cl = srv.client()
+    result = {}
+    def stream():
+        try:
+            chunks = list(cl.completions.create(model=MODEL, prompt="Count slowly", max_tokens=40, temperature=0,
+                                                stream=True, extra_body={"ignore_eos": True}))
+            result["finish"] = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        except Exception as e:  # noqa: BLE001
+            result["error"] = repr(e)
+    t = threading.Thread(target=stream)
+    t.start()
+    wait_for(lambda: srv.metrics()["moeopt_num_requests_running"] == 1, 20, "stream running")
+    srv.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: _health_status(srv) != 200, 10, "health turns 503 while draining")
+    status, body, _ = _try_request(srv, "POST", "/v1/completions", {"model": MODEL, "prompt": "late", "max_tokens": 2})
+    check(status in (503, None), f"request during shutdown answered {status}")
+    t.join(60)
+    check(result.get("finish") == ["length"], f"in-flight stream did not finish cleanly: {result}")
+    rc = srv.proc.wait(timeout=60)
+    check(rc == 0, f"exit code after SIGTERM: {rc}")
+
+
+def _try_request(srv, *a, **kw):
+    try:
+        return srv.request(*a, **kw)
+    except OSError:
+        return None, "", {}
+
+
+def _health_status(srv):
+    return _try_request(srv, "GET", "/health")[0]
+
+
+def main():
+    t_start = time.time()
+    srv = Server()
+    ok = True
+    reference = None
+    tests = [test_health_and_models, test_completion_usage_and_logprobs, test_completion_stream_equals_nonstream,
+             test_chat, test_stop_strings_and_ids, test_seeded_sampling, test_tokenize_detokenize,
+             test_bad_inputs, test_disconnect_frees_blocks, test_prefix_cache_hits]
+    try:
+        for t in tests:
+            t0 = time.time()
+            try:
+                t(srv)
+                print(f"PASS {t.__name__} ({time.time() - t0:.1f} s)")
+            except Exception:  # noqa: BLE001
+                ok = False
+                print(f"FAIL {t.__name__}\n{traceback.format_exc()}")
+        t0 = time.time()
+        try:
+            test_concurrency_equals_sequential(srv)
+            print(f"PASS test_concurrency_equals_sequential ({time.time() - t0:.1f} s)")
+            # Reference for the preemption test: 40 greedy tokens, in a roomy pool.
+            cl = srv.client()
+            with cf.ThreadPoolExecutor(8) as ex:
+                reference = list(ex.map(lambda i: cl.completions.create(
+                    model=MODEL, prompt=PROMPTS[i], max_tokens=40, temperature=0,
+                    extra_body={"ignore_eos": True}).choices[0].text, range(8)))
+        except Exception:  # noqa: BLE001
+            ok = False
+            print(f"FAIL test_concurrency_equals_sequential\n{traceback.format_exc()}")
+        for t in (test_metrics_shape, test_graceful_shutdown):
+            t0 = time.time()
+            try:
+                t(srv)
+                print(f"PASS {t.__name__} ({time.time() - t0:.1f} s)")
+            except Exception:  # noqa: BLE001
+                ok = False
+                print(f"FAIL {t.__name__}\n{traceback.format_exc()}")
+    finally:
+        srv.stop(signal.SIGKILL, 5)
+    if reference is not None:
+        t0 = time.time()
+        try:
+            test_small_server(reference)
+            print(f"PASS test_small_server ({time.time() - t0:.1f} s)")
+        except Exception:  # noqa: BLE001
+            ok = False
+            print(f"FAIL test_small_server\n{traceback.format_exc()}")
+    print(f"{'OK' if ok else 'FAILED'} in {time.time() - t_start:.1f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

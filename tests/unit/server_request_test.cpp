@@ -1,0 +1,151 @@
+// OpenAI request parsing: fields map to SamplingParams; bad bodies give 400s naming the field.
+#include <gtest/gtest.h>
+
+#include "moeopt/server/openai_request.h"
+#include "moeopt/server/openai_response.h"
+
+namespace moeopt::server {
+namespace {
+
+ApiRequest parse_ok(const std::string& body, Endpoint ep = Endpoint::kCompletions) {
+  ApiRequest r;
+  auto err = parse_generation_request(body, ep, r);
+  EXPECT_FALSE(err.has_value()) << body << " -> " << (err ? err->message : "");
+  return r;
+}
+
+ApiError parse_bad(const std::string& body, Endpoint ep = Endpoint::kCompletions) {
+  ApiRequest r;
+  auto err = parse_generation_request(body, ep, r);
+  EXPECT_TRUE(err.has_value()) << body;
+  return err.value_or(ApiError{});
+}
+
+TEST(ServerRequest, CompletionFieldsMapToSamplingParams) {
+  ApiRequest r = parse_ok(R"({"model": "m", "prompt": "hi", "max_tokens": 7, "temperature": 0.5, "top_p": 0.9,
+    "top_k": 40, "min_p": 0.05, "seed": 3, "presence_penalty": 0.1, "frequency_penalty": -0.2,
+    "repetition_penalty": 1.3, "stop": ["a", "b"], "stop_token_ids": [5], "logprobs": 2, "stream": true,
+    "stream_options": {"include_usage": true}, "ignore_eos": true, "n": 1, "user": "x"})");
+  EXPECT_EQ(r.model, "m");
+  EXPECT_EQ(r.prompt_text, "hi");
+  EXPECT_FALSE(r.prompt_is_ids);
+  EXPECT_EQ(r.params.max_tokens, 7);
+  EXPECT_TRUE(r.max_tokens_given);
+  EXPECT_FLOAT_EQ(r.params.temperature, 0.5f);
+  EXPECT_FLOAT_EQ(r.params.top_p, 0.9f);
+  EXPECT_EQ(r.params.top_k, 40);
+  EXPECT_FLOAT_EQ(r.params.min_p, 0.05f);
+  EXPECT_EQ(r.params.seed, 3u);
+  EXPECT_FLOAT_EQ(r.params.presence_penalty, 0.1f);
+  EXPECT_FLOAT_EQ(r.params.frequency_penalty, -0.2f);
+  EXPECT_FLOAT_EQ(r.params.repetition_penalty, 1.3f);
+  EXPECT_EQ(r.stop, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(r.params.stop_token_ids, (std::vector<int32_t>{5}));
+  EXPECT_EQ(r.top_logprobs, 2);
+  EXPECT_EQ(r.params.logprobs, 2);
+  EXPECT_TRUE(r.stream);
+  EXPECT_TRUE(r.include_usage);
+  EXPECT_TRUE(r.params.ignore_eos);
+}
+
+TEST(ServerRequest, DefaultsAndNulls) {
+  ApiRequest r = parse_ok(R"({"prompt": [1, 2, 3], "temperature": null, "max_tokens": null, "top_k": -1})");
+  EXPECT_TRUE(r.prompt_is_ids);
+  EXPECT_EQ(r.prompt_ids, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_FALSE(r.max_tokens_given);
+  EXPECT_FLOAT_EQ(r.params.temperature, 1.0f);
+  EXPECT_EQ(r.params.top_k, 0);
+  EXPECT_EQ(r.top_logprobs, -1);
+  EXPECT_EQ(r.params.logprobs, -1);
+  // A one-element list of prompts is one prompt.
+  EXPECT_EQ(parse_ok(R"({"prompt": ["x"]})").prompt_text, "x");
+  EXPECT_EQ(parse_ok(R"({"prompt": [[4, 5]]})").prompt_ids, (std::vector<int32_t>{4, 5}));
+}
+
+TEST(ServerRequest, ChatMessagesToolsAndLogprobs) {
+  ApiRequest r = parse_ok(R"({"messages": [{"role": "system", "content": "s"},
+      {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+      "tools": [{"type": "function", "function": {"name": "f"}}], "logprobs": true, "top_logprobs": 4,
+      "max_completion_tokens": 9, "chat_template_kwargs": {"enable_thinking": false}})",
+                          Endpoint::kChat);
+  ASSERT_EQ(r.messages.size(), 2u);
+  EXPECT_EQ(r.messages[1]["content"], "ab");
+  EXPECT_TRUE(r.tools.is_array());
+  EXPECT_EQ(r.top_logprobs, 4);
+  EXPECT_EQ(r.params.max_tokens, 9);
+  EXPECT_EQ(r.chat_template_kwargs["enable_thinking"], false);
+  EXPECT_EQ(parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})", Endpoint::kChat)
+                .top_logprobs,
+            0);
+}
+
+TEST(ServerRequest, BadBodiesNameTheField) {
+  struct Case {
+    const char* body;
+    Endpoint ep;
+    const char* param;
+  };
+  const Case cases[] = {
+      {"{", Endpoint::kCompletions, ""},
+      {"[1]", Endpoint::kCompletions, ""},
+      {R"({})", Endpoint::kCompletions, "prompt"},
+      {R"({"prompt": ""})", Endpoint::kCompletions, "prompt"},
+      {R"({"prompt": 5})", Endpoint::kCompletions, "prompt"},
+      {R"({"prompt": [1, -2]})", Endpoint::kCompletions, "prompt"},
+      {R"({"prompt": [1, 2.5]})", Endpoint::kCompletions, "prompt"},
+      {R"({"prompt": ["a", "b"]})", Endpoint::kCompletions, "prompt"},
+      {R"({"prompt": "x", "temperature": "hot"})", Endpoint::kCompletions, "temperature"},
+      {R"({"prompt": "x", "max_tokens": 0})", Endpoint::kCompletions, "max_tokens"},
+      {R"({"prompt": "x", "max_tokens": 1.5})", Endpoint::kCompletions, "max_tokens"},
+      {R"({"prompt": "x", "max_completion_tokens": -1})", Endpoint::kCompletions, "max_completion_tokens"},
+      {R"({"prompt": "x", "n": 2})", Endpoint::kCompletions, "n"},
+      {R"({"prompt": "x", "best_of": 3})", Endpoint::kCompletions, "best_of"},
+      {R"({"prompt": "x", "echo": true})", Endpoint::kCompletions, "echo"},
+      {R"({"prompt": "x", "logit_bias": {"5": 1}})", Endpoint::kCompletions, "logit_bias"},
+      {R"({"prompt": "x", "stop": [""]})", Endpoint::kCompletions, "stop"},
+      {R"({"prompt": "x", "stop": [1]})", Endpoint::kCompletions, "stop"},
+      {R"({"prompt": "x", "logprobs": 21})", Endpoint::kCompletions, "logprobs"},
+      {R"({"prompt": "x", "top_k": -5})", Endpoint::kCompletions, "top_k"},
+      {R"({"prompt": "x", "stream_options": {"include_usage": true}})", Endpoint::kCompletions, "stream_options"},
+      {R"({"prompt": "x", "model": 3})", Endpoint::kCompletions, "model"},
+      {R"({})", Endpoint::kChat, "messages"},
+      {R"({"messages": []})", Endpoint::kChat, "messages"},
+      {R"({"messages": [{"role": "user"}]})", Endpoint::kChat, "messages"},
+      {R"({"messages": [{"role": "wizard", "content": "x"}]})", Endpoint::kChat, "messages"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})", Endpoint::kChat, "messages"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", Endpoint::kChat, "top_logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": {}})", Endpoint::kChat, "tools"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})",
+       Endpoint::kChat, "response_format"},
+  };
+  for (const Case& c : cases) {
+    ApiError e = parse_bad(c.body, c.ep);
+    EXPECT_EQ(e.status, 400) << c.body;
+    EXPECT_EQ(e.param, c.param) << c.body << ": " << e.message;
+    EXPECT_FALSE(e.message.empty());
+    auto j = e.to_json();
+    EXPECT_EQ(j["error"]["type"], "invalid_request_error");
+  }
+}
+
+TEST(ServerResponse, ChunksAndUsage) {
+  ResponseInfo info{Endpoint::kChat, "chatcmpl-1", 100, "m"};
+  auto first = stream_chunk(info, "", "", nullptr, true, true);
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_TRUE(first["usage"].is_null());
+  auto last = stream_chunk(info, "", "length", nullptr, false, false);
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  EXPECT_FALSE(last.contains("usage"));
+  auto u = usage_chunk(info, Usage{5, 3, 0});
+  EXPECT_TRUE(u["choices"].empty());
+  EXPECT_EQ(u["usage"]["total_tokens"], 8);
+  EXPECT_EQ(sse_event(ojson{{"a", 1}}), "data: {\"a\":1}\n\n");
+  auto full = full_response(ResponseInfo{Endpoint::kCompletions, "cmpl-1", 1, "m"}, "txt", "stop", nullptr,
+                            Usage{2, 1, 16});
+  EXPECT_EQ(full["choices"][0]["text"], "txt");
+  EXPECT_EQ(full["usage"]["prompt_tokens_details"]["cached_tokens"], 16);
+}
+
+}  // namespace
+}  // namespace moeopt::server
