@@ -159,6 +159,13 @@ TEST(ChatTemplateConfig, PicksNamedTemplatesAndAddedTokenContent) {
   auto tool = ChatTemplate::from_tokenizer_config(config, true);
   ASSERT_TRUE(tool.ok());
   EXPECT_EQ(tool->source(), "T");
+  // Loaded without for_tools, the tool template is still used when tools are passed.
+  const ojson msgs = ojson::parse(R"([{"role": "user", "content": "x"}])");
+  auto plain = d->render(msgs, nullptr, false, nullptr);
+  auto with_tools = d->render(msgs, ojson::parse(R"([{"type": "function"}])"), false, nullptr);
+  ASSERT_TRUE(plain.ok() && with_tools.ok());
+  EXPECT_EQ(*plain, "D");
+  EXPECT_EQ(*with_tools, "T");
 
   auto none = ChatTemplate::from_tokenizer_config(ojson::parse(R"({"eos_token": "x"})"));
   ASSERT_FALSE(none.ok());

@@ -56,6 +56,7 @@ Result<ChatTemplate> ChatTemplate::from_tokenizer_config(const ojson& config, bo
   if (it == config.end() || it->is_null())
     return make_error(ErrorCode::kNotFound, "tokenizer_config.json: no chat_template");
   std::string text;
+  std::optional<std::string> tool_text;
   if (it->is_string()) {
     text = it->get<std::string>();
   } else if (it->is_array()) {
@@ -73,6 +74,9 @@ Result<ChatTemplate> ChatTemplate::from_tokenizer_config(const ojson& config, bo
     else
       return make_error(ErrorCode::kNotFound,
                         "tokenizer_config.json: chat_template list has no 'default' template");
+    // Also keep "tool_use" so render() can switch to it when tools are given, as
+    // transformers' get_chat_template(tools=...) does.
+    if (!for_tools && named.count("tool_use")) tool_text = named["tool_use"];
   } else {
     return make_error(ErrorCode::kInvalidArgument,
                       "tokenizer_config.json: chat_template must be a string or a list");
@@ -80,6 +84,12 @@ Result<ChatTemplate> ChatTemplate::from_tokenizer_config(const ojson& config, bo
   auto parsed = parse(text);
   if (!parsed.ok()) return parsed.status().with_context("tokenizer_config.json: chat_template");
   ChatTemplate t = std::move(parsed).value();
+  if (tool_text) {
+    auto tool = jinja::parse_template(*tool_text);
+    if (!tool.ok())
+      return tool.status().with_context("tokenizer_config.json: chat_template 'tool_use'");
+    t.tool_program_ = std::move(tool).value();
+  }
   for (const char* name : kSpecialTokenNames) {
     auto tok = config.find(name);
     if (tok == config.end()) continue;
@@ -163,7 +173,8 @@ Result<std::string> ChatTemplate::render(const ojson& messages, const ojson& too
   ctx.set("add_generation_prompt", jinja::Value::boolean(add_generation_prompt));
   // Errors read "template error at line L column C: <what>"; a raise_exception() in the
   // template gives its own message as <what>.
-  return jinja::render(*program_, ctx);
+  const jinja::Program& program = (!tools.is_null() && tool_program_) ? *tool_program_ : *program_;
+  return jinja::render(program, ctx);
 }
 
 }  // namespace moeopt::tokenizer

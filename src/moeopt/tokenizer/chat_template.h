@@ -39,7 +39,8 @@ class ChatTemplate {
   // From a parsed tokenizer_config.json: picks "chat_template" (a string, or a list of
   // {"name", "template"} where "default" is used, or "tool_use" when `for_tools` and it
   // exists) and records the special tokens (bos/eos/unk/pad/sep/cls/mask; AddedToken
-  // objects contribute their "content").
+  // objects contribute their "content"). Without `for_tools`, a "tool_use" template is
+  // kept too and render() uses it for requests that pass tools.
   static Result<ChatTemplate> from_tokenizer_config(const nlohmann::ordered_json& config,
                                                     bool for_tools = false);
 
@@ -66,6 +67,7 @@ class ChatTemplate {
  private:
   std::string source_;
   std::shared_ptr<const jinja::Program> program_;
+  std::shared_ptr<const jinja::Program> tool_program_;  // "tool_use" of a named-template list
   std::map<std::string, std::string> special_tokens_;
 };
 
