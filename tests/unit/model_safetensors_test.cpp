@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../../fuzz/safetensors_header_fuzz.h"
+#include "../../fuzz/safetensors_index_fuzz.h"
 #include "moeopt/core/file_io.h"
 #include "moeopt/model/safetensors.h"
 
@@ -453,6 +454,34 @@ TEST(Safetensors, IndexChecks) {
   EXPECT_EQ(ok->tensors().size(), 3u);
 }
 
+TEST(Safetensors, ParsesIndexInMemory) {
+  auto ok = parse_safetensors_index(
+      R"({"metadata":{"total_size":10,"format":"pt"},"weight_map":{"b":"s2.st","a":"s1.st","c":"s2.st"}})",
+      "idx.json");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->shards, (std::vector<std::string>{"s1.st", "s2.st"}));
+  EXPECT_EQ(ok->weight_map.at("c"), "s2.st");
+  EXPECT_EQ(ok->metadata.at("total_size"), "10");
+  EXPECT_EQ(ok->metadata.at("format"), "pt");
+  const std::pair<const char*, const char*> bad[] = {
+      {"[]", "not a JSON object"},
+      {"{", "not valid JSON"},
+      {R"({"metadata":{}})", "missing or non-object 'weight_map'"},
+      {R"({"metadata":1,"weight_map":{}})", "'metadata' is not an object"},
+      {R"({"weight_map":{"a":"sub/x.st"}})", "is not a file name"},
+      {R"({"weight_map":{"a":"x\\y"}})", "is not a file name"},
+      {R"({"weight_map":{"a":"."}})", "is not a file name"},
+      {R"({"weight_map":{"a":""}})", "is not a file name"},
+  };
+  for (const auto& [text, expect] : bad) {
+    SCOPED_TRACE(text);
+    auto r = parse_safetensors_index(text, "idx.json");
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find(expect), std::string::npos) << r.status().message();
+    EXPECT_EQ(r.status().message().rfind("idx.json: ", 0), 0u);
+  }
+}
+
 // --- malformed headers ---------------------------------------------------------------------
 
 struct BadCase {
@@ -653,6 +682,28 @@ TEST(Safetensors, FuzzCorpusReplays) {
     ++n;
   }
   EXPECT_GE(n, 10);
+}
+
+TEST(Safetensors, IndexFuzzCorpusReplays) {
+  fs::path dir = fs::path(MOEOPT_SOURCE_DIR) / "fuzz" / "corpus" / "safetensors_index";
+  ASSERT_TRUE(fs::is_directory(dir)) << dir;
+  int n = 0;
+  for (const auto& de : fs::directory_iterator(dir)) {
+    if (!de.is_regular_file()) continue;
+    std::string name = de.path().filename().string();
+    SCOPED_TRACE(name);
+    std::string bytes = slurp(de.path());
+    int accepted = fuzz::run_safetensors_index_input(
+        reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    if (name.rfind("valid-", 0) == 0) {
+      EXPECT_EQ(accepted, 1);
+    }
+    if (name.rfind("bad-", 0) == 0) {
+      EXPECT_EQ(accepted, 0);
+    }
+    ++n;
+  }
+  EXPECT_GE(n, 5);
 }
 
 }  // namespace

@@ -77,6 +77,21 @@ struct SafetensorsHeader {
 Result<SafetensorsHeader> parse_safetensors_header(const uint8_t* data, size_t size,
                                                    const std::string& source);
 
+// A parsed sharded-checkpoint index (model.safetensors.index.json):
+//   {"metadata": {"total_size": 123, ...}, "weight_map": {"tensor name": "shard file", ...}}
+struct SafetensorsIndex {
+  std::map<std::string, std::string> metadata;    // values kept as JSON text unless strings
+  std::map<std::string, std::string> weight_map;  // tensor -> shard file name
+  std::vector<std::string> shards;                // distinct shard names, sorted
+};
+
+// Parses and checks an index held in memory: a JSON object with an object "weight_map" of
+// strings (and optionally an object or null "metadata"); every shard must be a plain file
+// name (no "/", "\\", NUL, "." or "..", so it cannot point outside the index's directory).
+// `source` names the index in errors. Fuzzed like the header parser.
+Result<SafetensorsIndex> parse_safetensors_index(std::string_view json_text,
+                                                 const std::string& source);
+
 // A read-only, mmap'd safetensors file. Cheap to copy (the mapping is shared).
 class SafetensorsFile {
  public:

@@ -37,6 +37,51 @@ bool is_plain_file_name(const std::string& n) {
 
 }  // namespace
 
+Result<SafetensorsIndex> parse_safetensors_index(std::string_view json_text,
+                                                 const std::string& source) {
+  json root;
+  try {
+    root = json::parse(json_text.begin(), json_text.end());
+  } catch (const json::exception& e) {
+    std::string what = e.what();
+    auto close = what.find("] ");
+    what = close == std::string::npos ? what : what.substr(close + 2);
+    // Parse errors may quote raw bytes: keep the message printable and one line.
+    for (char& c : what)
+      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+    return make_error(ErrorCode::kCorruptData, "{}: not valid JSON: {}", source, what);
+  }
+  if (!root.is_object())
+    return make_error(ErrorCode::kCorruptData, "{}: not a JSON object", source);
+  SafetensorsIndex index;
+  if (auto m = root.find("metadata"); m != root.end() && !m->is_null()) {
+    if (!m->is_object())
+      return make_error(ErrorCode::kCorruptData, "{}: 'metadata' is not an object", source);
+    for (auto it = m->begin(); it != m->end(); ++it)
+      index.metadata[it.key()] =
+          it->is_string() ? it->get<std::string>()
+                          : it->dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+  auto wm = root.find("weight_map");
+  if (wm == root.end() || !wm->is_object())
+    return make_error(ErrorCode::kCorruptData, "{}: missing or non-object 'weight_map'", source);
+  std::set<std::string> shards;
+  for (auto it = wm->begin(); it != wm->end(); ++it) {
+    if (!it->is_string())
+      return make_error(ErrorCode::kCorruptData, "{}: weight_map['{}'] is not a string", source,
+                        it.key());
+    const std::string& shard = it->get_ref<const std::string&>();
+    if (!is_plain_file_name(shard))
+      return make_error(ErrorCode::kCorruptData,
+                        "{}: weight_map['{}'] = '{}' is not a file name in the index's directory",
+                        source, it.key(), shard);
+    shards.insert(shard);
+    index.weight_map.emplace(it.key(), shard);
+  }
+  index.shards.assign(shards.begin(), shards.end());
+  return index;
+}
+
 uint64_t Checkpoint::total_bytes() const {
   uint64_t n = 0;
   for (const auto& t : tensors_) n += t.nbytes;
@@ -126,65 +171,35 @@ Result<Checkpoint> Checkpoint::open(const std::string& path) {
 
   // Sharded: read and check the index.
   MOEOPT_ASSIGN_OR_RETURN(std::string text, read_file(index_path, kMaxIndexBytes));
-  json root;
-  try {
-    root = json::parse(text);
-  } catch (const json::exception& e) {
-    std::string what = e.what();
-    auto close = what.find("] ");
-    return make_error(ErrorCode::kCorruptData, "{}: not valid JSON: {}", index_path,
-                      close == std::string::npos ? what : what.substr(close + 2));
-  }
-  if (!root.is_object())
-    return make_error(ErrorCode::kCorruptData, "{}: not a JSON object", index_path);
-  if (auto m = root.find("metadata"); m != root.end() && !m->is_null()) {
-    if (!m->is_object())
-      return make_error(ErrorCode::kCorruptData, "{}: 'metadata' is not an object", index_path);
-    for (auto it = m->begin(); it != m->end(); ++it)
-      ck.index_metadata_[it.key()] = it->is_string() ? it->get<std::string>() : it->dump();
-  }
-  auto wm = root.find("weight_map");
-  if (wm == root.end() || !wm->is_object())
-    return make_error(ErrorCode::kCorruptData, "{}: missing or non-object 'weight_map'", index_path);
-
+  MOEOPT_ASSIGN_OR_RETURN(SafetensorsIndex index, parse_safetensors_index(text, index_path));
+  ck.index_metadata_ = index.metadata;
+  const auto& wm = index.weight_map;
   fs::path dir = fs::path(index_path).parent_path();
-  std::set<std::string> shard_names;
-  for (auto it = wm->begin(); it != wm->end(); ++it) {
-    if (!it->is_string())
-      return make_error(ErrorCode::kCorruptData, "{}: weight_map['{}'] is not a string",
-                        index_path, it.key());
-    const std::string& shard = it->get_ref<const std::string&>();
-    if (!is_plain_file_name(shard))
-      return make_error(ErrorCode::kCorruptData,
-                        "{}: weight_map['{}'] = '{}' is not a file name in the index's directory",
-                        index_path, it.key(), shard);
-    shard_names.insert(shard);
-  }
   // Shards in name order (model-00001-of-... sorts by shard number).
-  for (const auto& shard : shard_names) {
+  for (const auto& shard : index.shards) {
     fs::path p = dir / shard;
     if (!fs::is_regular_file(p, ec))
       return make_error(ErrorCode::kNotFound, "{}: shard {} listed in the weight_map does not exist",
                         index_path, p.string());
     MOEOPT_ASSIGN_OR_RETURN(auto f, SafetensorsFile::open(p.string()));
     for (const auto& t : f.tensors()) {
-      auto e = wm->find(t.name);
-      if (e == wm->end())
+      auto e = wm.find(t.name);
+      if (e == wm.end())
         return make_error(ErrorCode::kCorruptData,
                           "{}: shard {} holds tensor '{}' that the weight_map does not list",
                           index_path, shard, t.name);
-      if (e->get_ref<const std::string&>() != shard)
+      if (e->second != shard)
         return make_error(ErrorCode::kCorruptData,
                           "{}: tensor '{}' is in shard {} but the weight_map assigns it to {}",
-                          index_path, t.name, shard, e->get_ref<const std::string&>());
+                          index_path, t.name, shard, e->second);
     }
     MOEOPT_RETURN_IF_ERROR(add_file(std::move(f)));
   }
-  for (auto it = wm->begin(); it != wm->end(); ++it)
-    if (!ck.where_.count(it.key()))
+  for (const auto& [name, shard] : wm)
+    if (!ck.where_.count(name))
       return make_error(ErrorCode::kCorruptData,
                         "{}: tensor '{}' is listed in the weight_map for {} but that shard lacks it",
-                        index_path, it.key(), it->get_ref<const std::string&>());
+                        index_path, name, shard);
   return ck;
 }
 
