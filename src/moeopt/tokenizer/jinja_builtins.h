@@ -37,6 +37,11 @@ Result<std::vector<Value>> iterate(const Value& v);
 // Python `needle in container`.
 Result<bool> contains(const Value& container, const Value& needle);
 
+// Python's printf-style `fmt % args` (the `%` operator on strings and the `format`
+// filter): conversions s r a d i u f F e E g G x X o c with flags, width and precision;
+// `args` is a tuple (one value per conversion), a dict (for %(name)s) or a single value.
+Result<std::string> percent_format(const std::string& fmt, const Value& args);
+
 // JSON data -> Value (objects keep their key order).
 Value from_json(const nlohmann::ordered_json& j);
 // transformers' tojson: json.dumps(x, ensure_ascii, indent, separators, sort_keys).

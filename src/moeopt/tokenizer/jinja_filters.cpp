@@ -1,12 +1,13 @@
 // Jinja filters and tests (see jinja_builtins.h), following jinja2/filters.py and
 // jinja2/tests.py. `tojson` is transformers' override (json.dumps with ensure_ascii=False
 // by default, optional indent/separators/sort_keys), not jinja2's HTML-safe one.
-// Not implemented (an error names them): batch, slice, groupby, format, truncate,
+// Not implemented (an error names them): batch, slice, groupby, truncate,
 // wordwrap, urlize, xmlattr, filesizeformat, pprint, escape.
 // Known difference: jinja2's select/reject/map are lazy generators, ours build lists, so
 // `xs|selectattr('a', 'gt', 1)|first` fails here on a later element that would raise in
 // jinja2 had it been reached (e.g. an undefined attribute), where jinja2 stops early.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -266,6 +267,141 @@ Result<Value> length_of(const Value& v) {
 
 }  // namespace
 
+Result<std::string> percent_format(const std::string& fmt, const Value& args) {
+  std::vector<Value> positional;
+  const Value* mapping = nullptr;
+  if (args.is_tuple()) positional = args.items();
+  else if (args.is_dict()) mapping = &args;
+  else positional.push_back(args);
+  size_t next = 0;
+  bool used_mapping = false;
+  auto fail = [](const std::string& m) { return Status(ErrorCode::kInvalidArgument, m); };
+  std::string out;
+  const size_t n = fmt.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (fmt[i] != '%') {
+      out.push_back(fmt[i]);
+      continue;
+    }
+    if (++i >= n) return fail("incomplete format");
+    if (fmt[i] == '%') {
+      out.push_back('%');
+      continue;
+    }
+    const Value* arg = nullptr;
+    if (fmt[i] == '(') {
+      size_t close = fmt.find(')', i);
+      if (close == std::string::npos) return fail("incomplete format key");
+      if (!mapping) return fail("format requires a mapping");
+      std::string key = fmt.substr(i + 1, close - i - 1);
+      arg = mapping->as_dict().find(key);
+      if (!arg) return fail(fmt::format("KeyError: '{}'", key));
+      used_mapping = true;
+      i = close + 1;
+    }
+    std::string flags;
+    while (i < n && std::string_view("-+ 0#").find(fmt[i]) != std::string_view::npos) flags += fmt[i++];
+    int width = -1, precision = -1;
+    if (i < n && fmt[i] == '*') return fail("'*' width in format is not supported");
+    if (i < n && std::isdigit(static_cast<unsigned char>(fmt[i]))) {
+      width = 0;
+      while (i < n && std::isdigit(static_cast<unsigned char>(fmt[i]))) width = std::min(width * 10 + (fmt[i++] - '0'), 4096);
+    }
+    if (i < n && fmt[i] == '.') {
+      ++i;
+      precision = 0;
+      while (i < n && std::isdigit(static_cast<unsigned char>(fmt[i]))) precision = std::min(precision * 10 + (fmt[i++] - '0'), 4096);
+    }
+    while (i < n && (fmt[i] == 'h' || fmt[i] == 'l' || fmt[i] == 'L')) ++i;
+    if (i >= n) return fail("incomplete format");
+    const char conv = fmt[i];
+    if (!arg) {
+      if (mapping) return fail("format requires a mapping key for every conversion");
+      if (next >= positional.size()) return fail("not enough arguments for format string");
+      arg = &positional[next++];
+    }
+    const bool left = flags.find('-') != std::string::npos;
+    auto pad = [&](std::string s) {
+      int64_t len = static_cast<int64_t>(utf8_length(s));
+      if (width > len) {
+        std::string fill(static_cast<size_t>(width - len), ' ');
+        s = left ? s + fill : fill + s;
+      }
+      return s;
+    };
+    std::string cflags = flags;  // printf takes the same flag characters
+    std::string spec = "%" + cflags + (width >= 0 ? std::to_string(width) : "") +
+                       (precision >= 0 ? "." + std::to_string(precision) : "");
+    char buf[8192];
+    switch (conv) {
+      case 's':
+      case 'r':
+      case 'a': {
+        std::string s = conv == 's' ? arg->str() : arg->repr();
+        if (precision >= 0) s = utf8_encode(utf8_decode(s).substr(0, static_cast<size_t>(precision)));
+        out += pad(s);
+        break;
+      }
+      case 'd':
+      case 'i':
+      case 'u':
+      case 'x':
+      case 'X':
+      case 'o': {
+        if (!arg->is_number())
+          return fail(fmt::format("%{} format: a real number is required, not {}", conv, arg->type_name()));
+        long long v = arg->is_float() ? static_cast<long long>(std::trunc(arg->as_double())) : arg->as_int();
+        char c = (conv == 'i' || conv == 'u') ? 'd' : conv;
+        if (c == 'o' && flags.find('#') != std::string::npos) {
+          // Python writes 0o17 where C writes 017.
+          std::string f2 = spec;
+          f2.erase(std::remove(f2.begin(), f2.end(), '#'), f2.end());
+          std::snprintf(buf, sizeof(buf), (f2 + "llo").c_str(), v);
+          std::string s(buf);
+          size_t digit = s.find_first_not_of(" +-");
+          s.insert(digit, "0o");
+          out += s;
+          break;
+        }
+        std::snprintf(buf, sizeof(buf), (spec + "ll" + c).c_str(), v);
+        out += buf;
+        break;
+      }
+      case 'f':
+      case 'F':
+      case 'e':
+      case 'E':
+      case 'g':
+      case 'G': {
+        if (!arg->is_number())
+          return fail(fmt::format("%{} format: a real number is required, not {}", conv, arg->type_name()));
+        std::snprintf(buf, sizeof(buf), (spec + conv).c_str(), arg->as_double());
+        out += buf;
+        break;
+      }
+      case 'c': {
+        std::string s;
+        if (arg->is_integral()) {
+          int64_t cp = arg->as_int();
+          if (cp < 0 || cp > 0x10FFFF) return fail("%c arg not in range(0x110000)");
+          utf8_append(s, static_cast<char32_t>(cp));
+        } else if (arg->is_string() && utf8_length(arg->as_string()) == 1) {
+          s = arg->as_string();
+        } else {
+          return fail("%c requires an int or a single character");
+        }
+        out += pad(s);
+        break;
+      }
+      default: return fail(fmt::format("unsupported format character '{}'", conv));
+    }
+  }
+  if (!mapping && next < positional.size())
+    return fail("not all arguments converted during string formatting");
+  (void)used_mapping;
+  return out;
+}
+
 Result<Value> apply_filter(const std::string& name, const Value& v, const CallArgs& a) {
   if (name == "tojson") return tojson_filter(v, a);
   if (name == "length" || name == "count") return length_of(v);
@@ -435,6 +571,21 @@ Result<Value> apply_filter(const std::string& name, const Value& v, const CallAr
       if ((name == "min" && c < 0) || (name == "max" && c > 0)) best = xs[i];
     }
     return best;
+  }
+  if (name == "format") {
+    // jinja2: str(value) % (kwargs or args)
+    if (!a.positional.empty() && !a.keyword.empty())
+      return filter_error(name, "can't handle positional and keyword arguments at the same time");
+    Value args;
+    if (!a.keyword.empty()) {
+      Dict d;
+      for (const auto& [k, x] : a.keyword) d.set(k, x);
+      args = Value::dict(std::move(d));
+    } else {
+      args = Value::list(a.positional, /*is_tuple=*/true);
+    }
+    MOEOPT_ASSIGN_OR_RETURN(std::string s, percent_format(v.str(), args));
+    return Value::string(std::move(s));
   }
   if (name == "center") {
     const Value* w = a.get(0, "width");

@@ -49,6 +49,11 @@ Status undefined_operand(const Value& v) {
 }
 
 Result<Value> arithmetic(const std::string& op, const Value& a, const Value& b) {
+  // str % anything is Python's printf formatting (str.__mod__ runs before any __rmod__).
+  if (op == "%" && a.is_string()) {
+    MOEOPT_ASSIGN_OR_RETURN(std::string s, percent_format(a.as_string(), b));
+    return Value::string(std::move(s));
+  }
   if (a.is_undefined()) return undefined_operand(a);
   if (b.is_undefined()) return undefined_operand(b);
   auto unsupported = [&]() {
@@ -82,7 +87,7 @@ Result<Value> arithmetic(const std::string& op, const Value& a, const Value& b) 
       return Value::list(std::move(xs), seq->is_tuple());
     }
   }
-  if (op == "%" && a.is_string()) return plain_error("string formatting with '%' is not supported");
+
   if (!a.is_number() || !b.is_number()) return unsupported();
 
   bool ints = a.is_integral() && b.is_integral();
