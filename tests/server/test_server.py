@@ -125,7 +125,7 @@ def hf_tokenizer():
         return Tokenizer.from_str(f.read())
 
 
-def qwen3_chat_prompt(messages):
+def qwen3_chat_prompt(messages, tools=None):
     """The model's chat template rendered by jinja2 (the reference transformers uses)."""
     with open(os.path.join(SOURCE, "models/tokenizers/qwen3/tokenizer_config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
@@ -135,7 +135,7 @@ def qwen3_chat_prompt(messages):
         raise jinja2.exceptions.TemplateError(msg)
     env.globals["raise_exception"] = raise_exception
     tmpl = env.from_string(cfg["chat_template"])
-    return tmpl.render(messages=messages, add_generation_prompt=True, tools=None,
+    return tmpl.render(messages=messages, add_generation_prompt=True, tools=tools,
                        bos_token=cfg.get("bos_token") or "", eos_token=cfg.get("eos_token") or "")
 
 
@@ -230,6 +230,13 @@ def test_chat(srv):
     check(text == msg.content, f"chat stream {text!r} != {msg.content!r}")
     check(chunks[-1].usage.completion_tokens == r.usage.completion_tokens, "chat stream usage")
     check(chunks[-2].choices[0].finish_reason == r.choices[0].finish_reason, "chat stream finish_reason")
+    # Tools reach the template: the prompt length equals jinja2's rendering with the tools.
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    want_tools = len(tok.encode(qwen3_chat_prompt(messages, tools), add_special_tokens=False).ids)
+    rt = cl.chat.completions.create(model=MODEL, messages=messages, tools=tools, max_tokens=1, temperature=0)
+    check(want_tools > want_prompt and rt.usage.prompt_tokens == want_tools,
+          f"chat with tools: prompt_tokens {rt.usage.prompt_tokens}, jinja2+HF {want_tools}")
     # max_completion_tokens is honoured.
     r2 = cl.chat.completions.create(model=MODEL, messages=messages, max_completion_tokens=3, temperature=0,
                                     extra_body={"ignore_eos": True})
@@ -469,6 +476,11 @@ def test_small_server(reference_texts):
         except openai.AuthenticationError:
             pass
         check(srv.request("GET", "/health")[0] == 200, "/health needs no key")
+        # A second server on the same port fails cleanly instead of sharing it.
+        dup = subprocess.run([MOEOPT, "serve", "--port", str(srv.port), "--cpu-threads", "1"], capture_output=True,
+                             text=True, env=dict(os.environ, MOEOPT_HOME=SOURCE), timeout=120)
+        check(dup.returncode == 2 and f"cannot listen on 127.0.0.1:{srv.port}" in dup.stderr,
+              f"port in use: rc {dup.returncode}, {dup.stderr[-200:]}")
         cl = srv.client(api_key="sekret")
         # 8 concurrent requests of ~20 + 40 tokens (4 blocks each) in a pool of 10 blocks:
         # sequences get preempted and recomputed, and the greedy outputs equal the reference.

@@ -9,3 +9,21 @@ if(EXISTS ${_server_py})
 else()
   message(STATUS "tests/server: ${_server_py} missing (run scripts/setup.sh); server tests skipped")
 endif()
+
+# Flag errors of `serve` and `bench serve`: exit 2 with one line naming the flag.
+set(_server_cli_runner ${PROJECT_SOURCE_DIR}/tests/cli/run_cli.cmake)
+function(moeopt_server_cli_test name args rc stderr_re)
+  add_test(NAME cli_${name} COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:moeopt_cli> "-DARGS=${args}"
+    -DEXPECT_RC=${rc} "-DEXPECT_STDERR=${stderr_re}" -P ${_server_cli_runner})
+  set_tests_properties(cli_${name} PROPERTIES LABELS "server;cli" ENVIRONMENT MOEOPT_HOME=${PROJECT_SOURCE_DIR})
+endfunction()
+moeopt_server_cli_test(serve_bad_knob "serve|--max-num-seqs|0" 2
+  "^moeopt serve: error: --max-num-seqs: override engine.max_num_seqs: 0 is out of range")
+moeopt_server_cli_test(serve_bad_feature "serve|--fp8-weights|maybe" 2
+  "^moeopt serve: error: --fp8-weights: [^\n]*expected a boolean")
+moeopt_server_cli_test(serve_unknown_profile "serve|--profile|nope" 2 "^moeopt serve: error: unknown profile 'nope'")
+moeopt_server_cli_test(serve_bad_port "serve|--port|70000" 2 "^moeopt serve: error: --port must be in")
+moeopt_server_cli_test(bench_serve_bad_url "bench|serve|--url|ftp://x" 2
+  "^moeopt bench serve: error: --url must look like http://HOST:PORT")
+moeopt_server_cli_test(bench_serve_unreachable "bench|serve|--url|http://127.0.0.1:1|--no-progress" 2
+  "^moeopt bench serve: error: GET http://127.0.0.1:1/v1/models: ")

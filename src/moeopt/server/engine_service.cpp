@@ -76,10 +76,10 @@ Result<std::shared_ptr<RequestStream>> EngineService::submit(Request request) {
   return stream;
 }
 
-void EngineService::cancel(uint64_t stream_id) {
+void EngineService::cancel(uint64_t stream_id, bool completed) {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    cancels_.push_back(stream_id);
+    cancels_.emplace_back(stream_id, completed);
   }
   cv_.notify_all();
 }
@@ -120,7 +120,7 @@ void EngineService::finish_active(uint64_t engine_id, Active& a, StreamEvent& ev
   bool has_tpot = a.first_token && a.generated >= 2;
   if (has_tpot) tpot = std::chrono::duration<double>(now - *a.first_token).count() / double(a.generated - 1);
   metrics_->record_request(e2e, tpot, has_tpot, ev.prompt_tokens, a.generated,
-                           ev.finish_reason == FinishReason::kAbort);
+                           ev.finish_reason == FinishReason::kAbort && !a.completed_by_caller);
   a.stream->push(std::move(ev));
   stream_to_engine_.erase(a.stream->id());
   active_.erase(engine_id);
@@ -131,7 +131,7 @@ void EngineService::loop() {
   bool busy = false;
   for (;;) {
     std::vector<Pending> incoming;
-    std::vector<uint64_t> cancels;
+    std::vector<std::pair<uint64_t, bool>> cancels;
     bool stopping = false;
     {
       std::unique_lock<std::mutex> lk(mu_);
@@ -154,9 +154,11 @@ void EngineService::loop() {
       active_[*id] = Active{p.stream, p.arrival, std::nullopt, 0};
       stream_to_engine_[p.stream->id()] = *id;
     }
-    for (uint64_t sid : cancels) {
+    for (auto [sid, completed] : cancels) {
       auto it = stream_to_engine_.find(sid);
-      if (it != stream_to_engine_.end()) engine_->abort(it->second);
+      if (it == stream_to_engine_.end()) continue;
+      engine_->abort(it->second);
+      if (completed) active_[it->second].completed_by_caller = true;
     }
     if (stopping) {
       // Shutdown: whatever is still running is aborted (the HTTP layer drained first).

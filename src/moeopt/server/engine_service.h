@@ -84,8 +84,10 @@ class EngineService {
   // Queues a request (already validated). kResourceExhausted when the queue is full,
   // kUnsupported once stop() began.
   Result<std::shared_ptr<RequestStream>> submit(Request request);
-  // Aborts a request (no-op when it already finished).
-  void cancel(uint64_t stream_id);
+  // Aborts a request (no-op when it already finished). `completed` marks a request the
+  // caller ended on purpose (a stop string matched): metrics count it as finished, not
+  // aborted.
+  void cancel(uint64_t stream_id, bool completed = false);
 
   EngineSnapshot snapshot() const;
   int64_t in_flight() const { return in_flight_.load(); }
@@ -103,6 +105,7 @@ class EngineService {
     std::chrono::steady_clock::time_point arrival;
     std::optional<std::chrono::steady_clock::time_point> first_token;
     int32_t generated = 0;
+    bool completed_by_caller = false;
   };
 
   void loop();
@@ -117,7 +120,7 @@ class EngineService {
   mutable std::mutex mu_;  // guards the fields below (never held while the model runs)
   std::condition_variable cv_;
   std::vector<Pending> incoming_;
-  std::vector<uint64_t> cancels_;
+  std::vector<std::pair<uint64_t, bool>> cancels_;  // stream id, completed
   bool stopping_ = false;
   uint64_t next_stream_id_ = 1;
   std::string fatal_;

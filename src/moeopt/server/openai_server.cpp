@@ -6,6 +6,8 @@
 #include <thread>
 #include <unordered_set>
 
+#include <sys/socket.h>
+
 #include <fmt/format.h>
 #include <httplib.h>
 
@@ -180,6 +182,15 @@ Result<std::unique_ptr<OpenAiServer>> OpenAiServer::create(ServerOptions options
   s->http_->set_keep_alive_max_count(1000);
   s->http_->set_keep_alive_timeout(5);
   s->http_->set_read_timeout(30);
+  // httplib's default sets SO_REUSEPORT, which lets a second server bind a port that is in
+  // use without an error; SO_REUSEADDR alone still allows a quick restart. The listening
+  // socket is remembered to enlarge its backlog after bind (see bind()).
+  OpenAiServer* self = s.get();
+  s->http_->set_socket_options([self](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    self->listen_fd_ = sock;
+  });
   s->install_routes();
   return s;
 }
@@ -199,6 +210,9 @@ Status OpenAiServer::bind() {
                         opt_.port);
     port_ = opt_.port;
   }
+  // httplib listens with a backlog of 5: a burst of new connections (64 clients at once on
+  // a busy machine) overflows it and clients see resets. listen() again only resizes it.
+  if (listen_fd_ >= 0) ::listen(listen_fd_, 1024);
   return {};
 }
 
@@ -393,7 +407,7 @@ void OpenAiServer::install_routes() {
             return send_error(res, api_error(503, "server_error", "the request was aborted (server shutting down)"));
           usage.cached_tokens = std::max<int64_t>(usage.cached_tokens, ev->cached_prompt_tokens);
           OutputDelta d = assembler->consume(*ev);
-          if (assembler->stopped_by_string() && !ev->finished) service_->cancel(stream->id());
+          if (assembler->stopped_by_string() && !ev->finished) service_->cancel(stream->id(), /*completed=*/true);
           text += d.text;
           for (auto& e : d.logprobs) lps.push_back(std::move(e));
           if (d.finished) finish = d.finish_reason;
@@ -453,7 +467,7 @@ void OpenAiServer::install_routes() {
               } else {
                 st->usage.cached_tokens = std::max<int64_t>(st->usage.cached_tokens, ev->cached_prompt_tokens);
                 OutputDelta d = st->assembler->consume(*ev);
-                if (st->assembler->stopped_by_string() && !ev->finished) svc->cancel(st->stream->id());
+                if (st->assembler->stopped_by_string() && !ev->finished) svc->cancel(st->stream->id(), /*completed=*/true);
                 if (!d.text.empty() || !d.logprobs.empty()) {
                   ojson lp = st->want_logprobs ? logprobs_json(st->info.endpoint, d.logprobs, tok) : ojson(nullptr);
                   out += sse_event(stream_chunk(st->info, d.text, "", lp, false, st->include_usage));

@@ -82,6 +82,7 @@ class OpenAiServer {
   std::unique_ptr<EngineService> service_;
   Metrics metrics_;
   int port_ = 0;
+  int listen_fd_ = -1;
   std::atomic<bool> draining_{false};
   std::atomic<bool> shutdown_started_{false};
 };
