@@ -317,6 +317,17 @@ TEST(Safetensors, FillCallbackSeesIncreasingChunks) {
   auto bytes = f->bytes(*f->find("x"));
   for (size_t i = 0; i < bytes.size(); ++i) ASSERT_EQ(bytes[i], uint8_t(i));
 
+  // Chunk sizes are rounded to whole elements (multiples of 8 bytes).
+  std::vector<std::pair<uint64_t, size_t>> f64_calls;
+  SafetensorsTensorSource f64{{"d", DType::kF64, {5}}, [&](uint64_t off, std::span<uint8_t> out) {
+                                f64_calls.emplace_back(off, out.size());
+                                std::memset(out.data(), 0, out.size());
+                                return Status::ok_status();
+                              }};
+  ASSERT_TRUE(write_safetensors((d / "d.safetensors").string(), {f64}, {}, 13).ok());
+  ASSERT_EQ(f64_calls.size(), 5u);
+  for (const auto& [off, n] : f64_calls) EXPECT_EQ(off % 8 + n % 8, 0u);
+
   // A failing fill aborts the write with its message and leaves no file.
   SafetensorsTensorSource bad{{"y", DType::kU8, {4}}, [](uint64_t, std::span<uint8_t>) {
                                 return make_error(ErrorCode::kInternal, "generator broke");

@@ -201,7 +201,8 @@ class SafetensorsWriter {
 };
 
 // Fills `out` with bytes [offset, offset + out.size()) of one tensor. Called in increasing
-// offset order, with chunks of at most the writer's chunk size.
+// offset order, with chunks of at most the writer's chunk size; chunks always hold whole
+// elements (offsets and sizes are multiples of the element size).
 using SafetensorsFillFn = std::function<Status(uint64_t offset, std::span<uint8_t> out)>;
 
 struct SafetensorsTensorSource {
@@ -214,7 +215,7 @@ struct SafetensorsTensorSource {
 void sort_for_alignment(std::vector<SafetensorsTensorSource>& tensors);
 
 // Writes one file from fill callbacks (sorted with sort_for_alignment first), holding at
-// most `chunk_bytes` of tensor data in memory.
+// most `chunk_bytes` (rounded down to a multiple of 8, at least 8) of tensor data in memory.
 Status write_safetensors(const std::string& path, std::vector<SafetensorsTensorSource> tensors,
                          const std::map<std::string, std::string>& metadata = {},
                          size_t chunk_bytes = size_t(16) << 20);

@@ -239,7 +239,9 @@ void sort_for_alignment(std::vector<SafetensorsTensorSource>& tensors) {
 
 Status write_safetensors(const std::string& path, std::vector<SafetensorsTensorSource> tensors,
                          const std::map<std::string, std::string>& metadata, size_t chunk_bytes) {
-  if (chunk_bytes == 0) chunk_bytes = size_t(16) << 20;
+  // Whole elements per chunk: a multiple of 8 bytes (the largest element size), so fill
+  // callbacks never see a split element.
+  chunk_bytes = std::max<size_t>(8, chunk_bytes & ~size_t(7));
   sort_for_alignment(tensors);
   std::vector<SafetensorsTensorSpec> specs;
   specs.reserve(tensors.size());
