@@ -447,6 +447,22 @@ def test_prefix_cache_hits(srv):
     check(m2["moeopt_prefix_cache_hit_rate"] > 0, "hit rate gauge")
 
 
+def test_bench_serve(srv):
+    m0 = srv.metrics()
+    out = subprocess.run([MOEOPT, "bench", "serve", "--url", f"http://127.0.0.1:{srv.port}", "--num-prompts", "4",
+                          "--concurrency", "2", "--input-len", "8", "--output-len", "4", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    check(out.returncode == 0, f"bench serve rc {out.returncode}: {out.stderr[-300:]}")
+    j = json.loads(out.stdout)
+    m1 = srv.metrics()
+    check(j["model"] == MODEL and j["completed"] == 4 and j["failed"] == 0, f"bench serve: {j}")
+    check(j["total_input_tokens"] == 32 and j["total_output_tokens"] == 16, f"bench token counts: {j}")
+    check(m1["moeopt_generation_tokens_total"] - m0["moeopt_generation_tokens_total"] == 16, "server saw 16 tokens")
+    for k in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
+        check(0 < j[k]["p50"] <= j[k]["p99"], f"{k}: {j[k]}")
+    check(j["ttft_ms"]["mean"] < j["e2e_ms"]["mean"], "TTFT below end-to-end latency")
+
+
 def test_metrics_shape(srv):
     status, text, hdrs = srv.request("GET", "/metrics")
     for name in ["moeopt_time_to_first_token_seconds_bucket", "moeopt_time_per_output_token_seconds_count",
@@ -577,7 +593,7 @@ def main():
         except Exception:  # noqa: BLE001
             ok = False
             print(f"FAIL test_concurrency_equals_sequential\n{traceback.format_exc()}")
-        for t in (test_metrics_shape, test_graceful_shutdown):
+        for t in (test_bench_serve, test_metrics_shape, test_graceful_shutdown):
             t0 = time.time()
             try:
                 t(srv)
