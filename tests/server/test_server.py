@@ -481,8 +481,12 @@ def test_metrics_shape(srv):
 
 def test_small_server(reference_texts):
     srv = Server("--api-key", "sekret", "--num-kv-blocks", "10", "--max-num-seqs", "6",
-                 "--max-waiting-requests", "2", "--enable-prefix-caching", "false")
+                 "--max-waiting-requests", "2", "--enable-prefix-caching", "false", "--profile", "balanced")
     try:
+        banner = "".join(srv.banner)
+        # Features this build lacks are reported, never faked.
+        check("profile balanced:" in banner and "fp8_weights=unavailable" in banner and "prefix caching off" in banner,
+              "banner: " + banner)
         # 401 without / with a wrong key; /health stays open.
         status, body, _ = srv.request("POST", "/v1/completions", {"model": MODEL, "prompt": "hi"})
         check(status == 401 and json.loads(body)["error"]["type"] == "authentication_error", f"no key: {status} {body}")

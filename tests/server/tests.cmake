@@ -27,3 +27,9 @@ moeopt_server_cli_test(bench_serve_bad_url "bench|serve|--url|ftp://x" 2
   "^moeopt bench serve: error: --url must look like http://HOST:PORT")
 moeopt_server_cli_test(bench_serve_unreachable "bench|serve|--url|http://127.0.0.1:1|--no-progress" 2
   "^moeopt bench serve: error: GET http://127.0.0.1:1/v1/models: ")
+
+# Offline engine benchmark: runs and reports tokens/s as JSON.
+add_test(NAME cli_bench_offline_json COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:moeopt_cli>
+  "-DARGS=bench|--batch-size|2|--input-len|4|--output-len|3|--threads|2|--json" -DEXPECT_RC=0
+  "-DEXPECT_STDOUT=\"output_tokens_per_s\": [0-9.e+]+" -P ${_server_cli_runner})
+set_tests_properties(cli_bench_offline_json PROPERTIES LABELS "server;cli" ENVIRONMENT MOEOPT_HOME=${PROJECT_SOURCE_DIR})
