@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "moeopt/core/file_io.h"
+#include "moeopt/core/hash.h"
 #include "moeopt/core/logging.h"
 #include "moeopt/model/catalog.h"
 #include "moeopt/model/config.h"
@@ -16,12 +17,6 @@ namespace fs = std::filesystem;
 
 namespace moeopt {
 namespace {
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
-  return h;
-}
 
 // Bump when init-random's values or file layout change: old cache entries then stop matching.
 constexpr int kRandomInitFormat = 1;
@@ -48,7 +43,7 @@ Result<std::string> materialize_random_checkpoint(const std::string& config_path
   std::string key = fmt::format("{}|{}|{}|{}", text, seed, config.num_hidden_layers, kRandomInitFormat);
   std::string stem = fs::path(config_path).parent_path().filename().string();
   fs::path dir = fs::path(cache_root()) / fmt::format("{}-s{}-L{}-{:016x}", stem, seed,
-                                                       config.num_hidden_layers, fnv1a(key));
+                                                       config.num_hidden_layers, fnv1a64(key));
   std::error_code ec;
   if (fs::exists(dir / "config.json", ec)) return dir.string();
   fs::create_directories(dir.parent_path(), ec);

@@ -7,25 +7,13 @@
 #include <nlohmann/json.hpp>
 
 #include "moeopt/core/file_io.h"
+#include "moeopt/core/hash.h"
 #include "moeopt/core/thread_pool.h"
 #include "moeopt/model/safetensors.h"
 #include "moeopt/model/tensor_specs.h"
 
 namespace moeopt {
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
-  return h;
-}
 
 InitRule rule_for(const TensorSpec& s) {
   switch (s.role) {
@@ -82,7 +70,7 @@ int64_t tokenizer_size(const std::string& json_text) {
 
 float random_init_value(uint64_t seed, const std::string& name, uint64_t index, InitRule rule,
                         int64_t fan_in) {
-  uint64_t h = splitmix64(splitmix64(seed ^ fnv1a(name)) + index);
+  uint64_t h = splitmix64(splitmix64(seed ^ fnv1a64(name)) + index);
   float u = float(h >> 40) * 0x1.0p-24f * 2.0f - 1.0f;  // U[-1, 1)
   switch (rule) {
     case InitRule::kLinear: return u / std::sqrt(float(std::max<int64_t>(1, fan_in)));
