@@ -102,8 +102,8 @@ int run_offline(const OfflineArgs& a) {
     return 0;
   }
   std::printf("moeopt bench (offline engine, CPU backend): %s\n", dir->c_str());
-  std::printf("  batch %d x (input %d + output %d) tokens, %lld steps\n", a.batch_size, a.input_len, a.output_len,
-              (long long)e.num_steps());
+  std::printf("  batch %d x (input %d + output %d) tokens, %lld steps\n", a.batch_size, a.input_len,
+              a.output_len, (long long)e.num_steps());
   std::printf("  %-22s %10.3f s\n", "total time", total);
   std::printf("  %-22s %10.3f s  (%.1f prompt tokens/s)\n", "prefill", prefill,
               j["prefill_tokens_per_s"].get<double>());
@@ -115,11 +115,14 @@ int run_offline(const OfflineArgs& a) {
 
 RunFn setup_bench(CLI::App& app) {
   auto a = std::make_shared<OfflineArgs>();
-  CLI::App* sub = app.add_subcommand("bench", "Benchmarks: the engine offline, or `bench <name>` (see below)");
+  CLI::App* sub =
+      app.add_subcommand("bench", "Benchmarks: the engine offline, or `bench <name>` (see below)");
   sub->require_subcommand(0, 1);
   sub->add_option("--model", a->model, "checkpoint directory, catalog name or tiny-qwen3-moe (default)");
-  sub->add_option("--batch-size", a->batch_size, "sequences run together (default 8)")->check(CLI::PositiveNumber);
-  sub->add_option("--input-len", a->input_len, "prompt tokens per sequence (default 128)")->check(CLI::PositiveNumber);
+  sub->add_option("--batch-size", a->batch_size, "sequences run together (default 8)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--input-len", a->input_len, "prompt tokens per sequence (default 128)")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--output-len", a->output_len, "generated tokens per sequence (default 128)")
       ->check(CLI::PositiveNumber);
   sub->add_option("--threads", a->threads, "CPU threads (default: all)");

@@ -93,9 +93,12 @@ Result<std::string> first_model(const Target& t, const BenchServeArgs& a) {
   httplib::Client cli(t.origin);
   cli.set_connection_timeout(10);
   auto res = cli.Get((t.prefix + "/models").c_str(), auth_headers(a));
-  if (!res) return make_error(ErrorCode::kIoError, "GET {}{}/models: {}", t.origin, t.prefix, httplib::to_string(res.error()));
+  if (!res)
+    return make_error(ErrorCode::kIoError, "GET {}{}/models: {}", t.origin, t.prefix,
+                      httplib::to_string(res.error()));
   if (res->status != 200)
-    return make_error(ErrorCode::kIoError, "GET /v1/models answered {}: {}", res->status, res->body.substr(0, 200));
+    return make_error(ErrorCode::kIoError, "GET /v1/models answered {}: {}", res->status,
+                      res->body.substr(0, 200));
   json j = json::parse(res->body, nullptr, false);
   if (j.is_discarded() || !j.contains("data") || !j["data"].is_array() || j["data"].empty() ||
       !j["data"][0].contains("id") || !j["data"][0]["id"].is_string())
@@ -104,7 +107,8 @@ Result<std::string> first_model(const Target& t, const BenchServeArgs& a) {
 }
 
 // One streamed request; parses SSE events as they arrive.
-RequestResult run_one(const Target& t, const BenchServeArgs& a, const std::string& model, const json& prompt) {
+RequestResult run_one(const Target& t, const BenchServeArgs& a, const std::string& model,
+                      const json& prompt) {
   RequestResult r;
   const bool chat = a.endpoint == "chat";
   json body = {{"model", model},
@@ -230,7 +234,8 @@ int run_bench_serve(const BenchServeArgs& a) {
   auto target = parse_url(a.url);
   if (!target.ok()) return report_error(cmd, target.status());
   if (a.endpoint != "completions" && a.endpoint != "chat")
-    return report_error(cmd, make_error(ErrorCode::kInvalidArgument, "--endpoint must be completions or chat"));
+    return report_error(cmd,
+                        make_error(ErrorCode::kInvalidArgument, "--endpoint must be completions or chat"));
   std::string model = a.model;
   if (model.empty()) {
     auto m = first_model(*target, a);
@@ -241,8 +246,9 @@ int run_bench_serve(const BenchServeArgs& a) {
   // Prompts and arrival times, all from the seed.
   std::mt19937_64 rng(a.seed);
   std::vector<json> prompts;
-  static const char* kWords[] = {"river", "stone", "light", "quiet", "paper", "garden", "window", "music",
-                                 "cloud", "winter", "signal", "bridge", "market", "engine", "forest", "ocean"};
+  static const char* kWords[] = {"river",  "stone",  "light",  "quiet",  "paper",  "garden",
+                                 "window", "music",  "cloud",  "winter", "signal", "bridge",
+                                 "market", "engine", "forest", "ocean"};
   std::uniform_int_distribution<int> tok(1000, 30000), word(0, 15);
   for (int i = 0; i < a.num_prompts; ++i) {
     if (a.endpoint == "chat") {
@@ -369,9 +375,11 @@ RunFn setup_bench_serve(CLI::App& bench) {
   sub->add_option("--api-key", a->api_key, "sent as 'Authorization: Bearer KEY'");
   sub->add_option("--concurrency", a->concurrency, "requests in flight at most (default 8)")
       ->check(CLI::PositiveNumber);
-  sub->add_option("--num-prompts", a->num_prompts, "requests to send (default 64)")->check(CLI::PositiveNumber);
+  sub->add_option("--num-prompts", a->num_prompts, "requests to send (default 64)")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--input-len", a->input_len, "prompt tokens (default 128)")->check(CLI::PositiveNumber);
-  sub->add_option("--output-len", a->output_len, "tokens to generate (default 128)")->check(CLI::PositiveNumber);
+  sub->add_option("--output-len", a->output_len, "tokens to generate (default 128)")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--request-rate", a->request_rate, "Poisson arrivals per second (default: all at once)")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--seed", a->seed, "seed for prompts and arrivals (default 0)");

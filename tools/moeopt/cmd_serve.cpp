@@ -71,16 +71,18 @@ void print_summary(const ModelConfig& c, const std::string& dir, const std::stri
   std::string params;
   if (auto specs = expected_tensors(c); specs.ok()) {
     ParamCounts pc = count_params(c, *specs);
-    params = fmt::format(", {:.3g}M params ({:.3g}M active)", double(pc.total) / 1e6, double(pc.active) / 1e6);
+    params =
+        fmt::format(", {:.3g}M params ({:.3g}M active)", double(pc.total) / 1e6, double(pc.active) / 1e6);
   }
   std::printf("  model: %lld layers, hidden %lld, %lld experts (top-%lld), vocab %lld%s\n",
               (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.num_experts,
               (long long)c.num_experts_per_tok, (long long)c.vocab_size, params.c_str());
   const EngineOptions& eo = e.options();
-  std::printf("  engine: CPU backend, max_model_len %d, KV %d blocks x %d tokens, max_num_seqs %d, "
-              "max_num_batched_tokens %d, prefix caching %s, chunked prefill %s\n",
-              e.max_model_len(), e.blocks().num_blocks(), eo.block_size, eo.max_num_seqs, eo.max_num_batched_tokens,
-              eo.enable_prefix_caching ? "on" : "off", eo.enable_chunked_prefill ? "on" : "off");
+  std::printf(
+      "  engine: CPU backend, max_model_len %d, KV %d blocks x %d tokens, max_num_seqs %d, "
+      "max_num_batched_tokens %d, prefix caching %s, chunked prefill %s\n",
+      e.max_model_len(), e.blocks().num_blocks(), eo.block_size, eo.max_num_seqs, eo.max_num_batched_tokens,
+      eo.enable_prefix_caching ? "on" : "off", eo.enable_chunked_prefill ? "on" : "off");
   std::printf("  %s\n", engine::describe_features(prof).c_str());
   std::printf("  queue: %d waiting requests beyond the running batch; API key %s\n", so.max_waiting_requests,
               so.api_key.empty() ? "off" : "required");
@@ -104,7 +106,8 @@ int run_serve(ServeArgs& a) {
   }
   if (Status st = engine::validate_profile(*prof); !st.ok()) return report_error(cmd, st);
   if (a.port < 0 || a.port > 65535)
-    return report_error(cmd, make_error(ErrorCode::kInvalidArgument, "--port must be in [0, 65535], got {}", a.port));
+    return report_error(
+        cmd, make_error(ErrorCode::kInvalidArgument, "--port must be in [0, 65535], got {}", a.port));
 
   auto dir = resolve_runnable_model(a.model, data_root(),
                                     a.layers > 0 ? std::optional<int64_t>(a.layers) : std::nullopt);
@@ -176,7 +179,8 @@ RunFn setup_serve(CLI::App& app) {
   sub->add_option("--port", a->port, "port (default 8000; 0 = any free port)");
   sub->add_option("--profile", a->profile, "conservative (default), balanced, aggressive or a YAML file");
   sub->add_option("--api-key", a->api_key, "require 'Authorization: Bearer KEY' on /v1 and tokenizer routes");
-  sub->add_option("--served-model-name", a->served_model_name, "model id clients use (default: the model's name)");
+  sub->add_option("--served-model-name", a->served_model_name,
+                  "model id clients use (default: the model's name)");
   sub->add_option("--layers", a->layers, "override the depth of a catalog model")->check(CLI::PositiveNumber);
   sub->add_option("--num-kv-blocks", a->num_kv_blocks, "KV-cache blocks (default: from --kv-cache-mib)")
       ->check(CLI::NonNegativeNumber);

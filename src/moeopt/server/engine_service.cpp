@@ -46,9 +46,13 @@ EngineService::EngineService(std::unique_ptr<Engine> engine, EngineServiceOption
   publish_snapshot();
 }
 
-EngineService::~EngineService() { stop(); }
+EngineService::~EngineService() {
+  stop();
+}
 
-void EngineService::start() { thread_ = std::thread([this] { loop(); }); }
+void EngineService::start() {
+  thread_ = std::thread([this] { loop(); });
+}
 
 void EngineService::stop() {
   {

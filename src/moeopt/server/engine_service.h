@@ -40,8 +40,8 @@ struct StreamEvent {
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   int32_t prompt_tokens = 0;
-  int32_t cached_prompt_tokens = 0;   // prompt tokens served from the prefix cache
-  std::string error;                  // set when the engine failed this request
+  int32_t cached_prompt_tokens = 0;  // prompt tokens served from the prefix cache
+  std::string error;                 // set when the engine failed this request
 };
 
 // One request's mailbox: the engine thread pushes, the handler thread pops.

@@ -8,14 +8,16 @@ namespace {
 
 // Latency buckets in seconds: a CPU tiny model answers in milliseconds, a big GPU model in
 // tens of milliseconds per token and seconds per request.
-const std::vector<double> kTtftBuckets = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,
+const std::vector<double> kTtftBuckets = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25, 0.5,
                                           0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0};
-const std::vector<double> kTpotBuckets = {0.001, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
-                                          0.075, 0.1,   0.15, 0.2,   0.3,  0.4,   0.5,  0.75, 1.0, 2.5};
-const std::vector<double> kE2eBuckets = {0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0,
-                                         10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0};
+const std::vector<double> kTpotBuckets = {0.001, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+                                          0.1,   0.15,  0.2,  0.3,   0.4,  0.5,   0.75, 1.0,  2.5};
+const std::vector<double> kE2eBuckets = {0.01, 0.05, 0.1,  0.3,  0.5,  0.8,  1.0,  1.5,  2.0,  2.5,
+                                         5.0,  10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0};
 
-std::string fmt_double(double v) { return fmt::format("{}", v); }
+std::string fmt_double(double v) {
+  return fmt::format("{}", v);
+}
 
 void header(std::string& out, const std::string& name, const char* type, const char* help) {
   out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -101,25 +103,26 @@ std::string Metrics::render(const EngineSnapshot& s, const std::string& model_na
   out += fmt::format("moeopt_kv_blocks_total {}\n", s.kv_blocks_total);
   header(out, "moeopt_kv_blocks_used", "gauge", "KV-cache blocks held by sequences.");
   out += fmt::format("moeopt_kv_blocks_used {}\n", s.kv_blocks_used);
-  header(out, "moeopt_kv_blocks_cached", "gauge",
-         "Free KV-cache blocks that still hold a reusable prefix.");
+  header(out, "moeopt_kv_blocks_cached", "gauge", "Free KV-cache blocks that still hold a reusable prefix.");
   out += fmt::format("moeopt_kv_blocks_cached {}\n", s.kv_blocks_cached);
   header(out, "moeopt_kv_cache_usage_ratio", "gauge", "Share of KV-cache blocks held by sequences.");
-  out += fmt::format("moeopt_kv_cache_usage_ratio {}\n",
-                     fmt_double(s.kv_blocks_total ? double(s.kv_blocks_used) / double(s.kv_blocks_total) : 0.0));
+  out +=
+      fmt::format("moeopt_kv_cache_usage_ratio {}\n",
+                  fmt_double(s.kv_blocks_total ? double(s.kv_blocks_used) / double(s.kv_blocks_total) : 0.0));
   header(out, "moeopt_preemptions_total", "counter", "Sequences preempted (recomputed later).");
   out += fmt::format("moeopt_preemptions_total {}\n", s.preemptions);
   header(out, "moeopt_engine_steps_total", "counter", "Engine steps run.");
   out += fmt::format("moeopt_engine_steps_total {}\n", s.steps);
-  header(out, "moeopt_prefix_cache_queries_total", "counter",
-         "Prompt tokens looked up in the prefix cache.");
+  header(out, "moeopt_prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.");
   out += fmt::format("moeopt_prefix_cache_queries_total {}\n", s.prefix_queried_tokens);
   header(out, "moeopt_prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache.");
   out += fmt::format("moeopt_prefix_cache_hits_total {}\n", s.prefix_hit_tokens);
-  header(out, "moeopt_prefix_cache_hit_rate", "gauge", "prefix_cache_hits_total / prefix_cache_queries_total.");
-  out += fmt::format("moeopt_prefix_cache_hit_rate {}\n",
-                     fmt_double(s.prefix_queried_tokens ? double(s.prefix_hit_tokens) / double(s.prefix_queried_tokens)
-                                                        : 0.0));
+  header(out, "moeopt_prefix_cache_hit_rate", "gauge",
+         "prefix_cache_hits_total / prefix_cache_queries_total.");
+  out += fmt::format(
+      "moeopt_prefix_cache_hit_rate {}\n",
+      fmt_double(s.prefix_queried_tokens ? double(s.prefix_hit_tokens) / double(s.prefix_queried_tokens)
+                                         : 0.0));
   if (!s.expert_tokens.empty() && s.num_experts > 0) {
     header(out, "moeopt_expert_tokens_total", "counter", "Tokens routed to each expert of each MoE layer.");
     for (size_t i = 0; i < s.expert_tokens.size(); ++i)

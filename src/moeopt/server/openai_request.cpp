@@ -11,16 +11,25 @@ namespace {
 
 const char* type_name(const ojson& v) {
   switch (v.type()) {
-    case ojson::value_t::null: return "null";
-    case ojson::value_t::boolean: return "boolean";
+    case ojson::value_t::null:
+      return "null";
+    case ojson::value_t::boolean:
+      return "boolean";
     case ojson::value_t::number_integer:
-    case ojson::value_t::number_unsigned: return "integer";
-    case ojson::value_t::number_float: return "number";
-    case ojson::value_t::string: return "string";
-    case ojson::value_t::array: return "array";
-    case ojson::value_t::object: return "object";
-    case ojson::value_t::binary: return "binary";
-    case ojson::value_t::discarded: return "invalid";
+    case ojson::value_t::number_unsigned:
+      return "integer";
+    case ojson::value_t::number_float:
+      return "number";
+    case ojson::value_t::string:
+      return "string";
+    case ojson::value_t::array:
+      return "array";
+    case ojson::value_t::object:
+      return "object";
+    case ojson::value_t::binary:
+      return "binary";
+    case ojson::value_t::discarded:
+      return "invalid";
   }
   return "invalid";
 }
@@ -56,7 +65,8 @@ std::optional<ApiError> read_int(const ojson& body, const char* key, int64_t& ou
     out = int64_t(d);
   } else if (v->is_number_unsigned()) {
     uint64_t u = v->get<uint64_t>();
-    if (u > uint64_t(std::numeric_limits<int64_t>::max())) return bad_request(fmt::format("'{}' is too large", key), key);
+    if (u > uint64_t(std::numeric_limits<int64_t>::max()))
+      return bad_request(fmt::format("'{}' is too large", key), key);
     out = int64_t(u);
   } else if (v->is_number_integer()) {
     out = v->get<int64_t>();
@@ -75,9 +85,9 @@ std::optional<ApiError> read_bool(const ojson& body, const char* key, bool& out)
   return std::nullopt;
 }
 
-#define RETURN_IF_API_ERROR(expr)      \
-  do {                                 \
-    if (auto _e = (expr)) return _e;   \
+#define RETURN_IF_API_ERROR(expr)    \
+  do {                               \
+    if (auto _e = (expr)) return _e; \
   } while (0)
 
 // Flattens a message's content parts ([{"type": "text", "text": ...}, ...]) to one string.
@@ -94,8 +104,9 @@ std::optional<ApiError> normalize_messages(const ojson& in, ojson& out) {
       return bad_request(fmt::format("'{}.role' must be a string", where), "messages");
     const std::string& r = role->get_ref<const std::string&>();
     if (r != "system" && r != "user" && r != "assistant" && r != "tool" && r != "developer")
-      return bad_request(fmt::format("'{}.role' '{}' is not one of system, developer, user, assistant, tool", where, r),
-                         "messages");
+      return bad_request(
+          fmt::format("'{}.role' '{}' is not one of system, developer, user, assistant, tool", where, r),
+          "messages");
     ojson copy = m;
     auto content = m.find("content");
     if (content != m.end()) {
@@ -110,7 +121,8 @@ std::optional<ApiError> normalize_messages(const ojson& in, ojson& out) {
         }
         copy["content"] = text;
       } else if (!content->is_string() && !content->is_null()) {
-        return bad_request(fmt::format("'{}.content' must be a string or an array of text parts", where), "messages");
+        return bad_request(fmt::format("'{}.content' must be a string or an array of text parts", where),
+                           "messages");
       }
     } else if (r != "assistant") {
       return bad_request(fmt::format("'{}.content' is missing", where), "messages");
@@ -142,7 +154,8 @@ ApiError bad_request(std::string message, std::string param) {
 std::optional<ApiError> parse_json_object(const std::string& body, ojson& out) {
   out = ojson::parse(body, nullptr, /*allow_exceptions=*/false);
   if (out.is_discarded()) return bad_request("the request body is not valid JSON");
-  if (!out.is_object()) return bad_request(fmt::format("the request body must be a JSON object, got {}", type_name(out)));
+  if (!out.is_object())
+    return bad_request(fmt::format("the request body must be a JSON object, got {}", type_name(out)));
   return std::nullopt;
 }
 
@@ -151,7 +164,8 @@ std::optional<ApiError> read_token_ids(const ojson& v, const std::string& what, 
   out.clear();
   for (const ojson& t : v) {
     if (!t.is_number_integer() && !t.is_number_unsigned())
-      return bad_request(fmt::format("'{}' must contain only integer token ids, got {}", what, type_name(t)), what);
+      return bad_request(fmt::format("'{}' must contain only integer token ids, got {}", what, type_name(t)),
+                         what);
     int64_t id = t.is_number_unsigned() ? int64_t(std::min<uint64_t>(t.get<uint64_t>(), uint64_t(INT64_MAX)))
                                         : t.get<int64_t>();
     if (id < 0 || id > std::numeric_limits<int32_t>::max())
@@ -161,7 +175,8 @@ std::optional<ApiError> read_token_ids(const ojson& v, const std::string& what, 
   return std::nullopt;
 }
 
-std::optional<ApiError> parse_generation_request(const std::string& body, Endpoint endpoint, ApiRequest& out) {
+std::optional<ApiError> parse_generation_request(const std::string& body, Endpoint endpoint,
+                                                 ApiRequest& out) {
   ojson j;
   RETURN_IF_API_ERROR(parse_json_object(body, j));
   out = ApiRequest{};
@@ -180,7 +195,8 @@ std::optional<ApiError> parse_generation_request(const std::string& body, Endpoi
     // A list with a single prompt is accepted; batches are not (n = 1 per request).
     if (pr->is_array() && !pr->empty() && (pr->front().is_string() || pr->front().is_array())) {
       if (pr->size() != 1)
-        return bad_request("only one prompt per request is supported (send one request per prompt)", "prompt");
+        return bad_request("only one prompt per request is supported (send one request per prompt)",
+                           "prompt");
       one = &pr->front();
     }
     if (one->is_string()) {
@@ -204,7 +220,8 @@ std::optional<ApiError> parse_generation_request(const std::string& body, Endpoi
     bool has = false;
     RETURN_IF_API_ERROR(read_int(j, "logprobs", lp, has));
     if (has) {
-      if (lp < 0 || lp > 20) return bad_request(fmt::format("'logprobs' must be in [0, 20], got {}", lp), "logprobs");
+      if (lp < 0 || lp > 20)
+        return bad_request(fmt::format("'logprobs' must be in [0, 20], got {}", lp), "logprobs");
       out.top_logprobs = int(lp);
     }
     int64_t best_of = 1;
@@ -269,7 +286,8 @@ std::optional<ApiError> parse_generation_request(const std::string& body, Endpoi
   }
   RETURN_IF_API_ERROR(read_bool(j, "ignore_eos", p.ignore_eos));
   RETURN_IF_API_ERROR(read_bool(j, "skip_special_tokens", out.skip_special_tokens));
-  if (const ojson* ids = field(j, "stop_token_ids")) RETURN_IF_API_ERROR(read_token_ids(*ids, "stop_token_ids", p.stop_token_ids));
+  if (const ojson* ids = field(j, "stop_token_ids"))
+    RETURN_IF_API_ERROR(read_token_ids(*ids, "stop_token_ids", p.stop_token_ids));
   if (const ojson* s = field(j, "stop")) {
     if (s->is_string()) {
       out.stop.push_back(s->get<std::string>());
@@ -287,7 +305,8 @@ std::optional<ApiError> parse_generation_request(const std::string& body, Endpoi
   RETURN_IF_API_ERROR(read_bool(j, "stream", out.stream));
   if (const ojson* so = field(j, "stream_options")) {
     if (!so->is_object()) return wrong_type("stream_options", "an object", *so);
-    if (!out.stream) return bad_request("'stream_options' is only allowed with 'stream': true", "stream_options");
+    if (!out.stream)
+      return bad_request("'stream_options' is only allowed with 'stream': true", "stream_options");
     RETURN_IF_API_ERROR(read_bool(*so, "include_usage", out.include_usage));
   }
   if (out.top_logprobs >= 0) p.logprobs = out.top_logprobs;

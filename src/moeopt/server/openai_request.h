@@ -48,16 +48,16 @@ struct ApiRequest {
   // /v1/chat/completions: messages (content parts flattened to strings), tools, template
   // arguments.
   ojson messages;
-  ojson tools;                      // null or array
-  ojson chat_template_kwargs;       // null or object
+  ojson tools;                 // null or array
+  ojson chat_template_kwargs;  // null or object
   bool add_generation_prompt = true;
 
   SamplingParams params;
-  bool max_tokens_given = false;    // else the endpoint's default applies
-  std::vector<std::string> stop;    // stop strings (not included in the output text)
+  bool max_tokens_given = false;  // else the endpoint's default applies
+  std::vector<std::string> stop;  // stop strings (not included in the output text)
   bool stream = false;
-  bool include_usage = false;       // stream_options.include_usage
-  int top_logprobs = -1;            // -1: no logprobs; else this many alternatives per token
+  bool include_usage = false;  // stream_options.include_usage
+  int top_logprobs = -1;       // -1: no logprobs; else this many alternatives per token
   bool skip_special_tokens = true;
 };
 

@@ -23,7 +23,9 @@ ojson bytes_of(const std::string& s) {
 
 // dump() that never throws: invalid UTF-8 is replaced (the detokenizer never produces it,
 // but a token string for logprobs could in principle).
-std::string safe_dump(const ojson& j) { return j.dump(-1, ' ', false, ojson::error_handler_t::replace); }
+std::string safe_dump(const ojson& j) {
+  return j.dump(-1, ' ', false, ojson::error_handler_t::replace);
+}
 
 const char* object_name(Endpoint e, bool chunk) {
   if (e == Endpoint::kChat) return chunk ? "chat.completion.chunk" : "chat.completion";
@@ -51,7 +53,8 @@ ojson logprobs_json(Endpoint endpoint, const std::vector<TokenLogprobEntry>& ent
         std::string at = token_text(tok, alt.token);
         top.push_back({{"token", at}, {"logprob", alt.logprob}, {"bytes", bytes_of(at)}});
       }
-      content.push_back({{"token", t}, {"logprob", e.logprob}, {"bytes", bytes_of(t)}, {"top_logprobs", top}});
+      content.push_back(
+          {{"token", t}, {"logprob", e.logprob}, {"bytes", bytes_of(t)}, {"top_logprobs", top}});
     }
     return ojson{{"content", content}};
   }
@@ -80,12 +83,9 @@ ojson full_response(const ResponseInfo& info, const std::string& text, const std
   }
   choice["logprobs"] = logprobs;
   choice["finish_reason"] = finish_reason.empty() ? ojson(nullptr) : ojson(finish_reason);
-  return ojson{{"id", info.id},
-               {"object", object_name(info.endpoint, false)},
-               {"created", info.created},
-               {"model", info.model},
-               {"choices", ojson::array({choice})},
-               {"usage", usage_json(usage)}};
+  return ojson{
+      {"id", info.id},       {"object", object_name(info.endpoint, false)}, {"created", info.created},
+      {"model", info.model}, {"choices", ojson::array({choice})},           {"usage", usage_json(usage)}};
 }
 
 ojson stream_chunk(const ResponseInfo& info, const std::string& text, const std::string& finish_reason,
@@ -119,7 +119,9 @@ ojson usage_chunk(const ResponseInfo& info, const Usage& usage) {
                {"usage", usage_json(usage)}};
 }
 
-std::string sse_event(const ojson& j) { return "data: " + safe_dump(j) + "\n\n"; }
+std::string sse_event(const ojson& j) {
+  return "data: " + safe_dump(j) + "\n\n";
+}
 
 std::string make_response_id(const char* prefix) {
   static std::atomic<uint64_t> counter{0};

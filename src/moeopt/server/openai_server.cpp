@@ -45,7 +45,7 @@ ApiError api_error(int status, std::string type, std::string message, std::strin
 // Route label for the requests-by-status counter (unknown paths share one label so a
 // scanner cannot blow up the metric's cardinality).
 std::string route_label(const std::string& path) {
-  static const char* kRoutes[] = {"/health", "/v1/models", "/v1/completions", "/v1/chat/completions",
+  static const char* kRoutes[] = {"/health",   "/v1/models",  "/v1/completions", "/v1/chat/completions",
                                   "/tokenize", "/detokenize", "/metrics"};
   for (const char* r : kRoutes)
     if (path == r) return r;
@@ -90,7 +90,8 @@ std::optional<ApiError> OpenAiServer::Impl::render_chat(const ojson& messages, c
   return std::nullopt;
 }
 
-std::optional<ApiError> OpenAiServer::Impl::build_prompt(const ApiRequest& ar, std::vector<int32_t>& ids) const {
+std::optional<ApiError> OpenAiServer::Impl::build_prompt(const ApiRequest& ar,
+                                                         std::vector<int32_t>& ids) const {
   if (ar.endpoint == Endpoint::kCompletions) {
     if (ar.prompt_is_ids) {
       ids = ar.prompt_ids;
@@ -102,7 +103,8 @@ std::optional<ApiError> OpenAiServer::Impl::build_prompt(const ApiRequest& ar, s
     return std::nullopt;
   }
   std::string text;
-  if (auto e = render_chat(ar.messages, ar.tools, ar.add_generation_prompt, ar.chat_template_kwargs, text)) return e;
+  if (auto e = render_chat(ar.messages, ar.tools, ar.add_generation_prompt, ar.chat_template_kwargs, text))
+    return e;
   // The template already wrote the special tokens it wants.
   auto enc = tok.encode(text, /*add_special_tokens=*/false);
   if (!enc.ok()) return bad_request("messages: " + enc.status().message(), "messages");
@@ -110,35 +112,41 @@ std::optional<ApiError> OpenAiServer::Impl::build_prompt(const ApiRequest& ar, s
   return std::nullopt;
 }
 
-std::optional<ApiError> OpenAiServer::Impl::check_lengths(ApiRequest& ar, const std::vector<int32_t>& ids) const {
+std::optional<ApiError> OpenAiServer::Impl::check_lengths(ApiRequest& ar,
+                                                          const std::vector<int32_t>& ids) const {
   const char* param = ar.endpoint == Endpoint::kChat ? "messages" : "prompt";
   if (ids.empty()) return bad_request("the prompt is empty after tokenization", param);
   for (int32_t t : ids)
     if (t < 0 || t >= vocab)
-      return bad_request(fmt::format("prompt token id {} is outside the vocabulary [0, {})", t, vocab), param);
+      return bad_request(fmt::format("prompt token id {} is outside the vocabulary [0, {})", t, vocab),
+                         param);
   const int64_t n = int64_t(ids.size());
   if (n >= max_model_len)
-    return bad_request(fmt::format("This model's maximum context length is {} tokens, but the prompt has {} tokens "
-                                   "(no room to generate)",
-                                   max_model_len, n),
-                       param);
+    return bad_request(
+        fmt::format("This model's maximum context length is {} tokens, but the prompt has {} tokens "
+                    "(no room to generate)",
+                    max_model_len, n),
+        param);
   // Largest total length the KV pool can ever hold for one sequence.
   const int64_t kv_tokens = int64_t(num_blocks) * block_size;
   const int64_t cap = std::min<int64_t>(max_model_len, kv_tokens);
   if (n >= cap)
-    return bad_request(fmt::format("the prompt has {} tokens but the KV cache holds only {} tokens", n, kv_tokens),
-                       param);
+    return bad_request(
+        fmt::format("the prompt has {} tokens but the KV cache holds only {} tokens", n, kv_tokens), param);
   if (!ar.max_tokens_given) {
-    ar.params.max_tokens = ar.endpoint == Endpoint::kChat ? int32_t(cap - n) : int32_t(std::min<int64_t>(16, cap - n));
+    ar.params.max_tokens =
+        ar.endpoint == Endpoint::kChat ? int32_t(cap - n) : int32_t(std::min<int64_t>(16, cap - n));
   } else if (n + ar.params.max_tokens > max_model_len) {
-    return bad_request(fmt::format("This model's maximum context length is {} tokens. However, you requested {} "
-                                   "tokens ({} in the prompt, {} for the completion)",
-                                   max_model_len, n + ar.params.max_tokens, n, ar.params.max_tokens),
-                       "max_tokens");
+    return bad_request(
+        fmt::format("This model's maximum context length is {} tokens. However, you requested {} "
+                    "tokens ({} in the prompt, {} for the completion)",
+                    max_model_len, n + ar.params.max_tokens, n, ar.params.max_tokens),
+        "max_tokens");
   } else if (n + ar.params.max_tokens > kv_tokens) {
-    return bad_request(fmt::format("the request needs up to {} tokens of KV cache but the cache holds only {}",
-                                   n + ar.params.max_tokens, kv_tokens),
-                       "max_tokens");
+    return bad_request(
+        fmt::format("the request needs up to {} tokens of KV cache but the cache holds only {}",
+                    n + ar.params.max_tokens, kv_tokens),
+        "max_tokens");
   }
   Status st = ar.params.validate(vocab);
   if (!st.ok()) {
@@ -151,9 +159,9 @@ std::optional<ApiError> OpenAiServer::Impl::check_lengths(ApiRequest& ar, const 
   return std::nullopt;
 }
 
-Result<std::unique_ptr<OpenAiServer>> OpenAiServer::create(ServerOptions options, std::unique_ptr<Engine> engine,
-                                                          tokenizer::Tokenizer tok,
-                                                          std::optional<tokenizer::ChatTemplate> chat_template) {
+Result<std::unique_ptr<OpenAiServer>> OpenAiServer::create(
+    ServerOptions options, std::unique_ptr<Engine> engine, tokenizer::Tokenizer tok,
+    std::optional<tokenizer::ChatTemplate> chat_template) {
   if (options.served_model_name.empty())
     return make_error(ErrorCode::kInvalidArgument, "served model name is empty");
   if (options.max_waiting_requests < 0)
@@ -206,8 +214,8 @@ Status OpenAiServer::bind() {
     port_ = p;
   } else {
     if (!http_->bind_to_port(opt_.host, opt_.port))
-      return make_error(ErrorCode::kIoError, "cannot listen on {}:{} (in use, or not a local address)", opt_.host,
-                        opt_.port);
+      return make_error(ErrorCode::kIoError, "cannot listen on {}:{} (in use, or not a local address)",
+                        opt_.host, opt_.port);
     port_ = opt_.port;
   }
   // httplib listens with a backlog of 5: a burst of new connections (64 clients at once on
@@ -236,7 +244,8 @@ void OpenAiServer::shutdown() {
   // Abort leftovers first so no handler thread waits for the engine, then stop listening
   // (httplib joins its handler threads). A listener that has not started yet is waited for.
   service_->stop();
-  for (int i = 0; i < 500 && !http_->is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 500 && !http_->is_running(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   http_->stop();
 }
 
@@ -253,7 +262,8 @@ void OpenAiServer::install_routes() {
     for (size_t i = 0; i < want.size(); ++i) diff |= unsigned(char(i < got.size() ? got[i] : 0) ^ want[i]);
     if (diff == 0) return true;
     send_error(res, api_error(401, "authentication_error",
-                              got.empty() ? "missing API key: send 'Authorization: Bearer <key>'" : "invalid API key",
+                              got.empty() ? "missing API key: send 'Authorization: Bearer <key>'"
+                                          : "invalid API key",
                               "", "invalid_api_key"));
     return false;
   };
@@ -269,7 +279,8 @@ void OpenAiServer::install_routes() {
   h.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     metrics_.count_response(route_label(req.path), res.status);
   });
-  h.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+  h.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req,
+                                                              httplib::Response& res) {
     if (!res.body.empty() || res.status < 400) return httplib::Server::HandlerResponse::Unhandled;
     if (res.status == 404)
       send_error(res, api_error(404, "not_found_error", fmt::format("no route {} {}", req.method, req.path)));
@@ -296,19 +307,19 @@ void OpenAiServer::install_routes() {
   });
 
   auto model_card = [&im] {
-    return ojson{{"id", im.model_name},       {"object", "model"},
-                 {"created", im.created},     {"owned_by", "moeopt"},
-                 {"root", im.model_name},     {"max_model_len", im.max_model_len}};
+    return ojson{{"id", im.model_name},  {"object", "model"},     {"created", im.created},
+                 {"owned_by", "moeopt"}, {"root", im.model_name}, {"max_model_len", im.max_model_len}};
   };
   h.Get("/v1/models", [authorized, model_card](const httplib::Request& req, httplib::Response& res) {
     if (!authorized(req, res)) return;
     send_json(res, 200, {{"object", "list"}, {"data", ojson::array({model_card()})}});
   });
-  h.Get(R"(/v1/models/(.+))", [authorized, model_card, check_model](const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req, res)) return;
-    if (!check_model(req.matches[1].str(), res)) return;
-    send_json(res, 200, model_card());
-  });
+  h.Get(R"(/v1/models/(.+))",
+        [authorized, model_card, check_model](const httplib::Request& req, httplib::Response& res) {
+          if (!authorized(req, res)) return;
+          if (!check_model(req.matches[1].str(), res)) return;
+          send_json(res, 200, model_card());
+        });
 
   h.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.status = 200;
@@ -319,7 +330,8 @@ void OpenAiServer::install_routes() {
     if (!authorized(req, res)) return;
     ojson j;
     if (auto e = parse_json_object(req.body, j)) return send_error(res, *e);
-    if (j.contains("model") && j["model"].is_string() && !check_model(j["model"].get<std::string>(), res)) return;
+    if (j.contains("model") && j["model"].is_string() && !check_model(j["model"].get<std::string>(), res))
+      return;
     std::string text;
     bool add_special = true;
     if (j.contains("messages")) {
@@ -327,7 +339,8 @@ void OpenAiServer::install_routes() {
       std::string body = ojson{{"messages", j["messages"]}}.dump();
       if (auto e = parse_generation_request(body, Endpoint::kChat, ar)) return send_error(res, *e);
       bool agp = j.value("add_generation_prompt", true);
-      if (auto e = im.render_chat(ar.messages, ojson(nullptr), agp, ojson(nullptr), text)) return send_error(res, *e);
+      if (auto e = im.render_chat(ar.messages, ojson(nullptr), agp, ojson(nullptr), text))
+        return send_error(res, *e);
       add_special = false;
     } else if (j.contains("prompt") && j["prompt"].is_string()) {
       text = j["prompt"].get<std::string>();
@@ -348,21 +361,22 @@ void OpenAiServer::install_routes() {
     if (!authorized(req, res)) return;
     ojson j;
     if (auto e = parse_json_object(req.body, j)) return send_error(res, *e);
-    if (j.contains("model") && j["model"].is_string() && !check_model(j["model"].get<std::string>(), res)) return;
+    if (j.contains("model") && j["model"].is_string() && !check_model(j["model"].get<std::string>(), res))
+      return;
     if (!j.contains("tokens")) return send_error(res, bad_request("'tokens' is required", "tokens"));
     std::vector<int32_t> ids;
     if (auto e = read_token_ids(j["tokens"], "tokens", ids)) return send_error(res, *e);
     for (int32_t t : ids)
       if (int64_t(t) >= int64_t(im.tok.vocab_size()))
-        return send_error(res, bad_request(fmt::format("token id {} is outside the vocabulary", t), "tokens"));
+        return send_error(res,
+                          bad_request(fmt::format("token id {} is outside the vocabulary", t), "tokens"));
     send_json(res, 200, {{"prompt", im.tok.decode(ids, /*skip_special_tokens=*/false)}});
   });
 
   auto generate = [this, authorized, check_model](Endpoint ep) {
     return [this, authorized, check_model, ep](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res)) return;
-      if (draining_)
-        return send_error(res, api_error(503, "server_error", "the server is shutting down"));
+      if (draining_) return send_error(res, api_error(503, "server_error", "the server is shutting down"));
       Impl& im = *impl_;
       ApiRequest ar;
       if (auto e = parse_generation_request(req.body, ep, ar)) return send_error(res, *e);
@@ -379,15 +393,16 @@ void OpenAiServer::install_routes() {
         const Status& st = submitted.status();
         if (st.code() == ErrorCode::kResourceExhausted)
           return send_error(res, api_error(429, "rate_limit_error", st.message(), "", "rate_limit_exceeded"));
-        if (st.code() == ErrorCode::kUnsupported) return send_error(res, api_error(503, "server_error", st.message()));
+        if (st.code() == ErrorCode::kUnsupported)
+          return send_error(res, api_error(503, "server_error", st.message()));
         return send_error(res, api_error(500, "server_error", st.message()));
       }
       std::shared_ptr<RequestStream> stream = *submitted;
 
       std::unordered_set<int32_t> hidden(ar.params.stop_token_ids.begin(), ar.params.stop_token_ids.end());
       if (!ar.params.ignore_eos) hidden.insert(im.eos_ids.begin(), im.eos_ids.end());
-      auto assembler = std::make_shared<OutputAssembler>(im.tok, ar.stop, std::move(hidden), ar.skip_special_tokens,
-                                                         ar.top_logprobs >= 0);
+      auto assembler = std::make_shared<OutputAssembler>(im.tok, ar.stop, std::move(hidden),
+                                                         ar.skip_special_tokens, ar.top_logprobs >= 0);
       ResponseInfo info;
       info.endpoint = ep;
       info.id = make_response_id(ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
@@ -402,12 +417,15 @@ void OpenAiServer::install_routes() {
         while (!assembler->done()) {
           auto ev = stream->wait(std::chrono::milliseconds(1000));
           if (!ev) continue;
-          if (!ev->error.empty()) return send_error(res, api_error(500, "server_error", "engine: " + ev->error));
+          if (!ev->error.empty())
+            return send_error(res, api_error(500, "server_error", "engine: " + ev->error));
           if (ev->finished && ev->finish_reason == FinishReason::kAbort && !assembler->stopped_by_string())
-            return send_error(res, api_error(503, "server_error", "the request was aborted (server shutting down)"));
+            return send_error(
+                res, api_error(503, "server_error", "the request was aborted (server shutting down)"));
           usage.cached_tokens = std::max<int64_t>(usage.cached_tokens, ev->cached_prompt_tokens);
           OutputDelta d = assembler->consume(*ev);
-          if (assembler->stopped_by_string() && !ev->finished) service_->cancel(stream->id(), /*completed=*/true);
+          if (assembler->stopped_by_string() && !ev->finished)
+            service_->cancel(stream->id(), /*completed=*/true);
           text += d.text;
           for (auto& e : d.logprobs) lps.push_back(std::move(e));
           if (d.finished) finish = d.finish_reason;
@@ -456,24 +474,27 @@ void OpenAiServer::install_routes() {
                 // that went away.
                 if (Clock::now() - st->last_write < std::chrono::seconds(2)) return true;
                 out = ": keep-alive\n\n";
-              } else if (!ev->error.empty() ||
-                         (ev->finished && ev->finish_reason == FinishReason::kAbort &&
-                          !st->assembler->stopped_by_string())) {
+              } else if (!ev->error.empty() || (ev->finished && ev->finish_reason == FinishReason::kAbort &&
+                                                !st->assembler->stopped_by_string())) {
                 ApiError e = api_error(ev->error.empty() ? 503 : 500, "server_error",
                                        ev->error.empty() ? "the request was aborted (server shutting down)"
                                                          : "engine: " + ev->error);
                 out = sse_event(e.to_json()) + "data: [DONE]\n\n";
                 st->done = true;
               } else {
-                st->usage.cached_tokens = std::max<int64_t>(st->usage.cached_tokens, ev->cached_prompt_tokens);
+                st->usage.cached_tokens =
+                    std::max<int64_t>(st->usage.cached_tokens, ev->cached_prompt_tokens);
                 OutputDelta d = st->assembler->consume(*ev);
-                if (st->assembler->stopped_by_string() && !ev->finished) svc->cancel(st->stream->id(), /*completed=*/true);
+                if (st->assembler->stopped_by_string() && !ev->finished)
+                  svc->cancel(st->stream->id(), /*completed=*/true);
                 if (!d.text.empty() || !d.logprobs.empty()) {
-                  ojson lp = st->want_logprobs ? logprobs_json(st->info.endpoint, d.logprobs, tok) : ojson(nullptr);
+                  ojson lp =
+                      st->want_logprobs ? logprobs_json(st->info.endpoint, d.logprobs, tok) : ojson(nullptr);
                   out += sse_event(stream_chunk(st->info, d.text, "", lp, false, st->include_usage));
                 }
                 if (d.finished) {
-                  out += sse_event(stream_chunk(st->info, "", d.finish_reason, nullptr, false, st->include_usage));
+                  out += sse_event(
+                      stream_chunk(st->info, "", d.finish_reason, nullptr, false, st->include_usage));
                   if (st->include_usage) {
                     st->usage.completion_tokens = st->assembler->completion_tokens();
                     out += sse_event(usage_chunk(st->info, st->usage));

@@ -43,11 +43,11 @@ namespace moeopt::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;                    // 0: any free port (see port())
-  std::string api_key;                // "": no authentication
-  std::string served_model_name;      // the id of /v1/models and the "model" field
-  int max_waiting_requests = 1024;    // beyond running + this many, 429
-  int http_threads = 0;               // 0: max_num_seqs + max_waiting (capped) + 8
+  int port = 8000;                  // 0: any free port (see port())
+  std::string api_key;              // "": no authentication
+  std::string served_model_name;    // the id of /v1/models and the "model" field
+  int max_waiting_requests = 1024;  // beyond running + this many, 429
+  int http_threads = 0;             // 0: max_num_seqs + max_waiting (capped) + 8
   double shutdown_timeout_s = 30.0;
   size_t max_body_bytes = size_t(32) << 20;
 };

@@ -48,8 +48,8 @@ OutputDelta OutputAssembler::consume(const StreamEvent& ev) {
     done_ = true;
     d.finished = true;
     d.finish_reason = stopper_.stopped() || ev.finish_reason == FinishReason::kStop ? "stop"
-                      : ev.finish_reason == FinishReason::kLength             ? "length"
-                                                                               : "abort";
+                      : ev.finish_reason == FinishReason::kLength                   ? "length"
+                                                                                    : "abort";
   }
   return d;
 }
