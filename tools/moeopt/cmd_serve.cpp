@@ -8,6 +8,7 @@
 // http://HOST:PORT". SIGINT/SIGTERM: stop accepting, let in-flight requests finish (up to
 // --shutdown-timeout seconds), exit 0.
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -154,12 +155,17 @@ int run_serve(ServeArgs& a) {
   server::OpenAiServer* s = srv->get();
   if (Status st = s->bind(); !st.ok()) return report_error(cmd, st);
 
+  // First SIGINT/SIGTERM: graceful stop (on its own thread, it may wait for requests).
+  // A second one: the user insists, exit at once.
   std::thread([sigs, s] {
     int sig = 0;
     if (sigwait(&sigs, &sig) != 0) return;
-    std::fprintf(stderr, "moeopt serve: %s received, finishing in-flight requests\n",
+    std::fprintf(stderr, "moeopt serve: %s received, finishing in-flight requests (again to force)\n",
                  sig == SIGINT ? "SIGINT" : "SIGTERM");
-    s->shutdown();
+    std::thread([s] { s->shutdown(); }).detach();
+    if (sigwait(&sigs, &sig) != 0) return;
+    std::fprintf(stderr, "moeopt serve: forced exit\n");
+    std::_Exit(130);
   }).detach();
 
   std::printf("Server running on http://%s:%d\n", a.host.c_str(), s->port());
