@@ -4,19 +4,15 @@
 #include <algorithm>
 #include <cassert>
 
+#include "moeopt/core/hash.h"
+
 namespace moeopt {
 
 uint64_t block_chain_hash(uint64_t parent, std::span<const int32_t> tokens) {
-  // splitmix64-style mixing of the parent hash and each token; the stored tokens and parent
-  // are compared on lookup, so this only needs to spread well, not resist attacks.
-  auto mix = [](uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-  };
-  uint64_t h = mix(parent ^ 0x6d6f656f70742d6bull);
-  for (int32_t t : tokens) h = mix(h ^ uint64_t(uint32_t(t)));
+  // SplitMix64 over the parent hash and each token; the stored tokens and parent are
+  // compared on lookup, so this only needs to spread well, not resist attacks.
+  uint64_t h = splitmix64(parent ^ 0x6d6f656f70742d6bull);
+  for (int32_t t : tokens) h = splitmix64(h ^ uint64_t(uint32_t(t)));
   return h == 0 ? 1 : h;  // 0 means "no parent"
 }
 
