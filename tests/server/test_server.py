@@ -237,6 +237,15 @@ def test_chat(srv):
     rt = cl.chat.completions.create(model=MODEL, messages=messages, tools=tools, max_tokens=1, temperature=0)
     check(want_tools > want_prompt and rt.usage.prompt_tokens == want_tools,
           f"chat with tools: prompt_tokens {rt.usage.prompt_tokens}, jinja2+HF {want_tools}")
+    # Templates and tokenizers run on many handler threads at once: same answers as one by one.
+    convs = [[{"role": "user", "content": f"Question {i}: what is {i} + {i}?"}] for i in range(16)]
+    def ask(m):
+        return cl.chat.completions.create(model=MODEL, messages=m, max_tokens=4, temperature=0,
+                                          extra_body={"ignore_eos": True}).choices[0].message.content
+    one_by_one = [ask(m) for m in convs]
+    with cf.ThreadPoolExecutor(16) as ex:
+        together = list(ex.map(ask, convs))
+    check(together == one_by_one, "concurrent chat answers differ from sequential ones")
     # max_completion_tokens is honoured.
     r2 = cl.chat.completions.create(model=MODEL, messages=messages, max_completion_tokens=3, temperature=0,
                                     extra_body={"ignore_eos": True})
