@@ -435,6 +435,31 @@ def test_disconnect_frees_blocks(srv):
     check(after["moeopt_requests_aborted_total"] >= before["moeopt_requests_aborted_total"] + 1, "abort counted")
     check(after["moeopt_generation_tokens_total"] - before["moeopt_generation_tokens_total"] < 3000,
           "generation stopped early")
+    # Non-streamed: the client leaves while the answer is being computed (after the server
+    # switched to a chunked body, 2 s in); the request is cancelled all the same.
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    conn.request("POST", "/v1/completions", body=json.dumps(
+        {"model": MODEL, "prompt": "Another long story", "max_tokens": 3000, "temperature": 0, "ignore_eos": True}),
+        headers={"Content-Type": "application/json"})
+    wait_for(lambda: srv.metrics()["moeopt_num_requests_running"] == 1, 20, "non-stream request running")
+    time.sleep(3.5)
+    check(srv.metrics()["moeopt_kv_blocks_used"] > 0, "non-stream request holds blocks")
+    conn.sock.close()
+    conn.close()
+    wait_for(lambda: srv.metrics()["moeopt_kv_blocks_used"] == 0, 20, "KV blocks freed after non-stream disconnect")
+    check(srv.metrics()["moeopt_requests_aborted_total"] >= after["moeopt_requests_aborted_total"] + 1,
+          "non-stream abort counted")
+
+
+def test_long_nonstream_response(srv):
+    # Longer than the 2 s the server answers directly: the chunked body with leading
+    # whitespace still parses in the official client and carries the full answer.
+    t0 = time.time()
+    r = srv.client().completions.create(model=MODEL, prompt="Go on", max_tokens=300, temperature=0,
+                                        extra_body={"ignore_eos": True})
+    took = time.time() - t0
+    check(r.usage.completion_tokens == 300 and r.choices[0].finish_reason == "length", f"long answer: {r.usage}")
+    print(f"    300 tokens in {took:.1f} s ({'chunked' if took > 2 else 'direct'} response)")
 
 
 def test_prefix_cache_hits(srv):
@@ -583,7 +608,7 @@ def main():
     reference = None
     tests = [test_health_and_models, test_completion_usage_and_logprobs, test_completion_stream_equals_nonstream,
              test_chat, test_stop_strings_and_ids, test_seeded_sampling, test_tokenize_detokenize,
-             test_bad_inputs, test_disconnect_frees_blocks, test_prefix_cache_hits]
+             test_bad_inputs, test_disconnect_frees_blocks, test_long_nonstream_response, test_prefix_cache_hits]
     try:
         for t in tests:
             t0 = time.time()

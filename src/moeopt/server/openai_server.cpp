@@ -412,27 +412,89 @@ void OpenAiServer::install_routes() {
       usage.prompt_tokens = int64_t(ids.size());
 
       if (!ar.stream) {
-        std::string text, finish;
-        std::vector<TokenLogprobEntry> lps;
-        while (!assembler->done()) {
-          auto ev = stream->wait(std::chrono::milliseconds(1000));
-          if (!ev) continue;
-          if (!ev->error.empty())
-            return send_error(res, api_error(500, "server_error", "engine: " + ev->error));
-          if (ev->finished && ev->finish_reason == FinishReason::kAbort && !assembler->stopped_by_string())
-            return send_error(
-                res, api_error(503, "server_error", "the request was aborted (server shutting down)"));
-          usage.cached_tokens = std::max<int64_t>(usage.cached_tokens, ev->cached_prompt_tokens);
-          OutputDelta d = assembler->consume(*ev);
-          if (assembler->stopped_by_string() && !ev->finished)
-            service_->cancel(stream->id(), /*completed=*/true);
-          text += d.text;
-          for (auto& e : d.logprobs) lps.push_back(std::move(e));
-          if (d.finished) finish = d.finish_reason;
+        // Non-streamed: collect the whole answer. A short request is answered normally
+        // (any status). One that runs longer than kDirectWait switches to a chunked 200
+        // response whose body starts with JSON whitespace written every second while
+        // waiting: a write to a client that went away fails, and the request is cancelled
+        // like a stream. (httplib 0.11 gives a handler no other way to see the socket close.)
+        // The price: an engine failure or shutdown after the switch is reported as an
+        // error object in a 200 body.
+        struct Collect {
+          std::shared_ptr<RequestStream> stream;
+          std::shared_ptr<OutputAssembler> assembler;
+          std::string text, finish;
+          std::vector<TokenLogprobEntry> lps;
+          Usage usage;
+          std::optional<ApiError> error;
+          // Takes one event; true when the answer (or an error) is complete.
+          bool absorb(const StreamEvent& ev, EngineService& svc) {
+            if (!ev.error.empty()) {
+              error = api_error(500, "server_error", "engine: " + ev.error);
+              return true;
+            }
+            if (ev.finished && ev.finish_reason == FinishReason::kAbort && !assembler->stopped_by_string()) {
+              error = api_error(503, "server_error", "the request was aborted (server shutting down)");
+              return true;
+            }
+            usage.cached_tokens = std::max<int64_t>(usage.cached_tokens, ev.cached_prompt_tokens);
+            OutputDelta d = assembler->consume(ev);
+            if (assembler->stopped_by_string() && !ev.finished) svc.cancel(stream->id(), /*completed=*/true);
+            text += d.text;
+            for (auto& e : d.logprobs) lps.push_back(std::move(e));
+            if (d.finished) finish = d.finish_reason;
+            return assembler->done();
+          }
+        };
+        auto c = std::make_shared<Collect>();
+        c->stream = stream;
+        c->assembler = assembler;
+        c->usage = usage;
+        const bool want_lp = ar.top_logprobs >= 0;
+        auto body = [c, ep, info, want_lp, &tok = im.tok] {
+          c->usage.completion_tokens = c->assembler->completion_tokens();
+          ojson lp = want_lp ? logprobs_json(ep, c->lps, tok) : ojson(nullptr);
+          return full_response(info, c->text, c->finish, lp, c->usage);
+        };
+        constexpr auto kDirectWait = std::chrono::seconds(2);
+        auto deadline = Clock::now() + kDirectWait;
+        bool complete = false;
+        while (!complete && Clock::now() < deadline) {
+          auto ev = stream->wait(std::chrono::milliseconds(100));
+          if (ev) complete = c->absorb(*ev, *service_);
         }
-        usage.completion_tokens = assembler->completion_tokens();
-        ojson lp = ar.top_logprobs >= 0 ? logprobs_json(ep, lps, im.tok) : ojson(nullptr);
-        return send_json(res, 200, full_response(info, text, finish, lp, usage));
+        if (complete) {
+          if (c->error) return send_error(res, *c->error);
+          return send_json(res, 200, body());
+        }
+        EngineService* svc = service_.get();
+        auto last_write = std::make_shared<Clock::time_point>(Clock::now());
+        res.status = 200;
+        res.set_chunked_content_provider(
+            "application/json",
+            [c, svc, body, last_write](size_t, httplib::DataSink& sink) -> bool {
+              std::string out;
+              bool complete = false;
+              if (auto ev = c->stream->wait(std::chrono::milliseconds(250))) complete = c->absorb(*ev, *svc);
+              if (complete) {
+                out = (c->error ? c->error->to_json() : body())
+                          .dump(-1, ' ', false, ojson::error_handler_t::replace);
+              } else if (Clock::now() - *last_write >= std::chrono::seconds(1)) {
+                out = " ";
+              }
+              if (!out.empty()) {
+                if (!sink.write(out.data(), out.size())) {
+                  svc->cancel(c->stream->id());
+                  return false;
+                }
+                *last_write = Clock::now();
+              }
+              if (complete) sink.done();
+              return true;
+            },
+            [c, svc](bool) {
+              if (!c->assembler->done() || !c->stream->finished()) svc->cancel(c->stream->id());
+            });
+        return;
       }
 
       // Streaming: the provider runs on this handler thread once headers are out; each call

@@ -16,9 +16,10 @@
 // Each HTTP request runs on a handler thread of httplib's pool; it validates and tokenizes,
 // submits to the EngineService and then reads its own RequestStream (engine_service.h).
 // A streamed response notices a client that went away when a write fails; the request is
-// then cancelled and its KV blocks are freed by the engine thread. (A non-streamed request
-// whose client disconnects runs to its end: httplib gives a handler no way to see the
-// socket close before it writes.)
+// then cancelled and its KV blocks are freed by the engine thread. A non-streamed request
+// that takes longer than 2 s is answered as a chunked 200 body preceded by JSON whitespace
+// written every second, so its client leaving is noticed the same way (httplib 0.11 gives a
+// handler no access to the socket); late failures then come as an error object in that body.
 //
 // Shutdown (shutdown()): new generation requests get 503, in-flight ones may finish for up
 // to `shutdown_timeout_s`, then whatever is left is aborted and the listener stops.
