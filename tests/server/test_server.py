@@ -508,6 +508,17 @@ def test_metrics_shape(srv):
     m = srv.metrics()
     check(m['moeopt_time_to_first_token_seconds_bucket{le="+Inf"}'] == m["moeopt_time_to_first_token_seconds_count"],
           "histogram +Inf bucket equals count")
+    # Routing counts: the tiny model has 4 MoE layers of 16 experts, top-4 — every layer saw
+    # the same number of routed (token, slot) pairs, a multiple of 4, spread over experts.
+    per_layer = {}
+    for key, v in m.items():
+        if key.startswith("moeopt_expert_tokens_total{"):
+            layer = key.split('layer="')[1].split('"')[0]
+            per_layer.setdefault(layer, []).append(v)
+    check(sorted(per_layer) == ["0", "1", "2", "3"], f"expert counts for layers {sorted(per_layer)}")
+    sums = {l: sum(v) for l, v in per_layer.items()}
+    check(len(set(sums.values())) == 1 and sums["0"] > 0 and sums["0"] % 4 == 0, f"routed pairs per layer {sums}")
+    check(all(sum(1 for x in v if x > 0) >= 2 for v in per_layer.values()), "routing uses several experts")
 
 
 # ----------------------------------------------------------------------------------------

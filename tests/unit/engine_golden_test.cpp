@@ -131,6 +131,35 @@ TEST_P(GoldenTest, BatchingAndPreemptionDoNotChangeTokens) {
   EXPECT_GT(small->scheduler().num_preemptions(), 0);
 }
 
+TEST_P(GoldenTest, CountsTokensRoutedToEachExpert) {
+  const std::string name = GetParam();
+  auto text = read_file((kSource / "tests/data/goldens" / (name + ".json.gz")).string());
+  ASSERT_TRUE(text.ok()) << text.status().message();
+  auto golden = nlohmann::json::parse(*text);
+  auto e = engine(checkpoint(name));
+  ASSERT_TRUE(e);
+  auto reqs = requests(golden);
+  int64_t forwarded = 0;  // every prompt token and every generated token but the last
+  for (auto& r : reqs) forwarded += int64_t(r.prompt.size()) + r.params.max_tokens - 1;
+  ASSERT_TRUE(run_to_completion(*e, reqs).ok());
+  const ModelConfig& c = e->config();
+  const auto& counts = e->expert_token_counts();
+  ASSERT_EQ(int64_t(counts.size()), c.num_hidden_layers * c.num_experts);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    int64_t sum = 0, used = 0;
+    for (int64_t x = 0; x < c.num_experts; ++x) {
+      sum += counts[size_t(l * c.num_experts + x)];
+      used += counts[size_t(l * c.num_experts + x)] > 0;
+    }
+    if (c.layer_is_moe(l)) {
+      EXPECT_EQ(sum, forwarded * c.num_experts_per_tok) << "layer " << l;
+      EXPECT_GE(used, std::min<int64_t>(c.num_experts, 2)) << "layer " << l;  // not all on one expert
+    } else {
+      EXPECT_EQ(sum, 0) << "dense layer " << l;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Configs, GoldenTest, ::testing::ValuesIn(golden_names()),
                          [](const auto& info) { return info.param; });
 

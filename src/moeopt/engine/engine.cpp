@@ -31,6 +31,7 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, Eng
                        opt.enable_prefix_caching, opt.enable_chunked_prefill},
       e->blocks_.get());
   for (int64_t id : c.eos_token_ids) e->eos_ids_.push_back(int32_t(id));
+  if (c.is_moe()) e->expert_tokens_.assign(size_t(c.num_hidden_layers * c.num_experts), 0);
   e->model_ = std::move(model);
   e->opt_ = opt;
   return e;
@@ -124,6 +125,7 @@ Result<std::vector<RequestOutput>> Engine::step() {
   HostTensor logits(DType::kF32, {int64_t(b.logits_rows.size()), V});
   ops::Context ctx;
   ctx.pool = pool_.get();
+  if (!expert_tokens_.empty()) b.expert_token_counts = expert_tokens_.data();
   MOEOPT_RETURN_IF_ERROR(model_->forward(ctx, b, kv_->layers(), logits.view()));
   for (const ScheduledSeq& w : work) {
     w.seq->num_computed += w.num_new_tokens;

@@ -64,6 +64,9 @@ class Engine {
   // kAbort) is reported by the next step(). False if the id is unknown or already done.
   bool abort(uint64_t id) { return scheduler_->abort(id); }
   int64_t num_steps() const { return steps_; }
+  // Tokens routed to each expert so far, [num_layers, num_experts] row-major (dense layers
+  // stay 0); empty for models without routed experts.
+  const std::vector<int64_t>& expert_token_counts() const { return expert_tokens_; }
   const EngineOptions& options() const { return opt_; }
 
   const BlockAllocator& blocks() const { return *blocks_; }
@@ -80,6 +83,7 @@ class Engine {
   std::unique_ptr<BlockAllocator> blocks_;
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::vector<int64_t> expert_tokens_;
   uint64_t next_id_ = 1;
   int64_t steps_ = 0;
   std::vector<int32_t> eos_ids_;

@@ -19,6 +19,9 @@ struct ForwardBatch {
   int32_t max_blocks_per_seq = 0;
   std::vector<int32_t> slot_mapping;     // [T] cache slot of each new token
   std::vector<int32_t> logits_rows;      // rows of [T] whose next-token logits are wanted
+  // Optional [num_layers, num_experts] counters: when set, forward adds, for every MoE layer,
+  // the number of (token, slot) pairs routed to each expert (the /metrics routing counts).
+  int64_t* expert_token_counts = nullptr;
 
   int32_t num_tokens() const { return int32_t(token_ids.size()); }
   int32_t num_seqs() const { return int32_t(context_lens.size()); }

@@ -113,6 +113,9 @@ void EngineService::publish_snapshot() {
   s.prefix_queried_tokens = sch.prefix_queried_tokens();
   s.prefix_hit_tokens = sch.prefix_hit_tokens();
   s.steps = engine_->num_steps();
+  s.num_layers = engine_->config().num_hidden_layers;
+  s.num_experts = engine_->config().num_experts;
+  s.expert_tokens = engine_->expert_token_counts();
   std::lock_guard<std::mutex> lk(snap_mu_);
   snap_ = std::move(s);
 }

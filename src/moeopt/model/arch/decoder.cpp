@@ -237,6 +237,14 @@ Status DecoderModel::forward(const ops::Context& ctx, const ForwardBatch& b,
       MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x.view(), m.router, std::nullopt, router_logits.view()));
       MOEOPT_RETURN_IF_ERROR(
           ops::moe_forward(ctx, x.view(), router_logits.view(), m.experts, m.params, delta.view()));
+      if (b.expert_token_counts) {
+        // Routing statistics only: route once more (cheap next to the experts) and count.
+        const int64_t E = m.router.shape[0], k = m.params.route.top_k;
+        HostTensor ids(DType::kI32, {T, k}), wts(DType::kF32, {T, k});
+        MOEOPT_RETURN_IF_ERROR(ops::moe_route(ctx, router_logits.view(), m.params.route, ids.view(), wts.view()));
+        int64_t* row = b.expert_token_counts + int64_t(l) * E;
+        for (int64_t i = 0; i < T * k; ++i) ++row[ids.ptr<int32_t>()[i]];
+      }
       if (m.shared) {
         HostTensor shared(DType::kF32, {T, H}), gate(DType::kF32, {T, 1});
         MOEOPT_RETURN_IF_ERROR(swiglu(*m.shared, shared.view()));
