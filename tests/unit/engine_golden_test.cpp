@@ -17,7 +17,7 @@
 #include "moeopt/core/file_io.h"
 #include "moeopt/engine/engine.h"
 #include "moeopt/model/config.h"
-#include "moeopt/model/random_init.h"
+#include "moeopt/model/model_cache.h"
 
 namespace fs = std::filesystem;
 
@@ -36,17 +36,14 @@ std::vector<std::string> golden_names() {
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
+  // init-random of the golden config (seed 0), written once into the test cache
+  // (MOEOPT_CACHE, set by CTest) through a temporary directory renamed into place, so
+  // tests running in parallel processes never share a half-written checkpoint.
   static fs::path checkpoint(const std::string& name) {
-    fs::path dir = fs::path(MOEOPT_BINARY_DIR) / "golden_ckpt" / name;
-    if (!fs::exists(dir / "config.json")) {
-      auto cfg = load_model_config((kSource / "tests/reference/golden_configs" / (name + ".json")).string());
-      EXPECT_TRUE(cfg.ok()) << cfg.status().message();
-      RandomInitOptions opt;
-      opt.seed = 0;
-      auto r = write_random_checkpoint(*cfg, dir.string(), opt);
-      EXPECT_TRUE(r.ok()) << r.status().message();
-    }
-    return dir;
+    auto dir = materialize_random_checkpoint(
+        (kSource / "tests/reference/golden_configs" / (name + ".json")).string(), 0, std::nullopt, "");
+    EXPECT_TRUE(dir.ok()) << dir.status().message();
+    return dir.ok() ? fs::path(*dir) : fs::path();
   }
 
   static std::unique_ptr<Engine> engine(const fs::path& dir, EngineOptions eo = {}) {

@@ -7,7 +7,7 @@
 
 #include "moeopt/engine/engine.h"
 #include "moeopt/model/config.h"
-#include "moeopt/model/random_init.h"
+#include "moeopt/model/model_cache.h"
 
 namespace fs = std::filesystem;
 
@@ -16,17 +16,14 @@ namespace {
 
 const fs::path kSource = MOEOPT_SOURCE_DIR;
 
+// Written once into the test cache (MOEOPT_CACHE, set by CTest) through a temporary
+// directory renamed into place, so tests running in parallel processes never share a
+// half-written checkpoint.
 fs::path checkpoint() {
-  fs::path dir = fs::path(MOEOPT_BINARY_DIR) / "prefix_ckpt" / "qwen3_moe_basic";
-  if (!fs::exists(dir / "config.json")) {
-    auto cfg = load_model_config((kSource / "tests/reference/golden_configs/qwen3_moe_basic.json").string());
-    EXPECT_TRUE(cfg.ok()) << cfg.status().message();
-    RandomInitOptions opt;
-    opt.seed = 0;
-    auto r = write_random_checkpoint(*cfg, dir.string(), opt);
-    EXPECT_TRUE(r.ok()) << r.status().message();
-  }
-  return dir;
+  auto dir = materialize_random_checkpoint(
+      (kSource / "tests/reference/golden_configs/qwen3_moe_basic.json").string(), 0, std::nullopt, "");
+  EXPECT_TRUE(dir.ok()) << dir.status().message();
+  return dir.ok() ? fs::path(*dir) : fs::path();
 }
 
 std::unique_ptr<Engine> make_engine(EngineOptions eo) {
