@@ -11,6 +11,7 @@
 #include "moeopt/core/thread_pool.h"
 #include "moeopt/model/safetensors.h"
 #include "moeopt/model/tensor_specs.h"
+#include "moeopt/ops/random_fill.h"
 
 namespace moeopt {
 namespace {
@@ -70,15 +71,19 @@ int64_t tokenizer_size(const std::string& json_text) {
 
 float random_init_value(uint64_t seed, const std::string& name, uint64_t index, InitRule rule,
                         int64_t fan_in) {
-  uint64_t h = splitmix64(splitmix64(seed ^ fnv1a64(name)) + index);
-  float u = float(h >> 40) * 0x1.0p-24f * 2.0f - 1.0f;  // U[-1, 1)
-  switch (rule) {
-    case InitRule::kLinear: return u / std::sqrt(float(std::max<int64_t>(1, fan_in)));
-    case InitRule::kEmbedding: return u * std::sqrt(3.0f);
-    case InitRule::kNorm: return 1.0f + 0.2f * u;
-    case InitRule::kSmallBias: return 0.1f * u;
-  }
-  return 0.0f;
+  return ops::random_fill_value(random_fill_for(seed, name, rule, fan_in), index);
+}
+
+ops::RandomFill random_fill_for(uint64_t seed, const std::string& name, InitRule rule,
+                                int64_t fan_in) {
+  return ops::RandomFill{ops::random_fill_key(seed, name), rule, fan_in};
+}
+
+InitRule init_rule_for(const TensorSpec& s) { return rule_for(s); }
+
+int64_t init_fan_in_for(const TensorSpec& s, const ModelConfig& config) {
+  // Biases ([out]) take the fan-in of their layer: the hidden size for every bias we have.
+  return s.shape.size() >= 2 ? s.shape.back() : config.hidden_size;
 }
 
 Result<RandomInitResult> write_random_checkpoint(const ModelConfig& config, const std::string& out_dir,
@@ -104,12 +109,9 @@ Result<RandomInitResult> write_random_checkpoint(const ModelConfig& config, cons
   for (const TensorSpec& s : specs) {
     SafetensorsTensorSource src;
     src.spec = {s.name, opt.dtype, s.shape};
-    InitRule rule = rule_for(s);
-    // Biases ([out]) take the fan-in of their layer: the hidden size for every bias we have.
-    int64_t fan_in = s.shape.size() >= 2 ? s.shape.back() : config.hidden_size;
+    const ops::RandomFill fill = random_fill_for(opt.seed, s.name, rule_for(s), init_fan_in_for(s, config));
     const uint64_t elem = dtype_size(opt.dtype), numel = uint64_t(s.numel());
     const DType dt = opt.dtype;
-    const uint64_t seed = opt.seed;
     const std::string name = s.name;
     auto progress = opt.progress;
     src.fill = [=](uint64_t offset, std::span<uint8_t> out) -> Status {
@@ -118,7 +120,7 @@ Result<RandomInitResult> write_random_checkpoint(const ModelConfig& config, cons
       const int64_t first = int64_t(offset / elem), n = int64_t(out.size() / elem);
       pool->parallel_for(n, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i)
-          store_from_f32(out.data(), dt, i, random_init_value(seed, name, uint64_t(first + i), rule, fan_in));
+          store_from_f32(out.data(), dt, i, ops::random_fill_value(fill, uint64_t(first + i)));
       }, 4096);
       *written += out.size();
       if (progress && uint64_t(first + n) == numel) progress(*written, total);

@@ -23,6 +23,8 @@
 #include "moeopt/core/dtype.h"
 #include "moeopt/core/status.h"
 #include "moeopt/model/config.h"
+#include "moeopt/model/tensor_specs.h"
+#include "moeopt/ops/random_fill.h"
 
 namespace moeopt {
 
@@ -49,8 +51,15 @@ Result<RandomInitResult> write_random_checkpoint(const ModelConfig& config, cons
 
 // The value of element `index` of tensor `name` (before rounding to the storage dtype),
 // given the tensor's init rule. Exposed for tests.
-enum class InitRule { kLinear, kEmbedding, kNorm, kSmallBias };
+using InitRule = ops::RandomFillRule;
 float random_init_value(uint64_t seed, const std::string& name, uint64_t index, InitRule rule,
                         int64_t fan_in);
+
+// The fill of one tensor (ops/random_fill.h): what write_random_checkpoint stores and what a
+// device backend generates for `--random-weights`.
+ops::RandomFill random_fill_for(uint64_t seed, const std::string& name, InitRule rule,
+                                int64_t fan_in);
+InitRule init_rule_for(const TensorSpec& spec);
+int64_t init_fan_in_for(const TensorSpec& spec, const ModelConfig& config);
 
 }  // namespace moeopt

@@ -42,6 +42,12 @@ Status kv_cache_write(const Context& ctx, const TensorView& k, const TensorView&
 struct AttentionParams {
   float scale = 0.0f;       // 0: 1/sqrt(head_dim)
   int sliding_window = 0;   // 0: none; else the number of most recent tokens attended
+  // Host-side upper bounds a device backend sizes its launch with (the batch tensors live on
+  // the device, so it cannot read them without a round trip). 0: unknown, the backend
+  // assumes the worst its limits allow. The CPU reference ignores them. Values smaller than
+  // the real ones are a caller bug (rows past the bound are not computed).
+  int max_context_len = 0;  // >= every context_lens[s]
+  int max_query_len = 0;    // >= every query_start_loc[s+1] - query_start_loc[s]
 };
 
 Status paged_attention(const Context& ctx, const TensorView& q, const TensorView& k_cache,

@@ -16,6 +16,7 @@ class ThreadPool;
 namespace moeopt::ops {
 
 class DeviceBackend;  // ops/device_backend.h
+class ScratchArena;   // ops/scratch.h
 
 // Scratch memory an op may use for temporaries (device memory on CUDA). The CPU reference
 // allocates its own small temporaries and ignores it.
@@ -29,6 +30,7 @@ struct Context {
   void* stream = nullptr;                   // CUDA: the cudaStream_t to launch on
   DeviceBackend* device_backend = nullptr;  // CUDA: op implementations
   Workspace workspace{};                    // optional scratch (see above)
+  ScratchArena* arena = nullptr;            // a forward pass's temporaries (model layer)
 };
 
 }  // namespace moeopt::ops

@@ -13,6 +13,8 @@
 #include "moeopt/ops/attention.h"
 #include "moeopt/ops/context.h"
 #include "moeopt/ops/moe.h"
+#include "moeopt/ops/random_fill.h"
+#include "moeopt/ops/sampling.h"
 
 namespace moeopt::ops {
 
@@ -20,6 +22,33 @@ class DeviceBackend {
  public:
   virtual ~DeviceBackend() = default;
   virtual const char* name() const = 0;
+
+  // ---- Memory and copies. The model loader, the scratch arena (ops/scratch.h) and the
+  // engine's device runner move weights, KV pages, batches and logits with these, so those
+  // layers stay free of any device API. Copies are enqueued on ctx.stream in order; a host
+  // source may be pageable (the backend stages it) and is free to reuse when the call returns.
+  virtual Result<void*> allocate(size_t bytes) { return not_here("allocate"); }
+  virtual void release(void* ptr) {}
+  virtual Status copy_to_device(const Context&, void* dst, const void* host_src, size_t bytes) {
+    return not_here("copy_to_device");
+  }
+  // Waits for the stream up to this copy, so `host_dst` is filled on return.
+  virtual Status copy_to_host(const Context&, void* host_dst, const void* src, size_t bytes) {
+    return not_here("copy_to_host");
+  }
+  virtual Status copy_on_device(const Context&, void* dst, const void* src, size_t bytes) {
+    return not_here("copy_on_device");
+  }
+  virtual Status fill_zero(const Context&, void* dst, size_t bytes) { return not_here("fill_zero"); }
+  virtual Status synchronize(const Context&) { return not_here("synchronize"); }
+  // Fills a contiguous bf16 / f16 / f32 device tensor with ops/random_fill.h values.
+  virtual Status random_fill(const Context&, const TensorView& t, const RandomFill& fill) {
+    return not_here("random_fill");
+  }
+  // Converts a contiguous device tensor to dst's dtype (same numel; f32/f16/bf16; RNE).
+  virtual Status convert(const Context&, const TensorView& src, const TensorView& dst) {
+    return not_here("convert");
+  }
 
   virtual Status embedding(const Context&, const TensorView& table, const TensorView& ids,
                            const TensorView& out) {
@@ -91,6 +120,10 @@ class DeviceBackend {
   }
   virtual Status log_softmax(const Context&, const TensorView& x, const TensorView& out) {
     return not_here("log_softmax");
+  }
+  // Batched sampling (ops/sampling.h); the engine calls it directly on its device runner.
+  virtual Status sample(const Context&, const SamplingBatch& batch, const SamplingOutput& out) {
+    return not_here("sample");
   }
 
  protected:

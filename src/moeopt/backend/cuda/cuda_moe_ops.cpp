@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "moeopt/backend/cuda/cuda_backend.h"
+#include "moeopt/backend/cuda/cuda_check.h"
 #include "moeopt/backend/cuda/moe.h"
 #include "moeopt/backend/cuda/moe_heuristics.h"
 #include "moeopt/backend/cuda/moe_launch.h"
@@ -21,27 +22,6 @@ namespace k = kernels;
 constexpr size_t kAlign = 256;
 size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 constexpr int64_t kInt32Limit = int64_t(1) << 31;
-
-cudaStream_t stream_of(const ops::Context& ctx) { return static_cast<cudaStream_t>(ctx.stream); }
-
-Status cuda_status(cudaError_t e, const char* op, const char* what) {
-  if (e == cudaSuccess) return Status::ok_status();
-  return make_error(ErrorCode::kInternal, "{}: {} failed: {}", op, what, cudaGetErrorString(e));
-}
-
-Status need_dtype(const char* op, const char* name, const TensorView& t, DType want) {
-  if (t.dtype == want) return Status::ok_status();
-  return make_error(ErrorCode::kUnsupported, "{}: {} is {}, the CUDA backend takes {}", op, name,
-                    dtype_name(t.dtype), dtype_name(want));
-}
-
-// Contiguous, 16-byte aligned (the kernels move 16-byte chunks).
-Status need_dense(const char* op, const char* name, const TensorView& t) {
-  MOEOPT_RETURN_IF_ERROR(ops::expect_contiguous(op, name, t));
-  if (t.numel() > 0 && (reinterpret_cast<uintptr_t>(t.data) & 15u) != 0)
-    return make_error(ErrorCode::kUnsupported, "{}: {} is not 16-byte aligned", op, name);
-  return Status::ok_status();
-}
 
 // Stacked bf16 experts with 16-byte rows: what the grouped GEMMs read.
 Status need_bf16_stacked(const char* op, const ops::ExpertWeights& w) {

@@ -1,0 +1,44 @@
+// Shared helpers of the CudaBackend op files: CUDA error -> Status, the context's stream, and
+// the argument checks every CUDA op repeats (dtype, dense 16-byte aligned tensors).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "moeopt/core/status.h"
+#include "moeopt/core/tensor.h"
+#include "moeopt/ops/check.h"
+#include "moeopt/ops/context.h"
+
+namespace moeopt::cuda {
+
+inline cudaStream_t stream_of(const ops::Context& ctx) {
+  return static_cast<cudaStream_t>(ctx.stream);
+}
+
+inline Status cuda_status(cudaError_t e, const char* op, const char* what) {
+  if (e == cudaSuccess) return Status::ok_status();
+  return make_error(ErrorCode::kInternal, "{}: {} failed: {}", op, what, cudaGetErrorString(e));
+}
+
+inline Status need_dtype(const char* op, const char* name, const TensorView& t, DType want) {
+  if (t.dtype == want) return Status::ok_status();
+  return make_error(ErrorCode::kUnsupported, "{}: {} is {}, the CUDA backend takes {}", op, name,
+                    dtype_name(t.dtype), dtype_name(want));
+}
+
+// Contiguous, 16-byte aligned (the kernels move 16-byte chunks).
+inline Status need_dense(const char* op, const char* name, const TensorView& t) {
+  MOEOPT_RETURN_IF_ERROR(ops::expect_contiguous(op, name, t));
+  if (t.numel() > 0 && (reinterpret_cast<uintptr_t>(t.data) & 15u) != 0)
+    return make_error(ErrorCode::kUnsupported, "{}: {} is not 16-byte aligned", op, name);
+  return Status::ok_status();
+}
+
+inline Status need_on_gpu(const char* op, const char* name, const TensorView& t) {
+  if (t.device == Device::kCuda) return Status::ok_status();
+  return make_error(ErrorCode::kInvalidArgument, "{}: {} is not on the GPU", op, name);
+}
+
+}  // namespace moeopt::cuda
