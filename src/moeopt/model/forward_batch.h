@@ -22,6 +22,11 @@ struct ForwardBatch {
   // Optional [num_layers, num_experts] counters: when set, forward adds, for every MoE layer,
   // the number of (token, slot) pairs routed to each expert (the /metrics routing counts).
   int64_t* expert_token_counts = nullptr;
+  // Upper bounds for the attention launch on a device (ops::AttentionParams). 0: the batch's
+  // own maxima. A runner that captures a CUDA graph for reuse passes the largest values the
+  // graph will ever see (e.g. max_model_len).
+  int32_t max_context_len_bound = 0;
+  int32_t max_query_len_bound = 0;
 
   int32_t num_tokens() const { return int32_t(token_ids.size()); }
   int32_t num_seqs() const { return int32_t(context_lens.size()); }

@@ -41,6 +41,25 @@ Result<WeightStore> WeightStore::open(const std::string& dir, const ModelConfig&
   return ws;
 }
 
+WeightStore WeightStore::from_views(std::vector<TensorSpec> specs,
+                                    std::unordered_map<std::string, TensorView> views,
+                                    std::shared_ptr<void> owner) {
+  WeightStore ws;
+  ws.specs_ = std::move(specs);
+  ws.views_ = std::move(views);
+  ws.owner_ = std::move(owner);
+  return ws;
+}
+
+const ops::ExpertWeights* WeightStore::stacked_experts(const std::string& moe_prefix) const {
+  auto it = stacked_.find(moe_prefix);
+  return it == stacked_.end() ? nullptr : &it->second;
+}
+
+void WeightStore::add_stacked_experts(const std::string& moe_prefix, ops::ExpertWeights experts) {
+  stacked_[moe_prefix] = std::move(experts);
+}
+
 Result<TensorView> WeightStore::get(std::string_view name) const {
   auto it = views_.find(std::string(name));
   if (it == views_.end())

@@ -22,7 +22,10 @@
 #include "moeopt/ops/embedding.h"
 #include "moeopt/ops/gated_add.h"
 #include "moeopt/ops/linear.h"
+#include "moeopt/ops/device_backend.h"
+#include "moeopt/ops/moe.h"
 #include "moeopt/ops/norm.h"
+#include "moeopt/ops/scratch.h"
 
 namespace moeopt {
 namespace {
@@ -124,6 +127,7 @@ Result<SwigluWeights> load_swiglu(const WeightStore& w, const std::string& prefi
 
 Result<ops::ExpertWeights> load_experts(const WeightStore& w, const std::string& moe_prefix,
                                         int64_t num_experts, bool mixtral_names) {
+  if (const ops::ExpertWeights* st = w.stacked_experts(moe_prefix)) return *st;
   std::vector<TensorView> gate, up, down;
   for (int64_t e = 0; e < num_experts; ++e) {
     MOEOPT_ASSIGN_OR_RETURN(SwigluWeights s,
@@ -137,27 +141,75 @@ Result<ops::ExpertWeights> load_experts(const WeightStore& w, const std::string&
   return ew;
 }
 
+namespace {
+
+// `b` starts where `a` ends (same dtype, device, contiguous): they can be read as one.
+bool adjacent(const TensorView& a, const TensorView& b) {
+  return a.dtype == b.dtype && a.device == b.device && a.is_contiguous() && b.is_contiguous() &&
+         static_cast<const char*>(a.data) + a.nbytes() == static_cast<const char*>(b.data);
+}
+
+// Rows of the given 2-D (or 1-D) tensors as one tensor, if they are adjacent in order.
+std::optional<TensorView> concat_rows(std::initializer_list<const TensorView*> parts) {
+  const TensorView* prev = nullptr;
+  int64_t rows = 0;
+  for (const TensorView* t : parts) {
+    if (prev && (!adjacent(*prev, *t) || t->ndim() != prev->ndim() ||
+                 (t->ndim() == 2 && t->shape[1] != prev->shape[1])))
+      return std::nullopt;
+    rows += t->shape[0];
+    prev = t;
+  }
+  const TensorView& first = **parts.begin();
+  Shape s = first.shape;
+  s[0] = rows;
+  return TensorView::contiguous(first.data, first.dtype, s, first.device);
+}
+
+}  // namespace
+
+void fuse_adjacent_weights(DecoderWeights& w) {
+  auto fuse_swiglu = [](SwigluWeights& s) { s.gate_up = concat_rows({&s.gate, &s.up}); };
+  for (DecoderLayerWeights& L : w.layers) {
+    AttentionWeights& a = L.attn;
+    a.qkv = concat_rows({&a.q, &a.k, &a.v});
+    if (a.q_bias && a.k_bias && a.v_bias) {
+      a.qkv_bias = concat_rows({&*a.q_bias, &*a.k_bias, &*a.v_bias});
+      if (!a.qkv_bias) a.qkv.reset();  // fused weight needs the fused bias
+    }
+    if (L.mlp) fuse_swiglu(*L.mlp);
+    if (L.moe && L.moe->shared) fuse_swiglu(*L.moe->shared);
+  }
+}
+
 DecoderModel::DecoderModel(ModelConfig config, WeightStore store, DecoderWeights weights)
     : config_(std::move(config)), store_(std::move(store)), w_(std::move(weights)),
-      rope_(rope_config_from(config_)) {}
+      rope_(rope_config_from(config_)) {
+  fuse_adjacent_weights(w_);
+}
 
 KvLayout DecoderModel::kv_layout() const {
   return {config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim};
 }
 
-Status DecoderModel::ensure_rope_table(int64_t max_position) {
+Status DecoderModel::ensure_rope_table(const ops::Context& ctx, int64_t max_position) {
   // Dynamic NTK rescales with the sequence length, so its table is rebuilt as positions grow
   // (transformers' dynamic_rope_update); the other types are fixed and built once.
   int64_t want = std::max<int64_t>(max_position + 1, config_.max_position_embeddings);
   bool dynamic = rope_.type == ops::RopeType::kDynamic;
-  if (cos_sin_positions_ >= want && !(dynamic && max_position + 1 > config_.max_position_embeddings))
-    return {};
-  if (dynamic) want = std::max(want, cos_sin_positions_);
-  cos_sin_ = HostTensor(DType::kF32, {want, rope_.rotary_dim()});
-  MOEOPT_RETURN_IF_ERROR(
-      ops::rope_build_cos_sin(rope_, dynamic ? max_position + 1 : 0, cos_sin_.view()));
-  cos_sin_positions_ = want;
-  return {};
+  if (cos_sin_positions_ < want || (dynamic && max_position + 1 > config_.max_position_embeddings)) {
+    if (dynamic) want = std::max(want, cos_sin_positions_);
+    cos_sin_ = HostTensor(DType::kF32, {want, rope_.rotary_dim()});
+    MOEOPT_RETURN_IF_ERROR(
+        ops::rope_build_cos_sin(rope_, dynamic ? max_position + 1 : 0, cos_sin_.view()));
+    cos_sin_positions_ = want;
+    cos_sin_device_.reset();
+  }
+  if (w_.embed.device == Device::kCpu || cos_sin_device_) return {};
+  ops::DeviceBackend* be = ctx.device_backend;
+  MOEOPT_ASSIGN_OR_RETURN(void* p, be->allocate(cos_sin_.nbytes()));
+  cos_sin_device_ = std::shared_ptr<void>(p, [be](void* q) { be->release(q); });
+  return be->copy_to_device(ctx, p, cos_sin_.ptr<void>(), cos_sin_.nbytes());
 }
 
 Status DecoderModel::forward(const ops::Context& ctx, const ForwardBatch& b,
@@ -167,99 +219,145 @@ Status DecoderModel::forward(const ops::Context& ctx, const ForwardBatch& b,
   const int64_t H = c.hidden_size, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads,
                 D = c.head_dim;
   const float eps = float(c.rms_norm_eps);
+  const bool on_device = w_.embed.device == Device::kCuda;
   if (int64_t(kv.size()) != c.num_hidden_layers)
     return make_error(ErrorCode::kInvalidArgument, "forward: {} KV layers given, model has {}",
                       kv.size(), c.num_hidden_layers);
   if (logits.ndim() != 2 || logits.shape[0] != R || logits.shape[1] != c.vocab_size)
     return make_error(ErrorCode::kInvalidArgument, "forward: logits has shape {}, expected [{}, {}]",
                       logits.shape.str(), R, c.vocab_size);
+  if (on_device && (!ctx.device_backend || !ctx.arena || ctx.arena->device() != Device::kCuda))
+    return make_error(ErrorCode::kInvalidArgument,
+                      "forward: the model is on the GPU; the context needs its device backend and "
+                      "a device scratch arena");
   if (T == 0) return {};
-  int32_t max_pos = 0;
+  int32_t max_pos = 0, max_ctx = 0, max_q = 0;
   for (int32_t p : b.positions) max_pos = std::max(max_pos, p);
-  MOEOPT_RETURN_IF_ERROR(ensure_rope_table(max_pos));
+  for (int32_t n : b.context_lens) max_ctx = std::max(max_ctx, n);
+  for (int64_t i = 0; i < S; ++i)
+    max_q = std::max(max_q, b.query_start_loc[size_t(i + 1)] - b.query_start_loc[size_t(i)]);
+  MOEOPT_RETURN_IF_ERROR(ensure_rope_table(ctx, max_pos));
 
-  TensorView ids = i32_view(b.token_ids, {T});
-  TensorView positions = i32_view(b.positions, {T});
-  TensorView slots = i32_view(b.slot_mapping, {T});
-  TensorView qsl = i32_view(b.query_start_loc, {S + 1});
-  TensorView ctx_lens = i32_view(b.context_lens, {S});
-  TensorView block_table = i32_view(b.block_table, {S, b.max_blocks_per_seq});
+  // Temporaries: the context's arena when there is one (always on a device), else host
+  // tensors owned by this call.
+  std::vector<HostTensor> host_tmp;
+  auto tmp = [&](DType dt, const Shape& shape) -> Result<TensorView> {
+    if (ctx.arena) return ctx.arena->alloc(dt, shape);
+    host_tmp.emplace_back(dt, shape);
+    return host_tmp.back().view();
+  };
+  // The batch's index vectors, copied to the device when the model runs there.
+  auto indices = [&](const std::vector<int32_t>& v, const Shape& shape) -> Result<TensorView> {
+    TensorView host = i32_view(v, shape);
+    if (!on_device) return host;
+    MOEOPT_ASSIGN_OR_RETURN(TensorView dev, tmp(DType::kI32, shape));
+    MOEOPT_RETURN_IF_ERROR(ctx.device_backend->copy_to_device(ctx, dev.data, host.data, host.nbytes()));
+    return dev;
+  };
+  const DType act = on_device ? DType::kBF16 : DType::kF32;
+  MOEOPT_ASSIGN_OR_RETURN(TensorView ids, indices(b.token_ids, {T}));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView positions, indices(b.positions, {T}));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView slots, indices(b.slot_mapping, {T}));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView qsl, indices(b.query_start_loc, {S + 1}));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView ctx_lens, indices(b.context_lens, {S}));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView block_table, indices(b.block_table, {S, b.max_blocks_per_seq}));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView logits_rows, indices(b.logits_rows, {R}));
+  const TensorView cos_sin =
+      on_device ? TensorView::contiguous(cos_sin_device_.get(), DType::kF32, cos_sin_.shape(), Device::kCuda)
+                : cos_sin_.view();
 
-  HostTensor residual(DType::kF32, {T, H}), x(DType::kF32, {T, H}), delta(DType::kF32, {T, H});
-  HostTensor qkv(DType::kF32, {T, (Hq + 2 * Hkv) * D}), attn(DType::kF32, {T, Hq, D});
-  MOEOPT_RETURN_IF_ERROR(ops::embedding(ctx, w_.embed, ids, residual.view()));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView residual, tmp(DType::kF32, {T, H}));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView x, tmp(act, {T, H}));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView delta, tmp(act, {T, H}));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView qkv, tmp(act, {T, (Hq + 2 * Hkv) * D}));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView attn, tmp(act, {T, Hq, D}));
+  MOEOPT_RETURN_IF_ERROR(ops::embedding(ctx, w_.embed, ids, residual));
+
+  TensorView shared_out, shared_gate, router_logits;
+  if (c.is_moe()) {
+    MOEOPT_ASSIGN_OR_RETURN(router_logits, tmp(DType::kF32, {T, c.num_experts}));
+    MOEOPT_ASSIGN_OR_RETURN(shared_out, tmp(act, {T, H}));
+    MOEOPT_ASSIGN_OR_RETURN(shared_gate, tmp(DType::kF32, {T, 1}));
+  }
+  auto swiglu = [&](const SwigluWeights& sw, const TensorView& out) -> Status {
+    const int64_t W = sw.gate.shape[0];
+    MOEOPT_ASSIGN_OR_RETURN(TensorView g, tmp(act, {T, 2 * W}));
+    MOEOPT_ASSIGN_OR_RETURN(TensorView a, tmp(act, {T, W}));
+    if (sw.gate_up) {
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, *sw.gate_up, std::nullopt, g));
+    } else {
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, sw.gate, std::nullopt, cols(g, 0, W)));
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, sw.up, std::nullopt, cols(g, W, 2 * W)));
+    }
+    MOEOPT_RETURN_IF_ERROR(ops::silu_and_mul(ctx, g, a));
+    return ops::linear(ctx, a, sw.down, std::nullopt, out);
+  };
 
   for (size_t l = 0; l < w_.layers.size(); ++l) {
     const DecoderLayerWeights& L = w_.layers[l];
     if (l == 0) {
-      MOEOPT_RETURN_IF_ERROR(ops::rms_norm(ctx, residual.view(), L.input_norm, eps, x.view()));
+      MOEOPT_RETURN_IF_ERROR(ops::rms_norm(ctx, residual, L.input_norm, eps, x));
     } else {
-      MOEOPT_RETURN_IF_ERROR(
-          ops::add_rms_norm(ctx, delta.view(), residual.view(), L.input_norm, eps, x.view()));
+      MOEOPT_RETURN_IF_ERROR(ops::add_rms_norm(ctx, delta, residual, L.input_norm, eps, x));
     }
     // Attention. q | k | v live side by side in one [T, (Hq + 2 Hkv) D] buffer.
-    TensorView q = cols(qkv.view(), 0, Hq * D);
-    TensorView k = cols(qkv.view(), Hq * D, (Hq + Hkv) * D);
-    TensorView v = cols(qkv.view(), (Hq + Hkv) * D, (Hq + 2 * Hkv) * D);
-    MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x.view(), L.attn.q, L.attn.q_bias, q));
-    MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x.view(), L.attn.k, L.attn.k_bias, k));
-    MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x.view(), L.attn.v, L.attn.v_bias, v));
+    TensorView q = cols(qkv, 0, Hq * D);
+    TensorView k = cols(qkv, Hq * D, (Hq + Hkv) * D);
+    TensorView v = cols(qkv, (Hq + Hkv) * D, (Hq + 2 * Hkv) * D);
+    if (L.attn.qkv) {
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, *L.attn.qkv, L.attn.qkv_bias, qkv));
+    } else {
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, L.attn.q, L.attn.q_bias, q));
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, L.attn.k, L.attn.k_bias, k));
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, L.attn.v, L.attn.v_bias, v));
+    }
     TensorView q3 = heads_view(q, Hq, D), k3 = heads_view(k, Hkv, D), v3 = heads_view(v, Hkv, D);
     if (L.attn.q_norm) {
       MOEOPT_RETURN_IF_ERROR(ops::rms_norm_per_head(ctx, q3, *L.attn.q_norm, eps, q3));
       MOEOPT_RETURN_IF_ERROR(ops::rms_norm_per_head(ctx, k3, *L.attn.k_norm, eps, k3));
     }
-    MOEOPT_RETURN_IF_ERROR(ops::rope_apply(ctx, q3, k3, positions, cos_sin_.view()));
+    MOEOPT_RETURN_IF_ERROR(ops::rope_apply(ctx, q3, k3, positions, cos_sin));
     MOEOPT_RETURN_IF_ERROR(ops::kv_cache_write(ctx, k3, v3, slots, kv[l].k, kv[l].v));
     ops::AttentionParams ap;
     ap.sliding_window = L.sliding_window;
+    ap.max_context_len = std::max(max_ctx, b.max_context_len_bound);
+    ap.max_query_len = std::max(max_q, b.max_query_len_bound);
     MOEOPT_RETURN_IF_ERROR(ops::paged_attention(ctx, q3, kv[l].k, kv[l].v, block_table, ctx_lens,
-                                                qsl, ap, attn.view()));
+                                                qsl, ap, attn));
     MOEOPT_RETURN_IF_ERROR(
-        ops::linear(ctx, attn.view().reshaped({T, Hq * D}), L.attn.o, L.attn.o_bias, delta.view()));
+        ops::linear(ctx, attn.reshaped({T, Hq * D}), L.attn.o, L.attn.o_bias, delta));
     MOEOPT_RETURN_IF_ERROR(
-        ops::add_rms_norm(ctx, delta.view(), residual.view(), L.post_attention_norm, eps, x.view()));
+        ops::add_rms_norm(ctx, delta, residual, L.post_attention_norm, eps, x));
 
     // Feed-forward: dense SwiGLU or MoE (+ gated shared expert).
-    auto swiglu = [&](const SwigluWeights& s, const TensorView& out) -> Status {
-      const int64_t W = s.gate.shape[0];
-      HostTensor gu(DType::kF32, {T, 2 * W}), act(DType::kF32, {T, W});
-      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x.view(), s.gate, std::nullopt, cols(gu.view(), 0, W)));
-      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x.view(), s.up, std::nullopt, cols(gu.view(), W, 2 * W)));
-      MOEOPT_RETURN_IF_ERROR(ops::silu_and_mul(ctx, gu.view(), act.view()));
-      return ops::linear(ctx, act.view(), s.down, std::nullopt, out);
-    };
     if (L.mlp) {
-      MOEOPT_RETURN_IF_ERROR(swiglu(*L.mlp, delta.view()));
-    } else {
-      const MoeBlockWeights& m = *L.moe;
-      HostTensor router_logits(DType::kF32, {T, m.router.shape[0]});
-      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x.view(), m.router, std::nullopt, router_logits.view()));
-      MOEOPT_RETURN_IF_ERROR(
-          ops::moe_forward(ctx, x.view(), router_logits.view(), m.experts, m.params, delta.view()));
-      if (b.expert_token_counts) {
-        // Routing statistics only: route once more (cheap next to the experts) and count.
-        const int64_t E = m.router.shape[0], k = m.params.route.top_k;
-        HostTensor ids(DType::kI32, {T, k}), wts(DType::kF32, {T, k});
-        MOEOPT_RETURN_IF_ERROR(ops::moe_route(ctx, router_logits.view(), m.params.route, ids.view(), wts.view()));
-        int64_t* row = b.expert_token_counts + int64_t(l) * E;
-        for (int64_t i = 0; i < T * k; ++i) ++row[ids.ptr<int32_t>()[i]];
-      }
-      if (m.shared) {
-        HostTensor shared(DType::kF32, {T, H}), gate(DType::kF32, {T, 1});
-        MOEOPT_RETURN_IF_ERROR(swiglu(*m.shared, shared.view()));
-        MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x.view(), *m.shared_gate, std::nullopt, gate.view()));
-        MOEOPT_RETURN_IF_ERROR(ops::sigmoid_gated_add(ctx, shared.view(), gate.view(), delta.view()));
-      }
+      MOEOPT_RETURN_IF_ERROR(swiglu(*L.mlp, delta));
+      continue;
+    }
+    const MoeBlockWeights& m = *L.moe;
+    MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, m.router, std::nullopt, router_logits));
+    MOEOPT_RETURN_IF_ERROR(ops::moe_forward(ctx, x, router_logits, m.experts, m.params, delta));
+    if (b.expert_token_counts && !on_device) {
+      // Routing statistics only: route once more (cheap next to the experts) and count.
+      // Not on a device yet: that would cost a device-to-host copy per layer.
+      const int64_t E = m.router.shape[0], topk = m.params.route.top_k;
+      HostTensor eids(DType::kI32, {T, topk}), wts(DType::kF32, {T, topk});
+      MOEOPT_RETURN_IF_ERROR(ops::moe_route(ctx, router_logits, m.params.route, eids.view(), wts.view()));
+      int64_t* row = b.expert_token_counts + int64_t(l) * E;
+      for (int64_t i = 0; i < T * topk; ++i) ++row[eids.ptr<int32_t>()[i]];
+    }
+    if (m.shared) {
+      MOEOPT_RETURN_IF_ERROR(swiglu(*m.shared, shared_out));
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, *m.shared_gate, std::nullopt, shared_gate));
+      MOEOPT_RETURN_IF_ERROR(ops::sigmoid_gated_add(ctx, shared_out, shared_gate, delta));
     }
   }
   // Final norm and LM head on the requested rows only.
   if (R == 0) return {};
-  MOEOPT_RETURN_IF_ERROR(ops::add_rms_norm(ctx, delta.view(), residual.view(), w_.final_norm, eps,
-                                           x.view()));
-  HostTensor rows(DType::kF32, {R, H});
-  MOEOPT_RETURN_IF_ERROR(ops::embedding(ctx, x.view(), i32_view(b.logits_rows, {R}), rows.view()));
-  return ops::linear(ctx, rows.view(), w_.lm_head, std::nullopt, logits);
+  MOEOPT_RETURN_IF_ERROR(ops::add_rms_norm(ctx, delta, residual, w_.final_norm, eps, x));
+  MOEOPT_ASSIGN_OR_RETURN(TensorView rows, tmp(act, {R, H}));
+  MOEOPT_RETURN_IF_ERROR(ops::embedding(ctx, x, logits_rows, rows));
+  return ops::linear(ctx, rows, w_.lm_head, std::nullopt, logits);
 }
 
 }  // namespace moeopt

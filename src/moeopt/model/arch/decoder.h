@@ -5,8 +5,12 @@
 // Each architecture file (arch/<name>.cpp) fills a DecoderWeights from the checkpoint using
 // the tensor names of tensor_specs.h and the family's routing rules; this file runs it.
 // Activations are f32 on the CPU; weights are used in place from the checkpoint mapping.
+// When the weights live on a device (model/device_weights.h), the same forward runs there:
+// activations bf16 except the residual stream (f32), router logits and logits (f32);
+// temporaries come from ctx.arena and the batch's index vectors are copied up once per step.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -21,10 +25,14 @@ struct AttentionWeights {
   TensorView q, k, v, o;                         // [Hq*D, H], [Hkv*D, H] x2, [H, Hq*D]
   std::optional<TensorView> q_bias, k_bias, v_bias, o_bias;
   std::optional<TensorView> q_norm, k_norm;      // [D] per-head RMSNorm (Qwen3)
+  // q, k, v as one [(Hq + 2 Hkv) D, H] matrix when they are adjacent in memory (the device
+  // layout puts them so, see model/device_weights.h): one GEMM instead of three.
+  std::optional<TensorView> qkv, qkv_bias;
 };
 
 struct SwigluWeights {
   TensorView gate, up, down;                     // [W, H], [W, H], [H, W]
+  std::optional<TensorView> gate_up;             // [2W, H] when gate and up are adjacent
 };
 
 struct MoeBlockWeights {
@@ -61,6 +69,9 @@ Result<SwigluWeights> load_swiglu(const WeightStore& w, const std::string& prefi
 Result<ops::ExpertWeights> load_experts(const WeightStore& w, const std::string& moe_prefix,
                                         int64_t num_experts, bool mixtral_names);
 
+// Sets the fused views above (qkv, gate_up) wherever the tensors are adjacent in memory.
+void fuse_adjacent_weights(DecoderWeights& w);
+
 class DecoderModel : public Model {
  public:
   DecoderModel(ModelConfig config, WeightStore store, DecoderWeights weights);
@@ -71,7 +82,7 @@ class DecoderModel : public Model {
                  const std::vector<LayerKv>& kv, const TensorView& logits) override;
 
  private:
-  Status ensure_rope_table(int64_t max_position);
+  Status ensure_rope_table(const ops::Context& ctx, int64_t max_position);
 
   ModelConfig config_;
   WeightStore store_;  // owns the mappings the views point into
@@ -79,6 +90,9 @@ class DecoderModel : public Model {
   ops::RopeConfig rope_;
   HostTensor cos_sin_;  // [positions, rotary_dim]
   int64_t cos_sin_positions_ = 0;
+  // Device copy of cos_sin_ when the weights live on a device.
+  std::shared_ptr<void> cos_sin_device_;
+  int64_t cos_sin_device_positions_ = 0;
 };
 
 }  // namespace moeopt
