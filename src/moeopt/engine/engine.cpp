@@ -4,6 +4,7 @@
 #include <map>
 
 #include "moeopt/core/logging.h"
+#include "moeopt/ops/scratch.h"
 
 namespace moeopt {
 
@@ -19,13 +20,30 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, Eng
     return make_error(ErrorCode::kInvalidArgument,
                       "without chunked prefill max_num_batched_tokens ({}) must be >= max_model_len ({})",
                       opt.max_num_batched_tokens, e->max_model_len_);
+  const bool on_device = opt.device != nullptr;
+  if (on_device != (model->device() == Device::kCuda))
+    return make_error(ErrorCode::kInvalidArgument, "{}",
+                      on_device ? "the engine was given a GPU backend but the model is on the CPU"
+                                : "the model is on the GPU but the engine has no device backend");
   int32_t blocks = opt.num_kv_blocks;
   if (blocks <= 0)
-    blocks = int32_t(std::max<size_t>(1, opt.kv_cache_bytes /
-                                             KvCache::bytes_per_block(model->kv_layout(), opt.block_size)));
-  e->pool_ = std::make_unique<ThreadPool>(opt.num_threads);
+    blocks = int32_t(std::max<size_t>(
+        1, opt.kv_cache_bytes / KvCache::bytes_per_block(model->kv_layout(), opt.block_size,
+                                                         on_device ? DType::kBF16 : DType::kF32)));
+  e->pool_ = std::make_unique<ThreadPool>(on_device ? 1 : opt.num_threads);
   e->blocks_ = std::make_unique<BlockAllocator>(blocks);
-  e->kv_ = std::make_unique<KvCache>(model->kv_layout(), blocks, opt.block_size);
+  if (on_device) {
+    DeviceRunnerOptions ro;
+    ro.num_blocks = blocks;
+    ro.block_size = opt.block_size;
+    ro.max_num_seqs = opt.max_num_seqs;
+    ro.max_model_len = e->max_model_len_;
+    ro.cuda_graphs = opt.cuda_graphs;
+    MOEOPT_ASSIGN_OR_RETURN(e->runner_, DeviceRunner::create(*model, opt.device, ro));
+  } else {
+    e->kv_ = std::make_unique<KvCache>(model->kv_layout(), blocks, opt.block_size);
+    e->arena_ = std::make_unique<ops::ScratchArena>(nullptr, size_t(1) << 20);
+  }
   e->scheduler_ = std::make_unique<Scheduler>(
       SchedulerOptions{opt.max_num_seqs, opt.max_num_batched_tokens, opt.block_size,
                        opt.enable_prefix_caching, opt.enable_chunked_prefill},
@@ -122,11 +140,19 @@ Result<std::vector<RequestOutput>> Engine::step() {
     }
   }
   const int64_t V = model_->config().vocab_size;
-  HostTensor logits(DType::kF32, {int64_t(b.logits_rows.size()), V});
-  ops::Context ctx;
-  ctx.pool = pool_.get();
   if (!expert_tokens_.empty()) b.expert_token_counts = expert_tokens_.data();
-  MOEOPT_RETURN_IF_ERROR(model_->forward(ctx, b, kv_->layers(), logits.view()));
+  std::vector<SampleResult> device_samples;
+  HostTensor logits;
+  if (runner_) {
+    MOEOPT_ASSIGN_OR_RETURN(device_samples, runner_->step(b, sampling));
+  } else {
+    logits = HostTensor(DType::kF32, {int64_t(b.logits_rows.size()), V});
+    ops::Context ctx;
+    ctx.pool = pool_.get();
+    arena_->reset();
+    ctx.arena = arena_.get();
+    MOEOPT_RETURN_IF_ERROR(model_->forward(ctx, b, kv_->layers(), logits.view()));
+  }
   for (const ScheduledSeq& w : work) {
     w.seq->num_computed += w.num_new_tokens;
     scheduler_->register_computed_blocks(*w.seq);
@@ -134,14 +160,21 @@ Result<std::vector<RequestOutput>> Engine::step() {
 
   for (size_t r = 0; r < sampling.size(); ++r) {
     Sequence& s = *sampling[r];
-    std::span<float> row(logits.ptr<float>() + r * size_t(V), size_t(V));
     RequestOutput o;
     o.id = s.id;
-    if (s.want_prompt_logits && s.num_generated() == 0 && s.prompt_logits_last.empty()) {
-      s.prompt_logits_last.assign(row.begin(), row.end());
-      o.prompt_logits_last = s.prompt_logits_last;
+    SampleResult sr;
+    if (runner_) {
+      // The runner filled prompt_logits_last on the first token when asked.
+      if (s.want_prompt_logits && s.num_generated() == 0) o.prompt_logits_last = s.prompt_logits_last;
+      sr = std::move(device_samples[r]);
+    } else {
+      std::span<float> row(logits.ptr<float>() + r * size_t(V), size_t(V));
+      if (s.want_prompt_logits && s.num_generated() == 0 && s.prompt_logits_last.empty()) {
+        s.prompt_logits_last.assign(row.begin(), row.end());
+        o.prompt_logits_last = s.prompt_logits_last;
+      }
+      sr = sample_token(row, s.params, s.history, s.rng);
     }
-    SampleResult sr = sample_token(row, s.params, s.history, s.rng);
     s.tokens.push_back(sr.token);
     s.history.add_output(sr.token);
     o.new_tokens.push_back(sr.token);

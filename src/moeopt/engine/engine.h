@@ -11,6 +11,7 @@
 
 #include "moeopt/core/thread_pool.h"
 #include "moeopt/engine/block_allocator.h"
+#include "moeopt/engine/device_runner.h"
 #include "moeopt/engine/kv_cache.h"
 #include "moeopt/engine/scheduler.h"
 #include "moeopt/model/model.h"
@@ -28,6 +29,10 @@ struct EngineOptions {
   bool enable_prefix_caching = false;   // share computed full blocks of identical prefixes
   bool enable_chunked_prefill = true;   // off: a prompt is prefilled in one step (needs
                                         // max_num_batched_tokens >= max_model_len)
+  // GPU: the backend of a model whose weights are on the device (null: CPU engine). The
+  // engine then keeps its KV cache there (bf16) and samples there (engine/device_runner.h).
+  ops::DeviceBackend* device = nullptr;
+  bool cuda_graphs = true;              // capture decode steps (device engine only)
 };
 
 struct Request {
@@ -81,7 +86,9 @@ class Engine {
   int32_t max_model_len_ = 0;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<BlockAllocator> blocks_;
-  std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<KvCache> kv_;          // CPU engine
+  std::unique_ptr<ops::ScratchArena> arena_;  // CPU engine: step temporaries
+  std::unique_ptr<DeviceRunner> runner_;      // GPU engine
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<int64_t> expert_tokens_;
   uint64_t next_id_ = 1;

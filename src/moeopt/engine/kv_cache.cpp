@@ -1,5 +1,7 @@
 #include "moeopt/engine/kv_cache.h"
 
+#include "moeopt/ops/device_backend.h"
+
 namespace moeopt {
 
 KvCache::KvCache(const KvLayout& layout, int32_t num_blocks, int32_t block_size)
@@ -12,9 +14,30 @@ KvCache::KvCache(const KvLayout& layout, int32_t num_blocks, int32_t block_size)
   }
 }
 
-size_t KvCache::bytes_per_block(const KvLayout& layout, int32_t block_size) {
+Result<std::unique_ptr<KvCache>> KvCache::on_device(const KvLayout& layout, int32_t num_blocks,
+                                                    int32_t block_size, const ops::Context& ctx) {
+  ops::DeviceBackend* be = ctx.device_backend;
+  if (!be) return make_error(ErrorCode::kInvalidArgument, "KV cache: no device backend");
+  std::unique_ptr<KvCache> kv(new KvCache(num_blocks, block_size));
+  const Shape s({num_blocks, block_size, layout.num_kv_heads, layout.head_dim});
+  const size_t one = size_t(s.numel()) * dtype_size(DType::kBF16);
+  const size_t total = one * 2 * size_t(layout.num_layers);
+  MOEOPT_ASSIGN_OR_RETURN(void* p, be->allocate(total));
+  kv->device_ = std::shared_ptr<void>(p, [be](void* q) { be->release(q); });
+  // Zeroed: padding rows of a captured decode batch read block 0 and must see finite values.
+  MOEOPT_RETURN_IF_ERROR(be->fill_zero(ctx, p, total));
+  char* base = static_cast<char*>(p);
+  for (int64_t l = 0; l < layout.num_layers; ++l) {
+    TensorView k = TensorView::contiguous(base + (2 * l) * one, DType::kBF16, s, Device::kCuda);
+    TensorView v = TensorView::contiguous(base + (2 * l + 1) * one, DType::kBF16, s, Device::kCuda);
+    kv->views_.push_back({k, v});
+  }
+  return kv;
+}
+
+size_t KvCache::bytes_per_block(const KvLayout& layout, int32_t block_size, DType dtype) {
   return size_t(2) * size_t(layout.num_layers) * size_t(block_size) * size_t(layout.num_kv_heads) *
-         size_t(layout.head_dim) * sizeof(float);
+         size_t(layout.head_dim) * dtype_size(dtype);
 }
 
 }  // namespace moeopt

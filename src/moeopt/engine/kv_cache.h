@@ -1,30 +1,40 @@
 // KvCache: the paged K/V storage of every layer, in the NHD layout the attention op reads
 // (ops/attention.h): per layer, k and v are [num_blocks, block_size, kv_heads, head_dim].
-// Host memory (f32) for the CPU backend. Which blocks a sequence uses is the
-// BlockAllocator's business; this class only owns the bytes.
+// Host memory (f32) for the CPU backend; device memory (bf16, zeroed) when a device backend
+// is given. Which blocks a sequence uses is the BlockAllocator's business; this class only
+// owns the bytes.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "moeopt/core/tensor.h"
 #include "moeopt/model/forward_batch.h"
 #include "moeopt/model/model.h"
+#include "moeopt/ops/context.h"
 
 namespace moeopt {
 
 class KvCache {
  public:
+  // Host cache.
   KvCache(const KvLayout& layout, int32_t num_blocks, int32_t block_size);
+  // Device cache through ctx.device_backend.
+  static Result<std::unique_ptr<KvCache>> on_device(const KvLayout& layout, int32_t num_blocks,
+                                                    int32_t block_size, const ops::Context& ctx);
 
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }
   const std::vector<LayerKv>& layers() const { return views_; }
-  // Bytes one block takes across all layers (K and V).
-  static size_t bytes_per_block(const KvLayout& layout, int32_t block_size);
+  // Bytes one block takes across all layers (K and V) in `dtype`.
+  static size_t bytes_per_block(const KvLayout& layout, int32_t block_size,
+                                DType dtype = DType::kF32);
 
  private:
+  KvCache(int32_t num_blocks, int32_t block_size) : num_blocks_(num_blocks), block_size_(block_size) {}
   int32_t num_blocks_, block_size_;
-  std::vector<HostTensor> storage_;  // 2 per layer: k, v
+  std::vector<HostTensor> storage_;  // host: 2 per layer (k, v)
+  std::shared_ptr<void> device_;     // device: one allocation for all layers
   std::vector<LayerKv> views_;
 };
 

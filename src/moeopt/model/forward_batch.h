@@ -32,6 +32,12 @@ struct ForwardBatch {
   int32_t num_seqs() const { return int32_t(context_lens.size()); }
 };
 
+// The index vectors of a ForwardBatch as tensors on the model's device (Model::prepare).
+struct BatchTensors {
+  TensorView token_ids, positions, slot_mapping, query_start_loc, context_lens, block_table,
+      logits_rows;
+};
+
 // One layer's paged KV cache: k and v are [num_blocks, block_size, Hkv, D] (NHD).
 struct LayerKv {
   TensorView k;

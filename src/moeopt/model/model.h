@@ -31,6 +31,15 @@ class Model {
   // batch.logits_rows into `logits` [logits_rows.size(), vocab] f32.
   virtual Status forward(const ops::Context& ctx, const ForwardBatch& batch,
                          const std::vector<LayerKv>& kv, const TensorView& logits) = 0;
+  // forward() in two phases, for device runners that capture CUDA graphs: prepare() copies
+  // the batch's index vectors to the model's device (into ctx.arena) and updates host-side
+  // tables; run() only launches work, so it may be captured and replayed, as long as every
+  // replay prepares a batch of the same shape into the same arena positions first.
+  virtual Result<BatchTensors> prepare(const ops::Context& ctx, const ForwardBatch& batch) = 0;
+  virtual Status run(const ops::Context& ctx, const ForwardBatch& batch, const BatchTensors& t,
+                     const std::vector<LayerKv>& kv, const TensorView& logits) = 0;
+  // Where the weights live.
+  virtual Device device() const = 0;
 };
 
 // Loads config.json and the safetensors weights of a checkpoint directory.

@@ -214,54 +214,81 @@ Status DecoderModel::ensure_rope_table(const ops::Context& ctx, int64_t max_posi
 
 Status DecoderModel::forward(const ops::Context& ctx, const ForwardBatch& b,
                              const std::vector<LayerKv>& kv, const TensorView& logits) {
+  if (b.num_tokens() == 0) return {};
+  if (device() == Device::kCpu && !ctx.arena) {
+    // The CPU path without an arena: host temporaries owned by this call.
+    ops::ScratchArena arena;
+    ops::Context c = ctx;
+    c.arena = &arena;
+    MOEOPT_ASSIGN_OR_RETURN(BatchTensors t, prepare(c, b));
+    return run(c, b, t, kv, logits);
+  }
+  MOEOPT_ASSIGN_OR_RETURN(BatchTensors t, prepare(ctx, b));
+  return run(ctx, b, t, kv, logits);
+}
+
+Result<BatchTensors> DecoderModel::prepare(const ops::Context& ctx, const ForwardBatch& b) {
+  const int64_t T = b.num_tokens(), S = b.num_seqs(), R = int64_t(b.logits_rows.size());
+  const bool on_device = device() == Device::kCuda;
+  if (on_device && (!ctx.device_backend || !ctx.arena || ctx.arena->device() != Device::kCuda))
+    return make_error(ErrorCode::kInvalidArgument,
+                      "forward: the model is on the GPU; the context needs its device backend and "
+                      "a device scratch arena");
+  if (!ctx.arena) return make_error(ErrorCode::kInvalidArgument, "prepare: the context has no arena");
+  if (int64_t(b.positions.size()) != T || int64_t(b.slot_mapping.size()) != T ||
+      int64_t(b.query_start_loc.size()) != S + 1 ||
+      int64_t(b.block_table.size()) != S * int64_t(b.max_blocks_per_seq))
+    return make_error(ErrorCode::kInvalidArgument, "forward: inconsistent batch vectors");
+  int32_t max_pos = 0;
+  for (int32_t p : b.positions) max_pos = std::max(max_pos, p);
+  MOEOPT_RETURN_IF_ERROR(ensure_rope_table(ctx, max_pos));
+  // The batch's index vectors, copied to the device when the model runs there.
+  auto indices = [&](const std::vector<int32_t>& v, const Shape& shape) -> Result<TensorView> {
+    TensorView host = i32_view(v, shape);
+    if (!on_device) return host;
+    MOEOPT_ASSIGN_OR_RETURN(TensorView dev, ctx.arena->alloc(DType::kI32, shape));
+    MOEOPT_RETURN_IF_ERROR(ctx.device_backend->copy_to_device(ctx, dev.data, host.data, host.nbytes()));
+    return dev;
+  };
+  BatchTensors t;
+  MOEOPT_ASSIGN_OR_RETURN(t.token_ids, indices(b.token_ids, {T}));
+  MOEOPT_ASSIGN_OR_RETURN(t.positions, indices(b.positions, {T}));
+  MOEOPT_ASSIGN_OR_RETURN(t.slot_mapping, indices(b.slot_mapping, {T}));
+  MOEOPT_ASSIGN_OR_RETURN(t.query_start_loc, indices(b.query_start_loc, {S + 1}));
+  MOEOPT_ASSIGN_OR_RETURN(t.context_lens, indices(b.context_lens, {S}));
+  MOEOPT_ASSIGN_OR_RETURN(t.block_table, indices(b.block_table, {S, b.max_blocks_per_seq}));
+  MOEOPT_ASSIGN_OR_RETURN(t.logits_rows, indices(b.logits_rows, {R}));
+  return t;
+}
+
+Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const BatchTensors& bt,
+                         const std::vector<LayerKv>& kv, const TensorView& logits) {
   const ModelConfig& c = config_;
   const int64_t T = b.num_tokens(), S = b.num_seqs(), R = int64_t(b.logits_rows.size());
   const int64_t H = c.hidden_size, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads,
                 D = c.head_dim;
   const float eps = float(c.rms_norm_eps);
-  const bool on_device = w_.embed.device == Device::kCuda;
+  const bool on_device = device() == Device::kCuda;
   if (int64_t(kv.size()) != c.num_hidden_layers)
     return make_error(ErrorCode::kInvalidArgument, "forward: {} KV layers given, model has {}",
                       kv.size(), c.num_hidden_layers);
   if (logits.ndim() != 2 || logits.shape[0] != R || logits.shape[1] != c.vocab_size)
     return make_error(ErrorCode::kInvalidArgument, "forward: logits has shape {}, expected [{}, {}]",
                       logits.shape.str(), R, c.vocab_size);
-  if (on_device && (!ctx.device_backend || !ctx.arena || ctx.arena->device() != Device::kCuda))
-    return make_error(ErrorCode::kInvalidArgument,
-                      "forward: the model is on the GPU; the context needs its device backend and "
-                      "a device scratch arena");
   if (T == 0) return {};
-  int32_t max_pos = 0, max_ctx = 0, max_q = 0;
-  for (int32_t p : b.positions) max_pos = std::max(max_pos, p);
+  int32_t max_ctx = 0, max_q = 0;
   for (int32_t n : b.context_lens) max_ctx = std::max(max_ctx, n);
   for (int64_t i = 0; i < S; ++i)
     max_q = std::max(max_q, b.query_start_loc[size_t(i + 1)] - b.query_start_loc[size_t(i)]);
-  MOEOPT_RETURN_IF_ERROR(ensure_rope_table(ctx, max_pos));
-
-  // Temporaries: the context's arena when there is one (always on a device), else host
-  // tensors owned by this call.
-  std::vector<HostTensor> host_tmp;
-  auto tmp = [&](DType dt, const Shape& shape) -> Result<TensorView> {
-    if (ctx.arena) return ctx.arena->alloc(dt, shape);
-    host_tmp.emplace_back(dt, shape);
-    return host_tmp.back().view();
-  };
-  // The batch's index vectors, copied to the device when the model runs there.
-  auto indices = [&](const std::vector<int32_t>& v, const Shape& shape) -> Result<TensorView> {
-    TensorView host = i32_view(v, shape);
-    if (!on_device) return host;
-    MOEOPT_ASSIGN_OR_RETURN(TensorView dev, tmp(DType::kI32, shape));
-    MOEOPT_RETURN_IF_ERROR(ctx.device_backend->copy_to_device(ctx, dev.data, host.data, host.nbytes()));
-    return dev;
-  };
+  auto tmp = [&](DType dt, const Shape& shape) { return ctx.arena->alloc(dt, shape); };
   const DType act = on_device ? DType::kBF16 : DType::kF32;
-  MOEOPT_ASSIGN_OR_RETURN(TensorView ids, indices(b.token_ids, {T}));
-  MOEOPT_ASSIGN_OR_RETURN(TensorView positions, indices(b.positions, {T}));
-  MOEOPT_ASSIGN_OR_RETURN(TensorView slots, indices(b.slot_mapping, {T}));
-  MOEOPT_ASSIGN_OR_RETURN(TensorView qsl, indices(b.query_start_loc, {S + 1}));
-  MOEOPT_ASSIGN_OR_RETURN(TensorView ctx_lens, indices(b.context_lens, {S}));
-  MOEOPT_ASSIGN_OR_RETURN(TensorView block_table, indices(b.block_table, {S, b.max_blocks_per_seq}));
-  MOEOPT_ASSIGN_OR_RETURN(TensorView logits_rows, indices(b.logits_rows, {R}));
+  const TensorView& ids = bt.token_ids;
+  const TensorView& positions = bt.positions;
+  const TensorView& slots = bt.slot_mapping;
+  const TensorView& qsl = bt.query_start_loc;
+  const TensorView& ctx_lens = bt.context_lens;
+  const TensorView& block_table = bt.block_table;
+  const TensorView& logits_rows = bt.logits_rows;
   const TensorView cos_sin =
       on_device ? TensorView::contiguous(cos_sin_device_.get(), DType::kF32, cos_sin_.shape(), Device::kCuda)
                 : cos_sin_.view();

@@ -80,6 +80,10 @@ class DecoderModel : public Model {
   KvLayout kv_layout() const override;
   Status forward(const ops::Context& ctx, const ForwardBatch& batch,
                  const std::vector<LayerKv>& kv, const TensorView& logits) override;
+  Result<BatchTensors> prepare(const ops::Context& ctx, const ForwardBatch& batch) override;
+  Status run(const ops::Context& ctx, const ForwardBatch& batch, const BatchTensors& t,
+             const std::vector<LayerKv>& kv, const TensorView& logits) override;
+  Device device() const override { return w_.embed.device; }
 
  private:
   Status ensure_rope_table(const ops::Context& ctx, int64_t max_position);
