@@ -288,7 +288,9 @@ void expect_close(const std::vector<float>& got, const std::vector<double>& ref,
   testing::Test::RecordProperty("max_abs", std::to_string(worst));
 }
 
-int max_of(const std::vector<int>& v) { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
+int max_of(const std::vector<int>& v) {
+  return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+}
 
 // Runs a spec with exact hints, checks it against the CPU; returns the GPU values.
 void run_spec(const AttnSpec& c) {
@@ -574,7 +576,8 @@ TEST_P(CudaAttnKvWrite, SameCacheBytesAsCpu) {
   const int64_t num_slots = num_blocks * c.bs;
   std::vector<int32_t> slots(static_cast<size_t>(num_slots));
   std::iota(slots.begin(), slots.end(), 0);
-  for (size_t i = slots.size(); i > 1; --i) std::swap(slots[i - 1], slots[size_t(rng.below(int64_t(i)))]);
+  for (size_t i = slots.size(); i > 1; --i)
+    std::swap(slots[i - 1], slots[size_t(rng.below(int64_t(i)))]);
   slots.resize(size_t(tokens));
   // Two extra tokens: padding (-1) and one past the cache (skipped on the GPU).
   slots.push_back(-1);

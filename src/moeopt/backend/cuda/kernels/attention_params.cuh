@@ -1,6 +1,7 @@
 // Parameter struct and launch constants of the attention kernels (attention_mma.cuh,
-// attention_general.cuh, attention_reduce.cuh). Plain structs of raw device pointers, includable from host C++ (no device code), so the op file that validates
-// and plans a launch (cuda_attention_ops.cpp) does not need nvcc.
+// attention_general.cuh, attention_reduce.cuh). A plain struct of raw device pointers,
+// includable from host C++ (no device code), so the op file that validates and plans a
+// launch (cuda_attention_ops.cpp) does not need nvcc.
 //
 // Layouts are those of ops/attention.h: q / out [T, Hq, D] bf16 with strided token rows,
 // caches [num_blocks, block_size, Hkv, D] bf16 contiguous ("NHD" pages), block_table
