@@ -17,6 +17,7 @@
 
 #include "bench_commands.h"
 #include "commands.h"
+#include "model_setup.h"
 #include "moeopt/engine/engine.h"
 #include "moeopt/model/model.h"
 #include "moeopt/model/model_cache.h"
@@ -31,29 +32,27 @@ std::vector<BenchSetupFn>& BenchRegistry::all() {
 namespace {
 
 struct OfflineArgs {
-  std::string model;
+  ModelArgs m;
   int batch_size = 8;
   int input_len = 128;
   int output_len = 128;
   int threads = 0;
-  int64_t layers = 0;
   uint64_t seed = 0;
   bool json = false;
 };
 
 int run_offline(const OfflineArgs& a) {
   const char* cmd = "bench";
-  auto dir = resolve_runnable_model(a.model, data_root(),
-                                    a.layers > 0 ? std::optional<int64_t>(a.layers) : std::nullopt);
-  if (!dir.ok()) return report_error(cmd, dir.status());
-  auto model = load_model(*dir);
-  if (!model.ok()) return report_error(cmd, model.status());
-  const int64_t vocab = (*model)->config().vocab_size;
+  auto lm = load_model_for(a.m, cmd);
+  if (!lm.ok()) return report_error(cmd, lm.status());
+  const std::string* dir = &lm->source;
+  const int64_t vocab = lm->model->config().vocab_size;
   EngineOptions eo;
   eo.num_threads = a.threads;
   eo.max_num_seqs = std::max(a.batch_size, 1);
   eo.max_num_batched_tokens = std::max(2048, a.input_len);
-  auto engine = Engine::create(std::move(*model), eo);
+  use_device(*lm, eo);
+  auto engine = Engine::create(std::move(lm->model), eo);
   if (!engine.ok()) return report_error(cmd, engine.status());
   Engine& e = **engine;
 
@@ -118,7 +117,7 @@ RunFn setup_bench(CLI::App& app) {
   CLI::App* sub =
       app.add_subcommand("bench", "Benchmarks: the engine offline, or `bench <name>` (see below)");
   sub->require_subcommand(0, 1);
-  sub->add_option("--model", a->model, "checkpoint directory, catalog name or tiny-qwen3-moe (default)");
+  add_model_flags(sub, &a->m);
   sub->add_option("--batch-size", a->batch_size, "sequences run together (default 8)")
       ->check(CLI::PositiveNumber);
   sub->add_option("--input-len", a->input_len, "prompt tokens per sequence (default 128)")
@@ -126,7 +125,6 @@ RunFn setup_bench(CLI::App& app) {
   sub->add_option("--output-len", a->output_len, "generated tokens per sequence (default 128)")
       ->check(CLI::PositiveNumber);
   sub->add_option("--threads", a->threads, "CPU threads (default: all)");
-  sub->add_option("--layers", a->layers, "override the depth of a catalog model")->check(CLI::PositiveNumber);
   sub->add_option("--seed", a->seed, "seed of the random prompts (default 0)");
   sub->add_flag("--json", a->json, "print JSON");
   auto runs = std::make_shared<std::vector<std::pair<CLI::App*, RunFn>>>();

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "model_setup.h"
 #include "moeopt/engine/engine.h"
 #include "moeopt/model/model.h"
 #include "moeopt/model/model_cache.h"
@@ -32,12 +33,11 @@ namespace moeopt::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model;
+  ModelArgs m;
   std::vector<std::string> prompt_ids;
   std::vector<std::string> prompts;
   bool chat = false;
   SamplingParams params;
-  int64_t layers = 0;
   int threads = 0;
   bool logits = false, json = false;
   std::vector<int32_t> stop_ids;
@@ -95,9 +95,9 @@ int run_generate(GenerateArgs& a) {
     return report_error(cmd, Status(ErrorCode::kInvalidArgument, "give either --prompt-ids or --prompt"));
   if (a.chat && a.prompts.empty())
     return report_error(cmd, Status(ErrorCode::kInvalidArgument, "--chat needs --prompt"));
-  auto dir = resolve_runnable_model(a.model, data_root(),
-                                    a.layers > 0 ? std::optional<int64_t>(a.layers) : std::nullopt);
-  if (!dir.ok()) return report_error(cmd, dir.status());
+  auto lm = load_model_for(a.m, cmd);
+  if (!lm.ok()) return report_error(cmd, lm.status());
+  const std::string* dir = &lm->tokenizer_dir;
   // The tokenizer is needed for text prompts and to print text; id prompts work without one.
   std::optional<Tokenizer> tok;
   if (auto t = Tokenizer::load(*dir); t.ok()) {
@@ -125,11 +125,10 @@ int run_generate(GenerateArgs& a) {
     r.want_prompt_logits = a.logits;
     reqs.push_back(std::move(r));
   }
-  auto model = load_model(*dir);
-  if (!model.ok()) return report_error(cmd, model.status());
   EngineOptions eo;
   eo.num_threads = a.threads;
-  auto engine = Engine::create(std::move(*model), eo);
+  use_device(*lm, eo);
+  auto engine = Engine::create(std::move(lm->model), eo);
   if (!engine.ok()) return report_error(cmd, engine.status());
   auto t0 = std::chrono::steady_clock::now();
   auto done = run_to_completion(**engine, std::move(reqs));
@@ -155,7 +154,7 @@ int run_generate(GenerateArgs& a) {
       if (tok) std::printf("    %s\n", nlohmann::json(tok->decode((*done)[i].tokens, true)).dump().c_str());
     }
     std::fprintf(stderr, "generated %zu tokens in %.2f s (%.1f tokens/s) from %s\n", generated, secs,
-                 double(generated) / secs, dir->c_str());
+                 double(generated) / secs, lm->source.c_str());
   }
   return 0;
 }
@@ -163,7 +162,7 @@ int run_generate(GenerateArgs& a) {
 RunFn setup_generate(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   CLI::App* sub = app.add_subcommand("generate", "Generate tokens for one or more prompts");
-  sub->add_option("--model", a->model, "checkpoint directory, catalog name or tiny-qwen3-moe (default)");
+  add_model_flags(sub, &a->m);
   sub->add_option("--prompt-ids", a->prompt_ids, "comma-separated token ids; repeat for a batch");
   sub->add_option("--prompt", a->prompts, "prompt text; repeat for a batch");
   sub->add_flag("--chat", a->chat, "render each --prompt as a user message through the chat template");
@@ -178,7 +177,6 @@ RunFn setup_generate(CLI::App& app) {
   sub->add_option("--stop-token-ids", a->stop_ids, "stop after any of these ids")->delimiter(',');
   sub->add_flag("--ignore-eos", a->params.ignore_eos, "do not stop at the model's EOS");
   sub->add_option("--seed", a->params.seed, "seed for sampling");
-  sub->add_option("--layers", a->layers, "override the depth of a catalog model")->check(CLI::PositiveNumber);
   sub->add_option("--threads", a->threads, "CPU threads (default: all)");
   sub->add_flag("--logits", a->logits, "also output the logits at the last prompt position");
   sub->add_flag("--json", a->json, "print JSON: {token_ids, text, finish_reason[, prompt_logits_last]}");

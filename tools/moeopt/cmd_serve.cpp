@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "model_setup.h"
 #include "moeopt/engine/engine.h"
 #include "moeopt/engine/profile.h"
 #include "moeopt/model/model.h"
@@ -35,13 +36,12 @@ namespace moeopt::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model;
+  ModelArgs m;
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string profile = "conservative";
   std::string api_key;
   std::string served_model_name;
-  int64_t layers = 0;
   int32_t num_kv_blocks = 0;
   int64_t kv_cache_mib = 1024;
   int http_threads = 0;
@@ -110,9 +110,9 @@ int run_serve(ServeArgs& a) {
     return report_error(
         cmd, make_error(ErrorCode::kInvalidArgument, "--port must be in [0, 65535], got {}", a.port));
 
-  auto dir = resolve_runnable_model(a.model, data_root(),
-                                    a.layers > 0 ? std::optional<int64_t>(a.layers) : std::nullopt);
-  if (!dir.ok()) return report_error(cmd, dir.status());
+  auto lm = load_model_for(a.m, cmd);
+  if (!lm.ok()) return report_error(cmd, lm.status());
+  const std::string* dir = &lm->tokenizer_dir;
   auto tok = tokenizer::Tokenizer::load(*dir);
   if (!tok.ok()) return report_error(cmd, tok.status().with_context("tokenizer"));
   std::optional<tokenizer::ChatTemplate> chat;
@@ -122,8 +122,6 @@ int run_serve(ServeArgs& a) {
     std::fprintf(stderr, "moeopt serve: warning: no chat template (%s); /v1/chat/completions answers 400\n",
                  ct.status().message().c_str());
   }
-  auto model = load_model(*dir);
-  if (!model.ok()) return report_error(cmd, model.status());
 
   const engine::EngineKnobs& k = prof->engine;
   EngineOptions eo;
@@ -136,19 +134,21 @@ int run_serve(ServeArgs& a) {
   eo.max_model_len = k.max_model_len;
   eo.enable_prefix_caching = k.enable_prefix_caching;
   eo.enable_chunked_prefill = k.enable_chunked_prefill;
-  const ModelConfig cfg = (*model)->config();
-  auto engine = Engine::create(std::move(*model), eo);
+  eo.cuda_graphs = prof->features.cuda_graphs;
+  use_device(*lm, eo);
+  const ModelConfig cfg = lm->model->config();
+  auto engine = Engine::create(std::move(lm->model), eo);
   if (!engine.ok()) return report_error(cmd, engine.status());
 
   server::ServerOptions so;
   so.host = a.host;
   so.port = a.port;
   so.api_key = a.api_key;
-  so.served_model_name = a.served_model_name.empty() ? model_label(a.model, *dir) : a.served_model_name;
+  so.served_model_name = a.served_model_name.empty() ? model_label(a.m.model, *dir) : a.served_model_name;
   so.max_waiting_requests = k.max_waiting_requests;
   so.http_threads = a.http_threads;
   so.shutdown_timeout_s = a.shutdown_timeout;
-  print_summary(cfg, *dir, so.served_model_name, **engine, *prof, so);
+  print_summary(cfg, lm->source, so.served_model_name, **engine, *prof, so);
 
   auto srv = server::OpenAiServer::create(so, std::move(*engine), std::move(*tok), std::move(chat));
   if (!srv.ok()) return report_error(cmd, srv.status());
@@ -180,14 +180,13 @@ int run_serve(ServeArgs& a) {
 RunFn setup_serve(CLI::App& app) {
   auto a = std::make_shared<ServeArgs>();
   CLI::App* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server");
-  sub->add_option("--model", a->model, "checkpoint directory, catalog name or tiny-qwen3-moe (default)");
+  add_model_flags(sub, &a->m);
   sub->add_option("--host", a->host, "address to listen on (default 127.0.0.1)");
   sub->add_option("--port", a->port, "port (default 8000; 0 = any free port)");
   sub->add_option("--profile", a->profile, "conservative (default), balanced, aggressive or a YAML file");
   sub->add_option("--api-key", a->api_key, "require 'Authorization: Bearer KEY' on /v1 and tokenizer routes");
   sub->add_option("--served-model-name", a->served_model_name,
                   "model id clients use (default: the model's name)");
-  sub->add_option("--layers", a->layers, "override the depth of a catalog model")->check(CLI::PositiveNumber);
   sub->add_option("--num-kv-blocks", a->num_kv_blocks, "KV-cache blocks (default: from --kv-cache-mib)")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--kv-cache-mib", a->kv_cache_mib, "KV-cache size in MiB (default 1024)")

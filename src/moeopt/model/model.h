@@ -45,4 +45,15 @@ class Model {
 // Loads config.json and the safetensors weights of a checkpoint directory.
 Result<std::unique_ptr<Model>> load_model(const std::string& dir);
 
+struct DeviceWeightsOptions;  // model/device_weights.h
+class WeightStore;            // model/weights.h
+// The same, with the weights uploaded to the device of options.ctx (bf16).
+Result<std::unique_ptr<Model>> load_model_to_device(const std::string& dir,
+                                                    const DeviceWeightsOptions& options);
+// A model of `config` whose init-random weights (seed) are generated on the device.
+Result<std::unique_ptr<Model>> random_model_on_device(ModelConfig config, uint64_t seed,
+                                                      const DeviceWeightsOptions& options);
+// The architecture's recipe over weights already opened or placed.
+Result<std::unique_ptr<Model>> make_model(ModelConfig config, WeightStore store);
+
 }  // namespace moeopt

@@ -2,19 +2,12 @@
 #include <filesystem>
 
 #include "moeopt/model/arch/arch_recipes.h"
+#include "moeopt/model/device_weights.h"
 #include "moeopt/model/model.h"
 
 namespace moeopt {
 
-Result<std::unique_ptr<Model>> load_model(const std::string& dir) {
-  std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec))
-    return make_error(ErrorCode::kNotFound, "{}: not a checkpoint directory", dir);
-  MOEOPT_ASSIGN_OR_RETURN(ModelConfig config,
-                          load_model_config((std::filesystem::path(dir) / "config.json").string()));
-  if (config.fp8)
-    return make_error(ErrorCode::kUnsupported,
-                      "{}: pre-quantized FP8 checkpoints do not run on the CPU backend yet", dir);
+Result<std::unique_ptr<Model>> make_model(ModelConfig config, WeightStore store) {
   Result<DecoderWeights> (*recipe)(const WeightStore&, const ModelConfig&) = nullptr;
   switch (config.arch) {
     case Arch::kQwen3Moe: recipe = arch::qwen3_moe_weights; break;
@@ -31,11 +24,47 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir) {
   if (!recipe)
     return make_error(ErrorCode::kUnsupported,
                       "{}: running {} models is not implemented yet (qwen3_moe, qwen2_moe and "
-                      "mixtral are)", dir, arch_name(config.arch));
-  MOEOPT_ASSIGN_OR_RETURN(WeightStore store, WeightStore::open(dir, config));
+                      "mixtral are)", config.source, arch_name(config.arch));
   MOEOPT_ASSIGN_OR_RETURN(DecoderWeights weights, recipe(store, config));
   return std::unique_ptr<Model>(
       std::make_unique<DecoderModel>(std::move(config), std::move(store), std::move(weights)));
+}
+
+namespace {
+Result<ModelConfig> checkpoint_config(const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec))
+    return make_error(ErrorCode::kNotFound, "{}: not a checkpoint directory", dir);
+  MOEOPT_ASSIGN_OR_RETURN(ModelConfig config,
+                          load_model_config((std::filesystem::path(dir) / "config.json").string()));
+  if (config.fp8)
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: pre-quantized FP8 checkpoints do not run yet", dir);
+  return config;
+}
+}  // namespace
+
+Result<std::unique_ptr<Model>> load_model(const std::string& dir) {
+  MOEOPT_ASSIGN_OR_RETURN(ModelConfig config, checkpoint_config(dir));
+  MOEOPT_ASSIGN_OR_RETURN(WeightStore store, WeightStore::open(dir, config));
+  return make_model(std::move(config), std::move(store));
+}
+
+Result<std::unique_ptr<Model>> load_model_to_device(const std::string& dir,
+                                                    const DeviceWeightsOptions& options) {
+  MOEOPT_ASSIGN_OR_RETURN(ModelConfig config, checkpoint_config(dir));
+  MOEOPT_ASSIGN_OR_RETURN(WeightStore host, WeightStore::open(dir, config));
+  MOEOPT_ASSIGN_OR_RETURN(WeightStore dev, upload_weights(config, host, options));
+  return make_model(std::move(config), std::move(dev));
+}
+
+Result<std::unique_ptr<Model>> random_model_on_device(ModelConfig config, uint64_t seed,
+                                                      const DeviceWeightsOptions& options) {
+  if (config.fp8)
+    return make_error(ErrorCode::kUnsupported, "{}: random weights of FP8 configs are not supported; "
+                      "use the BF16 model's config", config.source);
+  MOEOPT_ASSIGN_OR_RETURN(WeightStore dev, random_device_weights(config, seed, options));
+  return make_model(std::move(config), std::move(dev));
 }
 
 }  // namespace moeopt

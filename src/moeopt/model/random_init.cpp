@@ -36,6 +36,8 @@ InitRule rule_for(const TensorSpec& s) {
   return InitRule::kLinear;
 }
 
+}  // namespace
+
 // Which shipped tokenizer a family uses, when its vocabulary can hold it.
 std::string tokenizer_family(const ModelConfig& c) {
   switch (c.arch) {
@@ -52,6 +54,8 @@ std::string tokenizer_family(const ModelConfig& c) {
   }
   return "";
 }
+
+namespace {
 
 // Number of token ids a tokenizer.json defines (model vocab + added tokens).
 int64_t tokenizer_size(const std::string& json_text) {

@@ -60,6 +60,8 @@ float random_init_value(uint64_t seed, const std::string& name, uint64_t index, 
 ops::RandomFill random_fill_for(uint64_t seed, const std::string& name, InitRule rule,
                                 int64_t fan_in);
 InitRule init_rule_for(const TensorSpec& spec);
+// The shipped tokenizer (models/tokenizers/<family>) a config's family uses, or "".
+std::string tokenizer_family(const ModelConfig& config);
 int64_t init_fan_in_for(const TensorSpec& spec, const ModelConfig& config);
 
 }  // namespace moeopt

@@ -1,0 +1,49 @@
+// Where `generate`, `bench` and `serve` get their model: the --model / --layers / --device /
+// --random-weights / --seed flags, the device backend, and the tokenizer directory.
+//
+//   --device cpu     the CPU reference backend (the default)
+//   --device cuda    the GPU: a checkpoint is uploaded (bf16, progress with GB/s on stderr),
+//                    or with --random-weights the config's init-random weights are generated
+//                    on the GPU directly (no checkpoint is written: a 61 GB model fits a GPU
+//                    whose disk could not hold it). Same seed, same values as init-random.
+// --random-weights on the CPU materialises the random checkpoint in the cache (as a catalog
+// name always does there).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "moeopt/core/status.h"
+#include "moeopt/engine/engine.h"
+#include "moeopt/model/model.h"
+#include "moeopt/ops/device_backend.h"
+
+namespace moeopt::cli {
+
+struct ModelArgs {
+  std::string model;
+  int64_t layers = 0;
+  std::string device = "cpu";
+  bool random_weights = false;
+  uint64_t seed = 0;
+};
+
+void add_model_flags(CLI::App* sub, ModelArgs* a);
+
+struct LoadedModel {
+  // Declared first so it is destroyed last: the model's and engine's device memory is
+  // released through it.
+  std::unique_ptr<ops::DeviceBackend> backend;
+  std::unique_ptr<Model> model;
+  std::string source;         // checkpoint directory, or "random:<config>"
+  std::string tokenizer_dir;  // where tokenizer.json lives ("" if none)
+};
+
+Result<LoadedModel> load_model_for(const ModelArgs& a, const char* cmd);
+// Puts the device backend into the engine options (no-op on the CPU).
+void use_device(const LoadedModel& m, EngineOptions& eo);
+
+}  // namespace moeopt::cli
