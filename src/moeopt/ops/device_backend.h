@@ -41,6 +41,15 @@ class DeviceBackend {
   }
   virtual Status fill_zero(const Context&, void* dst, size_t bytes) { return not_here("fill_zero"); }
   virtual Status synchronize(const Context&) { return not_here("synchronize"); }
+  // Streams and graphs: a runner launches on its own stream and captures the launches of a
+  // step (CUDA graphs) to replay them with one call. Handles are opaque.
+  virtual Result<void*> create_stream() { return not_here("create_stream"); }
+  virtual void destroy_stream(void* stream) {}
+  virtual Status begin_capture(const Context&) { return not_here("begin_capture"); }
+  // Ends the capture begun on ctx.stream and returns an executable graph.
+  virtual Result<void*> end_capture(const Context&) { return not_here("end_capture"); }
+  virtual Status launch_graph(const Context&, void* graph) { return not_here("launch_graph"); }
+  virtual void destroy_graph(void* graph) {}
   // Fills a contiguous bf16 / f16 / f32 device tensor with ops/random_fill.h values.
   virtual Status random_fill(const Context&, const TensorView& t, const RandomFill& fill) {
     return not_here("random_fill");

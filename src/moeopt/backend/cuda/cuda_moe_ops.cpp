@@ -161,6 +161,7 @@ unsigned char* at(void* base, size_t off) { return static_cast<unsigned char*>(b
 
 CudaBackend::~CudaBackend() {
   if (own_ != nullptr) cudaFree(own_);
+  for (void* p : retired_) cudaFree(p);
 }
 
 size_t CudaBackend::moe_experts_workspace_bytes(int64_t rows, int64_t inter, int64_t num_experts) {
@@ -185,9 +186,9 @@ Result<void*> CudaBackend::scratch(const ops::Context& ctx, size_t bytes, const 
                       "ctx.workspace of that size",
                       op, bytes);
   if (own_ != nullptr) {
-    // Kernels queued earlier may still read the old buffer.
-    MOEOPT_RETURN_IF_ERROR(cuda_status(cudaDeviceSynchronize(), op, "synchronise before regrow"));
-    cudaFree(own_);
+    // Kernels queued earlier, and CUDA graphs captured earlier, may still read the old
+    // buffer: retire it (freed with the backend) instead of freeing it now.
+    retired_.push_back(own_);
     own_ = nullptr;
     own_bytes_ = 0;
   }
