@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # One reproducible GPU check, run ON the GPU machine from the repository root:
-#   builds moeopt with CUDA (Release, sm_90a), runs the GPU tests (test_cuda) and the MoE
-#   layer benchmark against the PyTorch peer, and writes logs + JSON under OUTDIR.
+#   builds moeopt with CUDA (Release, sm_90a), runs the GPU tests (test_cuda: every CUDA op
+#   against the CPU oracle, the GPU engine against the transformers goldens), one real-width
+#   Qwen3-30B-A3B layer against transformers, and the benchmarks (the MoE layer against the
+#   PyTorch peer; the engine's decode and prefill against HF transformers), and writes logs +
+#   JSON under OUTDIR.
 # Prerequisite (prepared here, carried with the call): .gpu-bundle from scripts/gpu-bundle.sh.
 # Usage: scripts/gpu-check.sh [OUTDIR]       (default: $OUT, else ./gpu-out)
 #   BENCH_ARGS="--ms 1,64 --sweep"  extra arguments for bench/moe_layer.py
-#   SKIP_BENCH=1 / SKIP_TESTS=1     to run only part of it
+#   SKIP_BENCH=1 / SKIP_TESTS=1     to run only part of it (SKIP_BENCH: the MoE layer bench)
+#   SKIP_ENGINE=1                   skip the real-width check and the engine benchmarks
+#   ENGINE_ARGS="--batch-sizes 1,64"  extra arguments for `moeopt bench decode`
 #   SKIP_SANITIZER=1                skip compute-sanitizer (memcheck + racecheck on the small
 #                                   MoE test cases; the issue-size shapes are too slow there)
 #   PROFILE_MS="1,128,1024"         per-kernel times with Nsight Compute (ncu) at these M
@@ -13,6 +18,8 @@
 #   MOEOPT_COMMIT=<sha>             commit to record where the tree travels without .git
 # Files written (at most 8, flat, so the device tool returns them all):
 #   env.txt build.log test_cuda.log sanitizer.log moe_layer.log moe_layer.json ncu.log
+#   real_width.json engine.log decode.json prefill.json hf_decode.json  (use SKIP_* to stay
+#   within the number of files one call returns)
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -39,7 +46,7 @@ cat "$out/env.txt"
 echo "== build" | tee "$out/build.log"
 if ! { cmake -G Ninja -S "$root" -B "$build" -DMOEOPT_CUDA=ON -DMOEOPT_BENCH=ON \
          -DCMAKE_BUILD_TYPE=Release &&
-       ninja -C "$build" -j"$(nproc)" test_cuda moeopt_moe_capi; } >>"$out/build.log" 2>&1; then
+       ninja -C "$build" -j"$(nproc)" test_cuda moeopt_moe_capi moeopt_cli; } >>"$out/build.log" 2>&1; then
   tail -40 "$out/build.log"
   echo "gpu-check: BUILD FAILED (see build.log)"
   exit 1
@@ -85,6 +92,21 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   PYTHONUNBUFFERED=1 python3 bench/moe_layer.py --lib "$build/bench/libmoeopt_moe_capi.so" \
       --json "$out/moe_layer.json" ${BENCH_ARGS:-} 2>&1 | tee "$out/moe_layer.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "gpu-check: BENCH FAILED"; status=1; }
+fi
+if [ "${SKIP_ENGINE:-0}" != 1 ]; then
+  moeopt="$build/bin/moeopt"
+  echo "== real-width Qwen3-30B-A3B layer against transformers"
+  python3 tests/reference/compare_real_width.py --moeopt "$moeopt" --work "${TMPDIR:-/tmp}/moeopt-rw" \
+      --layers 1 --json "$out/real_width.json" 2>&1 | grep -v 'Loading weights' | tail -5
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "gpu-check: REAL-WIDTH CHECK FAILED"; status=1; }
+  echo "== moeopt bench decode / prefill (Qwen3-30B-A3B, random weights on the GPU)" | tee "$out/engine.log"
+  # shellcheck disable=SC2086
+  "$moeopt" bench decode --device cuda --random-weights --model qwen3-30b-a3b \
+      --json "$out/decode.json" ${ENGINE_ARGS:-} 2>&1 | grep -v 'placing weights' | tee -a "$out/engine.log"
+  "$moeopt" bench prefill --device cuda --random-weights --model qwen3-30b-a3b \
+      --json "$out/prefill.json" 2>&1 | grep -v 'placing weights' | tee -a "$out/engine.log"
+  echo "== HF transformers peer" | tee -a "$out/engine.log"
+  python3 bench/peers/hf_decode.py --json "$out/hf_decode.json" ${HF_ARGS:-} 2>&1 | tee -a "$out/engine.log"
 fi
 if [ -n "${PROFILE_MS:-}" ]; then
   echo "== ncu per-kernel times at M = $PROFILE_MS (uniform routing)"
