@@ -43,3 +43,28 @@ moeopt_cli_test(inspect_config_path "inspect|${PROJECT_SOURCE_DIR}/models/catalo
   STDOUT "block_sparse|mixtral")
 moeopt_cli_test(inspect_list "inspect|--list" 0 STDOUT "DeepSeek-V2-Lite\nDeepSeek-V3\n")
 moeopt_cli_test(inspect_no_model "inspect" 2 STDERR "^moeopt inspect: error: missing model")
+
+# bench decode / bench prefill on the CPU (tiny default model): the JSON rows exist, their
+# numbers are positive and the % of the roofline is in (0, 100]. Decode KV budget: f32 KV of
+# 4 layers x 2 heads x 64 x (K, V) = 4 KiB per token, 64 KiB per 16-token block; 0.0005 GiB
+# holds 4 sequences of 16 + 4 tokens (2 blocks) and 2 of 40 + 4 (3 blocks), so
+# 1,2,max -> input 16: 1, 2, 4; input 40: 1, 2 (max = 2 deduplicated): 5 rows.
+set(_bench_json_check ${CMAKE_CURRENT_LIST_DIR}/check_bench_json.cmake)
+add_test(NAME cli_bench_decode_json COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:moeopt_cli>
+  "-DARGS=bench|decode|--batch-sizes|1,2,max|--input-lens|16,40|--output-len|4|--threads|2|--kv-cache-gib|0.0005|--json|${CMAKE_CURRENT_BINARY_DIR}/bench_decode.json"
+  -DJSON=${CMAKE_CURRENT_BINARY_DIR}/bench_decode.json -DSECTION=decode -DROWS=5
+  "-DPOSITIVE=decode_tokens_per_s|ms_per_step|bound_tokens_per_s|prefill_tokens_per_s|bytes_per_step|experts_touched_per_layer"
+  -DPCT=pct_of_bound -P ${_bench_json_check})
+add_test(NAME cli_bench_prefill_json COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:moeopt_cli>
+  "-DARGS=bench|prefill|--prompt-lens|16,64|--repeats|2|--threads|2|--json|${CMAKE_CURRENT_BINARY_DIR}/bench_prefill.json"
+  -DJSON=${CMAKE_CURRENT_BINARY_DIR}/bench_prefill.json -DSECTION=prefill -DROWS=2
+  "-DPOSITIVE=prefill_tokens_per_s|median_seconds|flops|tflops_per_s"
+  -DPCT=pct_of_peak -P ${_bench_json_check})
+set_tests_properties(cli_bench_decode_json cli_bench_prefill_json PROPERTIES LABELS cli
+  ENVIRONMENT MOEOPT_HOME=${PROJECT_SOURCE_DIR} TIMEOUT 300)
+moeopt_cli_test(bench_decode_bad_batch "bench|decode|--batch-sizes|1,x" 2
+  STDERR "^moeopt bench decode: error: --batch-sizes: 'x' is not a positive integer or max\n$")
+moeopt_cli_test(bench_decode_output_len_1 "bench|decode|--output-len|1" 2
+  STDERR "^moeopt bench decode: error: --output-len must be at least 2")
+moeopt_cli_test(bench_prefill_bad_len "bench|prefill|--prompt-lens|0" 2
+  STDERR "^moeopt bench prefill: error: --prompt-lens: '0' is not a positive integer\n$")

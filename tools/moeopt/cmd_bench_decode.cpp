@@ -1,0 +1,725 @@
+// `moeopt bench decode` and `moeopt bench prefill`: end-to-end engine throughput against a
+// roofline, with the model flags of generate/serve (model_setup.h).
+//
+//   bench decode [--batch-sizes 1,8,32,64,128,256,max] [--input-lens 1024,4096]
+//                [--output-len 128] [--kv-cache-gib G] [--json FILE]
+//     One engine whose KV pool holds the largest case; for each (input, batch) `batch`
+//     random prompts (fixed seed), greedy, EOS ignored, all submitted at once. The decode
+//     phase runs from the step after which every request has its first token to the end:
+//     decode tok/s = batch * (output_len - 1) / decode seconds. `max` is the largest batch
+//     whose KV cache of input + output tokens fits the KV budget (--kv-cache-gib; default:
+//     free GPU memory after the weights minus 2 GiB, or 4 GiB on the CPU); cases beyond the
+//     budget are skipped and listed. Memory-bound roofline per decode step (see
+//     decode_step_bytes): non-expert weights + expected distinct experts + KV read.
+//   bench prefill [--prompt-lens 512,1024,2048,4096,8192] [--repeats 5] [--json FILE]
+//     Batch 1, output 1, the whole prompt in one step (no chunking); one warm-up then
+//     --repeats timed runs per length, median. Compute roofline (see prefill_flops) against
+//     the dense BF16 tensor peak.
+//
+// Peaks: on the GPU the card's nominal HBM bandwidth and BF16 tensor peak (the card table
+// shared with `bench moe`), the card named by the driver probe (system/gpu_probe.h); on the
+// CPU both are measured in-process (threaded read of a 256 MiB buffer; threaded independent
+// f32 multiply-add chains), so the CPU numbers are ceilings of this build on this machine.
+// --hbm-gbps / --peak-tflops override either. JSON (same schema as bench/peers/hf_decode.py,
+// read by bench/plot_decode.py): {engine, model, layers, device, card, hbm_GBps, peak_tflops,
+// peaks_source, commit, date, command, decode: [rows] | prefill: [rows], skipped: [...]}.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "bench_commands.h"
+#include "commands.h"
+#include "model_setup.h"
+#include "moeopt/core/thread_pool.h"
+#include "moeopt/engine/engine.h"
+#include "moeopt/engine/kv_cache.h"
+#include "moeopt/model/model_cache.h"
+#include "moeopt/model/sizing.h"
+#include "moeopt/model/tensor_specs.h"
+#include "moeopt/system/gpu_probe.h"
+
+// The card table of `bench moe` (nominal HBM and BF16 tensor peaks by device name).
+#if __has_include("moeopt/backend/cuda/card_peaks.h")
+#include "moeopt/backend/cuda/card_peaks.h"
+#define MOEOPT_BENCH_CARD_TABLE 1
+#else
+#define MOEOPT_BENCH_CARD_TABLE 0
+#endif
+
+namespace moeopt::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr double kGiB = double(int64_t(1) << 30);
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// ---- Arguments shared by both subcommands.
+
+struct CommonArgs {
+  ModelArgs m;
+  int threads = 0;
+  uint64_t seed = 0;
+  double hbm_gbps = 0;     // 0: the card's nominal / measured on the CPU
+  double peak_tflops = 0;  // 0: the card's nominal / measured on the CPU
+  std::string json;
+};
+
+void add_common_flags(CLI::App* sub, CommonArgs* a) {
+  add_model_flags(sub, &a->m);
+  sub->add_option("--threads", a->threads, "CPU threads (default: all)");
+  sub->add_option("--seed", a->seed, "seed of the random prompts (default 0)");
+  sub->add_option("--hbm-gbps", a->hbm_gbps,
+                  "memory bandwidth of the roofline, GB/s (default: the card's nominal; "
+                  "measured on the CPU)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--peak-tflops", a->peak_tflops,
+                  "compute peak of the roofline, TFLOP/s (default: the card's dense BF16 "
+                  "nominal; measured f32 on the CPU)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--json", a->json, "also write the results as JSON to FILE");
+}
+
+// "1,8,max" -> {1, 8, -1}; `max` only where allowed. Duplicates dropped, order kept.
+Result<std::vector<int64_t>> parse_list(const std::string& s, const char* flag, bool allow_max) {
+  std::vector<int64_t> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (item.empty()) continue;
+    int64_t v = -1;
+    if (item != "max" || !allow_max) {
+      char* end = nullptr;
+      const long long n = std::strtoll(item.c_str(), &end, 10);
+      if (end == item.c_str() || *end != '\0' || n < 1)
+        return make_error(ErrorCode::kInvalidArgument, "{}: '{}' is not a positive integer{}",
+                          flag, item, allow_max ? " or max" : "");
+      v = n;
+    }
+    if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+  }
+  if (out.empty()) return make_error(ErrorCode::kInvalidArgument, "{} is empty", flag);
+  return out;
+}
+
+// ---- Peaks.
+
+struct Peaks {
+  std::string card;
+  double hbm_Bps = 0;
+  double flops = 0;
+  std::string source;       // how each number was obtained
+  int64_t free_bytes = -1;  // GPU: free device memory now (-1: unknown)
+};
+
+// Bytes/s of a threaded read of a buffer much larger than the caches (best of 5 passes).
+double measure_cpu_read_Bps(ThreadPool& pool) {
+  const int64_t n = (int64_t(256) << 20) / 8;
+  std::vector<uint64_t> buf(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = uint64_t(i) * 0x9E3779B97F4A7C15ull;
+  std::vector<uint64_t> sums(size_t(pool.size()) * 8, 0);  // one cache line per chunk slot
+  double best = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    const auto t0 = Clock::now();
+    const int64_t chunk = (n + pool.size() - 1) / pool.size();
+    pool.parallel_for(
+        pool.size(),
+        [&](int64_t b, int64_t e) {
+          for (int64_t p = b; p < e; ++p) {
+            uint64_t s = 0;
+            const int64_t lo = p * chunk, hi = std::min(n, lo + chunk);
+            for (int64_t i = lo; i < hi; ++i) s += buf[size_t(i)];
+            sums[size_t(p) * 8] += s;
+          }
+        },
+        1);
+    const double sec = seconds_since(t0);
+    if (sec > 0) best = std::max(best, double(n) * 8 / sec);
+  }
+  volatile uint64_t sink = 0;
+  for (uint64_t s : sums) sink = sink + s;
+  return best;
+}
+
+// FLOP/s of threaded f32 multiply-add chains (32 independent lanes per thread, which the
+// compiler vectorises with the ISA this build targets; best of 3).
+double measure_cpu_flops(ThreadPool& pool) {
+  constexpr int kLanes = 32;
+  constexpr int64_t kIters = 4'000'000;
+  std::vector<float> out(size_t(pool.size()) * kLanes, 0.f);
+  double best = 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    const auto t0 = Clock::now();
+    pool.parallel_for(
+        pool.size(),
+        [&](int64_t b, int64_t e) {
+          for (int64_t p = b; p < e; ++p) {
+            float acc[kLanes];
+            for (int j = 0; j < kLanes; ++j) acc[j] = float(j + p);
+            const float m = 0.999f, c = 0.001f * float(pass + 1);
+            for (int64_t it = 0; it < kIters; ++it)
+              for (int j = 0; j < kLanes; ++j) acc[j] = acc[j] * m + c;
+            for (int j = 0; j < kLanes; ++j) out[size_t(p) * kLanes + j] = acc[j];
+          }
+        },
+        1);
+    const double sec = seconds_since(t0);
+    if (sec > 0) best = std::max(best, 2.0 * kLanes * double(kIters) * pool.size() / sec);
+  }
+  volatile float sink = 0;
+  for (float v : out) sink = sink + v;
+  return best;
+}
+
+Result<Peaks> find_peaks(const CommonArgs& a) {
+  Peaks p;
+  if (a.m.device == "cpu") {
+    p.card = "cpu";
+    if (a.hbm_gbps <= 0 || a.peak_tflops <= 0) {
+      ThreadPool pool(a.threads);
+      p.card = fmt::format("cpu ({} threads)", pool.size());
+      if (a.hbm_gbps <= 0) p.hbm_Bps = measure_cpu_read_Bps(pool);
+      if (a.peak_tflops <= 0) p.flops = measure_cpu_flops(pool);
+    }
+    p.source = "cpu: measured read bandwidth and f32 multiply-add peak";
+  } else {
+    system::GpuProbe probe = system::probe_gpus();
+    if (!probe.has_gpu())
+      return make_error(ErrorCode::kUnsupported, "no GPU found ({})",
+                        probe.driver_error.empty() ? "no device" : probe.driver_error);
+    const system::GpuDevice& d = probe.devices.front();
+    p.card = d.name;
+    if (d.memory_used_bytes >= 0)
+      p.free_bytes = int64_t(d.memory_total_bytes) - d.memory_used_bytes;
+#if MOEOPT_BENCH_CARD_TABLE
+    p.hbm_Bps = cuda::nominal_hbm_Bps(p.card);
+    p.flops = cuda::nominal_tensor_flops(p.card);
+#endif
+    p.source = "nominal (card table)";
+  }
+  if (a.hbm_gbps > 0) p.hbm_Bps = a.hbm_gbps * 1e9;
+  if (a.peak_tflops > 0) p.flops = a.peak_tflops * 1e12;
+  if (a.hbm_gbps > 0 || a.peak_tflops > 0) p.source += "; overridden by flags";
+  if (p.hbm_Bps <= 0 || p.flops <= 0)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "no nominal peaks for '{}': pass --hbm-gbps and --peak-tflops", p.card);
+  return p;
+}
+
+// ---- Model sizes for the rooflines (sizing.h conventions, BF16 weights).
+
+struct Sizes {
+  int64_t layers = 0, moe_layers = 0, experts = 0, top_k = 0, q_heads = 0, head_dim = 0;
+  double non_expert_weight_bytes = 0;  // read every decode step
+  double expert_bytes = 0;             // one routed expert of one layer (3*H*I*2 for SwiGLU)
+  double kv_bytes_per_token = 0;       // all layers, K and V
+  double linear_params = 0;            // matmul parameters one token goes through (no head)
+  double head_params = 0;              // LM head [V, H]
+};
+
+Result<Sizes> model_sizes(const ModelConfig& c, bool on_device) {
+  MOEOPT_ASSIGN_OR_RETURN(std::vector<TensorSpec> specs, expected_tensors(c));
+  const ParamCounts pc = count_params(c, specs);
+  Sizes s;
+  s.layers = c.num_hidden_layers;
+  s.moe_layers = c.num_moe_layers();
+  s.experts = c.num_experts;
+  s.top_k = c.num_experts_per_tok;
+  s.q_heads = c.num_attention_heads;
+  s.head_dim = c.qk_head_dim();
+  s.head_params = double(c.vocab_size) * double(c.hidden_size);
+  // Everything but the routed experts and the embedding table (one row per token is read);
+  // the LM head [V, H] is read whole, tied to the embedding or not.
+  s.non_expert_weight_bytes =
+      2.0 * (double(pc.total - pc.routed_experts - pc.embedding - pc.lm_head) + s.head_params);
+  if (s.moe_layers > 0 && s.experts > 0)
+    s.expert_bytes = 2.0 * double(pc.routed_experts) / double(s.moe_layers * s.experts);
+  // The engine keeps KV in bf16 on the GPU and in f32 on the CPU.
+  s.kv_bytes_per_token = double(kv_bytes_per_token(c).bf16) * (on_device ? 1.0 : 2.0);
+  s.linear_params = double(pc.active - pc.embedding - pc.lm_head - pc.norms);
+  return s;
+}
+
+// Expected distinct experts of one MoE layer touched by B tokens under uniform routing: a
+// token picks k of the E experts, so a given expert is missed by one token with probability
+// (1 - k/E) and by all B (independent) tokens with probability (1 - k/E)^B; by linearity of
+// expectation the number touched is E * (1 - (1 - k/E)^B).
+double expected_experts_touched(const Sizes& s, int64_t batch) {
+  if (s.experts <= 0) return 0;
+  const double e = double(s.experts), k = double(s.top_k);
+  return e * (1.0 - std::pow(1.0 - k / e, double(batch)));
+}
+
+// Bytes one decode step of `batch` sequences must read at least: non-expert weights (LM head
+// included) + per MoE layer the expected distinct experts x expert bytes + the KV cache of
+// every sequence at the mean context: batch * ctx * layers * 2 * Hkv * D * dtype bytes.
+double decode_step_bytes(const Sizes& s, int64_t batch, double mean_context) {
+  return s.non_expert_weight_bytes +
+         double(s.moe_layers) * expected_experts_touched(s, batch) * s.expert_bytes +
+         double(batch) * mean_context * s.kv_bytes_per_token;
+}
+
+// FLOPs of a T-token prefill with one output: 2 * (matmul parameters a token goes through:
+// attention projections, router, k routed + shared experts; no embedding lookup) * T + the LM
+// head on the last position only (2 * V * H) + causal attention per layer: QK^T and PV over
+// the T^2/2 causal pairs, 2 * 2 * T^2 / 2 * Hq * D.
+double prefill_flops(const Sizes& s, int64_t t) {
+  const double tt = double(t);
+  return 2.0 * s.linear_params * tt + 2.0 * s.head_params +
+         double(s.layers) * 2.0 * 2.0 * tt * tt / 2.0 * double(s.q_heads) * double(s.head_dim);
+}
+
+// ---- Provenance.
+
+std::string run_output(const char* cmd) {
+  std::string out;
+  if (FILE* f = popen(cmd, "r")) {
+    char buf[256];
+    while (fgets(buf, sizeof buf, f)) out += buf;
+    if (pclose(f) != 0) out.clear();
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+std::string commit_id() {
+  std::string c = run_output(
+      fmt::format("git -C '{}' rev-parse --short HEAD 2>/dev/null", data_root()).c_str());
+  if (c.empty())
+    if (const char* env = std::getenv("MOEOPT_COMMIT")) c = env;
+  return c.empty() ? "unknown" : c;
+}
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// The process's own command line (Linux /proc), arguments joined by spaces.
+std::string command_line() {
+  std::ifstream f("/proc/self/cmdline", std::ios::binary);
+  std::string raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::replace(raw.begin(), raw.end(), '\0', ' ');
+  while (!raw.empty() && raw.back() == ' ') raw.pop_back();
+  return raw;
+}
+
+nlohmann::json json_header(const CommonArgs& a, const ModelConfig& c, const Peaks& p) {
+  return {{"engine", "moeopt"},
+          {"model", a.m.model.empty() ? std::string(kDefaultModelName) : a.m.model},
+          {"layers", c.num_hidden_layers},
+          {"device", a.m.device},
+          {"card", p.card},
+          {"hbm_GBps", p.hbm_Bps / 1e9},
+          {"peak_tflops", p.flops / 1e12},
+          {"peaks_source", p.source},
+          {"commit", commit_id()},
+          {"date", utc_now()},
+          {"command", command_line()}};
+}
+
+Status write_json(const std::string& path, const nlohmann::json& j) {
+  std::ofstream f(path);
+  if (!f) return make_error(ErrorCode::kIoError, "{}: cannot open for writing", path);
+  f << j.dump(2) << "\n";
+  if (!f) return make_error(ErrorCode::kIoError, "{}: write failed", path);
+  return {};
+}
+
+std::vector<int32_t> random_prompt(std::mt19937_64& rng, int64_t vocab, int64_t len) {
+  std::uniform_int_distribution<int32_t> tok(0, int32_t(std::min<int64_t>(vocab, 100000) - 1));
+  std::vector<int32_t> p(static_cast<size_t>(len));
+  for (auto& t : p) t = tok(rng);
+  return p;
+}
+
+Request greedy_request(std::vector<int32_t> prompt, int32_t max_tokens) {
+  Request r;
+  r.prompt = std::move(prompt);
+  r.params.temperature = 0;
+  r.params.max_tokens = max_tokens;
+  r.params.ignore_eos = true;
+  return r;
+}
+
+// ---- bench decode.
+
+struct DecodeArgs {
+  CommonArgs c;
+  std::string batch_sizes = "1,8,32,64,128,256,max";
+  std::string input_lens = "1024,4096";
+  int output_len = 128;
+  double kv_cache_gib = 0;  // 0: the default budget (file comment)
+  int max_num_batched_tokens = 0;
+};
+
+struct DecodeCase {
+  int64_t input = 0, batch = 0;
+};
+
+struct DecodeRow {
+  int64_t batch = 0, input = 0, output = 0, steps = 0, preemptions = 0;
+  double prefill_s = 0, decode_s = 0, decode_tps = 0, ms_per_step = 0, prefill_tps = 0;
+  double bytes = 0, bound_tps = 0, pct = 0, experts = 0;
+};
+
+// Runs `batch` requests to completion and times prefill and decode (file comment).
+Result<DecodeRow> run_decode_case(Engine& e, const DecodeCase& dc, int output_len,
+                                  std::mt19937_64& rng) {
+  const int64_t vocab = e.config().vocab_size;
+  for (int64_t i = 0; i < dc.batch; ++i)
+    MOEOPT_RETURN_IF_ERROR(
+        e.add_request(greedy_request(random_prompt(rng, vocab, dc.input), output_len)).status());
+  const int64_t steps0 = e.num_steps(), preempted0 = e.scheduler().num_preemptions();
+  const auto t0 = Clock::now();
+  std::optional<Clock::time_point> prefilled;
+  int64_t with_first = 0, generated = 0, prefill_steps = 0;
+  while (e.has_unfinished()) {
+    MOEOPT_ASSIGN_OR_RETURN(std::vector<RequestOutput> outs, e.step());
+    for (const RequestOutput& o : outs) {
+      if (o.generated_tokens == 1 && !o.new_tokens.empty()) ++with_first;
+      generated += int64_t(o.new_tokens.size());
+    }
+    if (!prefilled && with_first == dc.batch) {
+      prefilled = Clock::now();
+      prefill_steps = e.num_steps() - steps0;
+    }
+  }
+  const auto t1 = Clock::now();
+  if (!prefilled || generated != dc.batch * output_len)
+    return make_error(ErrorCode::kInternal, "batch {} x input {}: {} tokens generated, expected {}",
+                      dc.batch, dc.input, generated, dc.batch * output_len);
+  DecodeRow r;
+  r.batch = dc.batch;
+  r.input = dc.input;
+  r.output = output_len;
+  r.steps = e.num_steps() - steps0 - prefill_steps;
+  r.preemptions = e.scheduler().num_preemptions() - preempted0;  // 0 unless the pool is short
+  r.prefill_s = std::chrono::duration<double>(*prefilled - t0).count();
+  r.decode_s = std::chrono::duration<double>(t1 - *prefilled).count();
+  if (r.steps <= 0 || r.decode_s <= 0 || r.prefill_s <= 0)
+    return make_error(ErrorCode::kInternal, "batch {} x input {}: no decode phase to time",
+                      dc.batch, dc.input);
+  r.decode_tps = double(dc.batch) * double(output_len - 1) / r.decode_s;
+  r.ms_per_step = 1e3 * r.decode_s / double(r.steps);
+  r.prefill_tps = double(dc.batch) * double(dc.input) / r.prefill_s;
+  return r;
+}
+
+int run_bench_decode(const DecodeArgs& a) {
+  const char* cmd = "bench decode";
+  auto batches = parse_list(a.batch_sizes, "--batch-sizes", true);
+  if (!batches.ok()) return report_error(cmd, batches.status());
+  auto inputs = parse_list(a.input_lens, "--input-lens", false);
+  if (!inputs.ok()) return report_error(cmd, inputs.status());
+  if (a.output_len < 2)
+    return report_error(cmd, make_error(ErrorCode::kInvalidArgument,
+                                        "--output-len must be at least 2 (one decode step)"));
+  auto lm = load_model_for(a.c.m, cmd);
+  if (!lm.ok()) return report_error(cmd, lm.status());
+  const ModelConfig cfg = lm->model->config();
+  const bool on_device = a.c.m.device == "cuda";
+  const int64_t max_in = *std::max_element(inputs->begin(), inputs->end());
+  if (max_in + a.output_len > cfg.max_position_embeddings)
+    return report_error(cmd, make_error(ErrorCode::kInvalidArgument,
+                                        "input {} + output {} exceeds the model's context {}",
+                                        max_in, a.output_len, cfg.max_position_embeddings));
+  auto peaks = find_peaks(a.c);
+  if (!peaks.ok()) return report_error(cmd, peaks.status());
+  auto sizes = model_sizes(cfg, on_device);
+  if (!sizes.ok()) return report_error(cmd, sizes.status());
+
+  // KV budget and the cases it holds.
+  double budget = 4.0 * kGiB;
+  std::string budget_from = "fixed CPU budget";
+  if (a.kv_cache_gib > 0) {
+    budget = a.kv_cache_gib * kGiB;
+    budget_from = "--kv-cache-gib";
+  } else if (on_device) {
+    if (peaks->free_bytes < 0)
+      return report_error(cmd, make_error(ErrorCode::kUnsupported,
+                                          "free GPU memory is unknown (no NVML): pass "
+                                          "--kv-cache-gib"));
+    budget = double(peaks->free_bytes) - 2.0 * kGiB;
+    budget_from = "free GPU memory after the weights - 2 GiB";
+  }
+  const int32_t block_size = EngineOptions{}.block_size;
+  const double block_bytes = double(KvCache::bytes_per_block(
+      lm->model->kv_layout(), block_size, on_device ? DType::kBF16 : DType::kF32));
+  auto blocks_per_seq = [&](int64_t input) {
+    return (input + a.output_len + block_size - 1) / block_size;
+  };
+  std::vector<DecodeCase> cases;
+  nlohmann::json skipped = nlohmann::json::array();
+  int64_t max_batch = 0, pool_blocks = 0;
+  for (int64_t in : *inputs) {
+    const int64_t fit = budget > 0 ? int64_t(budget / (double(blocks_per_seq(in)) * block_bytes))
+                                   : 0;
+    for (int64_t b : *batches) {
+      const int64_t batch = b < 0 ? fit : b;
+      if (batch < 1 || batch > fit) {
+        std::fprintf(stderr, "bench decode: skipping batch %s x input %lld: %lld sequences fit "
+                     "the %.4g GiB KV budget (%s)\n",
+                     b < 0 ? "max" : std::to_string(b).c_str(), (long long)in, (long long)fit,
+                     budget / kGiB, budget_from.c_str());
+        skipped.push_back({{"batch", b < 0 ? nlohmann::json("max") : nlohmann::json(b)},
+                           {"input_len", in}, {"fit", fit}});
+        continue;
+      }
+      if (std::none_of(cases.begin(), cases.end(),
+                       [&](const DecodeCase& x) { return x.input == in && x.batch == batch; }))
+        cases.push_back({in, batch});
+      max_batch = std::max(max_batch, batch);
+      pool_blocks = std::max(pool_blocks, batch * blocks_per_seq(in));
+    }
+  }
+  if (cases.empty())
+    return report_error(cmd, make_error(ErrorCode::kResourceExhausted,
+                                        "no case fits the {:.4g} GiB KV budget ({})",
+                                        budget / kGiB, budget_from));
+
+  EngineOptions eo;
+  eo.num_threads = a.c.threads;
+  eo.block_size = block_size;
+  eo.num_kv_blocks = int32_t(pool_blocks);
+  eo.max_num_seqs = int32_t(max_batch);
+  eo.max_model_len = int32_t(max_in + a.output_len);
+  eo.max_num_batched_tokens = a.max_num_batched_tokens > 0
+                                  ? a.max_num_batched_tokens
+                                  : int32_t(std::max<int64_t>(2048, max_in));
+  use_device(*lm, eo);
+  std::fprintf(stderr, "bench decode: KV pool %.4g GiB (%lld blocks), up to %lld sequences\n",
+               double(pool_blocks) * block_bytes / kGiB, (long long)pool_blocks,
+               (long long)max_batch);
+  auto engine = Engine::create(std::move(lm->model), eo);
+  if (!engine.ok()) return report_error(cmd, engine.status());
+  Engine& e = **engine;
+
+  std::mt19937_64 rng(a.c.seed);
+  // Warm-up: first-use costs (library handles, lazily sized buffers) stay out of the cases.
+  auto warm = run_decode_case(e, {std::min<int64_t>(max_in, 16), 1}, 2, rng);
+  if (!warm.ok()) return report_error(cmd, warm.status());
+
+  std::vector<DecodeRow> rows;
+  for (const DecodeCase& dc : cases) {
+    auto r = run_decode_case(e, dc, a.output_len, rng);
+    if (!r.ok()) return report_error(cmd, r.status());
+    const double mean_ctx = double(dc.input) + double(a.output_len) / 2.0;
+    r->experts = expected_experts_touched(*sizes, dc.batch);
+    r->bytes = decode_step_bytes(*sizes, dc.batch, mean_ctx);
+    r->bound_tps = double(dc.batch) / (r->bytes / peaks->hbm_Bps);
+    r->pct = 100.0 * r->decode_tps / r->bound_tps;
+    rows.push_back(*r);
+    std::fprintf(stderr, "bench decode: batch %lld x input %lld: %.1f tok/s\n",
+                 (long long)dc.batch, (long long)dc.input, r->decode_tps);
+  }
+
+  std::printf("moeopt bench decode: %s, %lld layers, %s; %s\n",
+              a.c.m.model.empty() ? kDefaultModelName : a.c.m.model.c_str(),
+              (long long)cfg.num_hidden_layers, peaks->card.c_str(), lm->source.c_str());
+  std::printf("roofline: %.0f GB/s (%s); output %d tokens; KV budget %.4g GiB (%s)\n",
+              peaks->hbm_Bps / 1e9, peaks->source.c_str(), a.output_len, budget / kGiB,
+              budget_from.c_str());
+  std::printf("%6s %6s %12s %9s %12s %8s %13s\n", "batch", "input", "decode tok/s", "ms/step",
+              "bound tok/s", "% bound", "prefill tok/s");
+  for (const DecodeRow& r : rows)
+    std::printf("%6lld %6lld %12.1f %9.3f %12.1f %8.1f %13.1f\n", (long long)r.batch,
+                (long long)r.input, r.decode_tps, r.ms_per_step, r.bound_tps, r.pct,
+                r.prefill_tps);
+
+  if (!a.c.json.empty()) {
+    nlohmann::json j = json_header(a.c, cfg, *peaks);
+    j["output_len"] = a.output_len;
+    j["kv_budget_gib"] = budget / kGiB;
+    j["kv_budget_source"] = budget_from;
+    j["decode"] = nlohmann::json::array();
+    for (const DecodeRow& r : rows)
+      j["decode"].push_back({{"batch", r.batch},
+                             {"input_len", r.input},
+                             {"output_len", r.output},
+                             {"decode_tokens_per_s", r.decode_tps},
+                             {"ms_per_step", r.ms_per_step},
+                             {"decode_steps", r.steps},
+                             {"decode_seconds", r.decode_s},
+                             {"preemptions", r.preemptions},
+                             {"bound_tokens_per_s", r.bound_tps},
+                             {"pct_of_bound", r.pct},
+                             {"bytes_per_step", r.bytes},
+                             {"experts_touched_per_layer", r.experts},
+                             {"prefill_tokens_per_s", r.prefill_tps},
+                             {"prefill_seconds", r.prefill_s}});
+    j["skipped"] = skipped;
+    Status st = write_json(a.c.json, j);
+    if (!st.ok()) return report_error(cmd, st);
+  }
+  return 0;
+}
+
+RunFn setup_bench_decode(CLI::App& bench) {
+  auto a = std::make_shared<DecodeArgs>();
+  CLI::App* sub = bench.add_subcommand(
+      "decode", "Decode tokens/s per (input length, batch) against the memory-bound roofline");
+  add_common_flags(sub, &a->c);
+  sub->add_option("--batch-sizes", a->batch_sizes,
+                  "comma-separated batches; max: the largest that fits the KV budget "
+                  "(default 1,8,32,64,128,256,max)");
+  sub->add_option("--input-lens", a->input_lens, "comma-separated prompt lengths (default "
+                  "1024,4096)");
+  sub->add_option("--output-len", a->output_len, "generated tokens per sequence (default 128)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--kv-cache-gib", a->kv_cache_gib,
+                  "KV budget for max and for the cases (default: free GPU memory after the "
+                  "weights - 2 GiB; 4 GiB on the CPU)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--max-num-batched-tokens", a->max_num_batched_tokens,
+                  "prefill chunk, tokens per step (default max(2048, longest input))")
+      ->check(CLI::PositiveNumber);
+  return [a] { return run_bench_decode(*a); };
+}
+
+// ---- bench prefill.
+
+struct PrefillArgs {
+  CommonArgs c;
+  std::string prompt_lens = "512,1024,2048,4096,8192";
+  int repeats = 5;
+};
+
+struct PrefillRow {
+  int64_t len = 0;
+  double median_s = 0, tps = 0, flops = 0, tflops = 0, pct = 0;
+  std::vector<double> times;
+};
+
+// One prompt of `len` tokens, one output token: the seconds until it finished.
+Result<double> time_prefill(Engine& e, int64_t len, std::mt19937_64& rng) {
+  MOEOPT_RETURN_IF_ERROR(
+      e.add_request(greedy_request(random_prompt(rng, e.config().vocab_size, len), 1)).status());
+  const int64_t steps0 = e.num_steps();
+  const auto t0 = Clock::now();
+  while (e.has_unfinished()) MOEOPT_RETURN_IF_ERROR(e.step().status());
+  const double s = seconds_since(t0);
+  if (e.num_steps() - steps0 != 1)
+    return make_error(ErrorCode::kInternal, "prompt of {} tokens took {} steps, expected 1", len,
+                      e.num_steps() - steps0);
+  return s;
+}
+
+int run_bench_prefill(const PrefillArgs& a) {
+  const char* cmd = "bench prefill";
+  auto lens = parse_list(a.prompt_lens, "--prompt-lens", false);
+  if (!lens.ok()) return report_error(cmd, lens.status());
+  auto lm = load_model_for(a.c.m, cmd);
+  if (!lm.ok()) return report_error(cmd, lm.status());
+  const ModelConfig cfg = lm->model->config();
+  const int64_t max_len = *std::max_element(lens->begin(), lens->end());
+  if (max_len + 1 > cfg.max_position_embeddings)
+    return report_error(cmd, make_error(ErrorCode::kInvalidArgument,
+                                        "--prompt-lens: {} + 1 exceeds the model's context {}",
+                                        max_len, cfg.max_position_embeddings));
+  auto peaks = find_peaks(a.c);
+  if (!peaks.ok()) return report_error(cmd, peaks.status());
+  auto sizes = model_sizes(cfg, a.c.m.device == "cuda");
+  if (!sizes.ok()) return report_error(cmd, sizes.status());
+
+  EngineOptions eo;
+  eo.num_threads = a.c.threads;
+  eo.max_num_seqs = 1;
+  eo.max_model_len = int32_t(max_len + 1);
+  eo.max_num_batched_tokens = eo.max_model_len;  // the whole prompt in one step
+  eo.enable_chunked_prefill = false;
+  eo.num_kv_blocks = int32_t((max_len + 1 + eo.block_size - 1) / eo.block_size);
+  use_device(*lm, eo);
+  auto engine = Engine::create(std::move(lm->model), eo);
+  if (!engine.ok()) return report_error(cmd, engine.status());
+  Engine& e = **engine;
+
+  std::mt19937_64 rng(a.c.seed);
+  std::vector<PrefillRow> rows;
+  for (int64_t len : *lens) {
+    PrefillRow r;
+    r.len = len;
+    for (int i = 0; i <= a.repeats; ++i) {  // run 0 is the warm-up
+      auto s = time_prefill(e, len, rng);
+      if (!s.ok()) return report_error(cmd, s.status());
+      if (i > 0) r.times.push_back(*s);
+    }
+    std::vector<double> sorted = r.times;
+    std::sort(sorted.begin(), sorted.end());
+    const size_t n = sorted.size();
+    r.median_s = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+    r.tps = double(len) / r.median_s;
+    r.flops = prefill_flops(*sizes, len);
+    r.tflops = r.flops / r.median_s / 1e12;
+    r.pct = 100.0 * (r.flops / r.median_s) / peaks->flops;
+    rows.push_back(r);
+    std::fprintf(stderr, "bench prefill: %lld tokens: %.1f tok/s\n", (long long)len, r.tps);
+  }
+
+  std::printf("moeopt bench prefill: %s, %lld layers, %s; %s\n",
+              a.c.m.model.empty() ? kDefaultModelName : a.c.m.model.c_str(),
+              (long long)cfg.num_hidden_layers, peaks->card.c_str(), lm->source.c_str());
+  std::printf("roofline: %.1f TFLOP/s (%s); batch 1, output 1, median of %d\n",
+              peaks->flops / 1e12, peaks->source.c_str(), a.repeats);
+  std::printf("%7s %13s %10s %10s %8s %8s\n", "prompt", "prefill tok/s", "ms", "TFLOP", "TFLOP/s",
+              "% peak");
+  for (const PrefillRow& r : rows)
+    std::printf("%7lld %13.1f %10.3f %10.3f %8.2f %8.2f\n", (long long)r.len, r.tps,
+                1e3 * r.median_s, r.flops / 1e12, r.tflops, r.pct);
+
+  if (!a.c.json.empty()) {
+    nlohmann::json j = json_header(a.c, cfg, *peaks);
+    j["repeats"] = a.repeats;
+    j["prefill"] = nlohmann::json::array();
+    for (const PrefillRow& r : rows)
+      j["prefill"].push_back({{"prompt_len", r.len},
+                              {"batch", 1},
+                              {"prefill_tokens_per_s", r.tps},
+                              {"median_seconds", r.median_s},
+                              {"seconds", r.times},
+                              {"flops", r.flops},
+                              {"tflops_per_s", r.tflops},
+                              {"pct_of_peak", r.pct}});
+    Status st = write_json(a.c.json, j);
+    if (!st.ok()) return report_error(cmd, st);
+  }
+  return 0;
+}
+
+RunFn setup_bench_prefill(CLI::App& bench) {
+  auto a = std::make_shared<PrefillArgs>();
+  CLI::App* sub = bench.add_subcommand(
+      "prefill", "Prefill tokens/s per prompt length (batch 1) against the compute roofline");
+  add_common_flags(sub, &a->c);
+  sub->add_option("--prompt-lens", a->prompt_lens,
+                  "comma-separated prompt lengths (default 512,1024,2048,4096,8192)");
+  sub->add_option("--repeats", a->repeats, "timed runs after one warm-up, median (default 5)")
+      ->check(CLI::PositiveNumber);
+  return [a] { return run_bench_prefill(*a); };
+}
+
+}  // namespace
+
+MOEOPT_REGISTER_BENCH(setup_bench_decode);
+MOEOPT_REGISTER_BENCH(setup_bench_prefill);
+
+}  // namespace moeopt::cli
