@@ -52,12 +52,7 @@
 #include "moeopt/system/gpu_probe.h"
 
 // The card table of `bench moe` (nominal HBM and BF16 tensor peaks by device name).
-#if __has_include("moeopt/backend/cuda/card_peaks.h")
 #include "moeopt/backend/cuda/card_peaks.h"
-#define MOEOPT_BENCH_CARD_TABLE 1
-#else
-#define MOEOPT_BENCH_CARD_TABLE 0
-#endif
 
 namespace moeopt::cli {
 namespace {
@@ -206,10 +201,8 @@ Result<Peaks> find_peaks(const CommonArgs& a) {
     p.card = d.name;
     if (d.memory_used_bytes >= 0)
       p.free_bytes = int64_t(d.memory_total_bytes) - d.memory_used_bytes;
-#if MOEOPT_BENCH_CARD_TABLE
     p.hbm_Bps = cuda::nominal_hbm_Bps(p.card);
     p.flops = cuda::nominal_tensor_flops(p.card);
-#endif
     p.source = "nominal (card table)";
   }
   if (a.hbm_gbps > 0) p.hbm_Bps = a.hbm_gbps * 1e9;

@@ -135,6 +135,7 @@ int run_serve(ServeArgs& a) {
   eo.enable_prefix_caching = k.enable_prefix_caching;
   eo.enable_chunked_prefill = k.enable_chunked_prefill;
   eo.cuda_graphs = prof->features.cuda_graphs;
+  eo.cuda_graph_max_batch = k.cuda_graph_max_batch;
   use_device(*lm, eo);
   const ModelConfig cfg = lm->model->config();
   auto engine = Engine::create(std::move(lm->model), eo);

@@ -57,9 +57,10 @@ Result<std::unique_ptr<DeviceRunner>> DeviceRunner::create(Model& model, ops::De
   MOEOPT_ASSIGN_OR_RETURN(r->kv_, KvCache::on_device(model.kv_layout(), o.num_blocks, o.block_size,
                                                      r->context()));
   r->graph_blocks_per_seq_ = (o.max_model_len + o.block_size - 1) / o.block_size;
+  const int32_t top = std::max(1, std::min(o.max_num_seqs, o.cuda_graph_max_batch));
   for (int32_t g : kLadder)
-    if (g < o.max_num_seqs) r->ladder_.push_back(g);
-  r->ladder_.push_back(o.max_num_seqs);
+    if (g < top) r->ladder_.push_back(g);
+  r->ladder_.push_back(top);
   if (o.cuda_graphs) MOEOPT_RETURN_IF_ERROR(r->capture_graphs());
   return r;
 }

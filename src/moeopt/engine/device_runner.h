@@ -3,7 +3,7 @@
 //   - the paged KV cache (bf16) and a scratch arena for each step's temporaries,
 //   - the runner's own stream, and CUDA graphs of pure decode steps for a ladder of batch
 //     sizes (1, 2, 4, 8, 16, 24, 32, 48, 64, ... up to max_num_seqs): a decode batch of S
-//     sequences is padded to the next size G >= S (padding rows: token 0, no KV write,
+//     sequences (S <= cuda_graph_max_batch) is padded to the next size G >= S (padding rows: token 0, no KV write,
 //     context 1) and replays the graph captured for G. Graphs are captured at start-up from
 //     the largest size down, each after one eager warm-up step, so every buffer a graph uses
 //     has its final size before capture. Prefill and mixed steps run eagerly.
@@ -33,6 +33,7 @@ struct DeviceRunnerOptions {
   int32_t max_num_seqs = 64;
   int32_t max_model_len = 0;
   bool cuda_graphs = true;
+  int32_t cuda_graph_max_batch = 256;  // decode batches above this run eagerly
 };
 
 class DeviceRunner {

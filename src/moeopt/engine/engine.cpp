@@ -38,7 +38,8 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, Eng
     ro.block_size = opt.block_size;
     ro.max_num_seqs = opt.max_num_seqs;
     ro.max_model_len = e->max_model_len_;
-    ro.cuda_graphs = opt.cuda_graphs;
+    ro.cuda_graphs = opt.cuda_graphs && opt.cuda_graph_max_batch > 0;
+    ro.cuda_graph_max_batch = opt.cuda_graph_max_batch;
     MOEOPT_ASSIGN_OR_RETURN(e->runner_, DeviceRunner::create(*model, opt.device, ro));
   } else {
     e->kv_ = std::make_unique<KvCache>(model->kv_layout(), blocks, opt.block_size);

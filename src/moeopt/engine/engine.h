@@ -33,6 +33,7 @@ struct EngineOptions {
   // engine then keeps its KV cache there (bf16) and samples there (engine/device_runner.h).
   ops::DeviceBackend* device = nullptr;
   bool cuda_graphs = true;              // capture decode steps (device engine only)
+  int32_t cuda_graph_max_batch = 256;   // largest decode batch captured
 };
 
 struct Request {

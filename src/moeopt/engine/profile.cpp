@@ -67,16 +67,22 @@ const std::array<Field, 18> kProfileFields = {{
 #undef MOEOPT_FEATURE
 #undef MOEOPT_KNOB
 
-// Which features this build implements, indexed by Feature. None yet: the CUDA backend
-// holds only the device self-test, and the CPU reference runs none of these paths.
+// Which features this build implements, indexed by Feature. The fused MoE kernels and
+// CUDA graphs of decode steps exist in builds with the CUDA backend (they apply to
+// `--device cuda`; the CPU reference runs none of these paths).
+#if MOEOPT_ENGINE_WITH_CUDA
+constexpr bool kCudaBuild = true;
+#else
+constexpr bool kCudaBuild = false;
+#endif
 constexpr std::array<bool, kNumFeatures> kImplemented = {
-    false,  // fused_moe
-    false,  // cuda_graphs
-    false,  // fp8_weights
-    false,  // fp8_kv_cache
-    false,  // expert_parallel
-    false,  // dual_batch_overlap
-    false,  // sparsity_2_4
+    kCudaBuild,  // fused_moe
+    kCudaBuild,  // cuda_graphs
+    false,       // fp8_weights
+    false,       // fp8_kv_cache
+    false,       // expert_parallel
+    false,       // dual_batch_overlap
+    false,       // sparsity_2_4
 };
 
 const Field* find_field(const std::string& section, const std::string& key) {

@@ -1,6 +1,7 @@
 // MoE layer benchmark (moe_bench.h): inputs made on the host with a fixed seed, uploaded once;
 // each M is timed as replays of a CUDA graph holding `inner` layer calls.
 #include "moeopt/backend/cuda/moe_bench.h"
+#include "moeopt/backend/cuda/card_peaks.h"
 
 #include <cuda_runtime.h>
 
@@ -39,21 +40,6 @@ struct StreamAndEvents {
     if (stream) cudaStreamDestroy(stream);
   }
 };
-
-double nominal_hbm_Bps(const std::string& card) {
-  std::string n = card;
-  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return char(std::toupper(c)); });
-  if (n.find("H200") != std::string::npos) return 4.8e12;
-  if (n.find("H100") != std::string::npos)
-    return n.find("PCIE") != std::string::npos ? 2.0e12 : 3.35e12;
-  return 0.0;
-}
-
-double nominal_tensor_flops(const std::string& card) {
-  // BF16 dense, SXM parts (the same 989 TFLOP/s for H100 and H200).
-  return card.find("H100") != std::string::npos || card.find("H200") != std::string::npos ? 989e12
-                                                                                           : 0.0;
-}
 
 // bf16 values ~ N(0, 1) * scale from a fixed seed (a fast generator: ~1e9 values at the
 // Qwen3-235B shape).
