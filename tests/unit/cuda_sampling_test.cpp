@@ -183,20 +183,27 @@ std::vector<float> cpu_raw_logprobs(const float* x, int vocab) {
   return out;
 }
 
-// Largest |cumulative mass - u * total| over the boundaries between tokens a and b in the
-// CPU's survivor order (engine/sampler.cpp's steps, redone here); +inf when the row is greedy
-// or either token did not survive.
-double boundary_gap(const float* raw, int vocab, const RowSetup& row, double u, int a, int b) {
+// The CPU sampler's survivors (engine/sampler.cpp's steps 1-5, redone here) in its order.
+struct Survivors {
+  std::vector<int32_t> order;
+  std::vector<double> prob;
+  double total = 0.0;
+};
+
+Survivors cpu_survivors(const float* raw, int vocab, const RowSetup& row) {
   const SamplingParams& p = row.params;
-  if (p.greedy()) return std::numeric_limits<double>::infinity();
+  Survivors s;
   std::vector<float> l(raw, raw + vocab);
   apply_penalties(l, p, row.history);
   const float mx = *std::max_element(l.begin(), l.end());
-  std::vector<double> prob(static_cast<size_t>(vocab));
+  s.prob.resize(size_t(vocab));
   double sum = 0.0;
-  for (int i = 0; i < vocab; ++i) sum += prob[size_t(i)] = std::exp((double(l[i]) - mx) / p.temperature);
-  for (double& v : prob) v /= sum;
-  std::vector<int32_t> order(static_cast<size_t>(vocab));
+  for (int i = 0; i < vocab; ++i)
+    sum += s.prob[size_t(i)] = std::exp((double(l[i]) - mx) / p.temperature);
+  for (double& v : s.prob) v /= sum;
+  const std::vector<double>& prob = s.prob;
+  std::vector<int32_t>& order = s.order;
+  order.resize(size_t(vocab));
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) {
     return prob[x] > prob[y] || (prob[x] == prob[y] && x < y);
@@ -221,16 +228,35 @@ double boundary_gap(const float* raw, int vocab, const RowSetup& row, double u, 
     while (cut < order.size() && prob[order[cut]] >= threshold) ++cut;
     order.resize(cut);
   }
-  double total = 0.0;
-  for (int32_t t : order) total += prob[t];
+  for (int32_t t : order) s.total += prob[t];
+  return s;
+}
+
+// The CPU sampler's token for a given u (its draw loop).
+int32_t cpu_draw(const Survivors& s, double u) {
+  const double target = u * s.total;
+  double acc = 0.0;
+  for (int32_t t : s.order) {
+    acc += s.prob[size_t(t)];
+    if (target < acc) return t;
+  }
+  return s.order.back();
+}
+
+// Largest |cumulative mass - u * total| over the boundaries between tokens a and b in the
+// CPU's survivor order; +inf when the row is greedy or either token did not survive.
+double boundary_gap(const float* raw, int vocab, const RowSetup& row, double u, int a, int b) {
+  if (row.params.greedy()) return std::numeric_limits<double>::infinity();
+  const Survivors s = cpu_survivors(raw, vocab, row);
+  const std::vector<int32_t>& order = s.order;
   const auto pa = std::find(order.begin(), order.end(), a) - order.begin();
   const auto pb = std::find(order.begin(), order.end(), b) - order.begin();
   if (size_t(pa) == order.size() || size_t(pb) == order.size())
     return std::numeric_limits<double>::infinity();
   double acc = 0.0, gap = 0.0;
   for (ptrdiff_t i = 0; i < std::max(pa, pb); ++i) {
-    acc += prob[order[size_t(i)]];
-    if (i >= std::min(pa, pb)) gap = std::max(gap, std::abs(acc - u * total));
+    acc += s.prob[size_t(order[size_t(i)])];
+    if (i >= std::min(pa, pb)) gap = std::max(gap, std::abs(acc - u * s.total));
   }
   return gap;
 }
@@ -607,6 +633,153 @@ TEST(CudaSampling, EqualProbabilitiesFollowIdOrder) {
     };
     check_case(c);
   }
+}
+
+// The decode shape: the fast greedy kernel and the general path (forced by one top logprob)
+// agree on every token and logprob; both are timed (printed, for the record).
+TEST(CudaSampling, FastAndGeneralGreedyAgreeAtDecodeShape) {
+  SKIP_WITHOUT_GPU();
+  const int rows = 512, vocab = kQwenVocab;
+  const std::vector<float> logits = make_logits(rows, vocab, 99, LogitKind::kSpread);
+  const Shape rs{rows};
+  DevBuf d_logits(logits, DType::kF32, {rows, vocab});
+  DevBuf d_t(std::vector<float>(size_t(rows), 0.0f), DType::kF32, rs);
+  DevBuf d_k(std::vector<int32_t>(size_t(rows), 0), DType::kI32, rs);
+  DevBuf d_one(std::vector<float>(size_t(rows), 1.0f), DType::kF32, rs);
+  DevBuf d_zero(std::vector<float>(size_t(rows), 0.0f), DType::kF32, rs);
+  DevBuf d_tok_a(std::vector<int32_t>(size_t(rows), -7), DType::kI32, rs);
+  DevBuf d_tok_b(std::vector<int32_t>(size_t(rows), -7), DType::kI32, rs);
+  DevBuf d_lp_a(std::vector<float>(size_t(rows), 1e30f), DType::kF32, rs);
+  DevBuf d_lp_b(std::vector<float>(size_t(rows), 1e30f), DType::kF32, rs);
+  DevBuf d_top_ids(std::vector<int32_t>(size_t(rows), -7), DType::kI32, {rows, 1});
+  DevBuf d_top_lp(std::vector<float>(size_t(rows), 1e30f), DType::kF32, {rows, 1});
+  ops::SamplingBatch b;
+  b.logits = d_logits.view();
+  b.temperature = d_t.view();
+  b.top_k = d_k.view();
+  b.top_p = b.repetition_penalty = d_one.view();
+  b.min_p = b.presence_penalty = b.frequency_penalty = b.uniform = d_zero.view();
+  b.all_greedy = true;
+  ops::SamplingOutput fast;
+  fast.tokens = d_tok_a.view();
+  fast.logprob = d_lp_a.view();
+  ops::SamplingBatch bg = b;
+  bg.num_logprobs = 1;
+  ops::SamplingOutput general;
+  general.tokens = d_tok_b.view();
+  general.logprob = d_lp_b.view();
+  general.top_ids = d_top_ids.view();
+  general.top_logprobs = d_top_lp.view();
+  cuda::CudaBackend backend;
+  const ops::Context ctx{.device_backend = &backend};
+  cudaEvent_t e0, e1;
+  ASSERT_EQ(cudaEventCreate(&e0), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&e1), cudaSuccess);
+  auto time_us = [&](const ops::SamplingBatch& bb, const ops::SamplingOutput& oo) {
+    EXPECT_TRUE(backend.sample(ctx, bb, oo).ok());  // warm-up (and the workspace)
+    constexpr int kIters = 20;
+    cudaEventRecord(e0);
+    for (int i = 0; i < kIters; ++i) EXPECT_TRUE(backend.sample(ctx, bb, oo).ok());
+    cudaEventRecord(e1);
+    EXPECT_EQ(cudaEventSynchronize(e1), cudaSuccess);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    return 1000.0 * ms / kIters;
+  };
+  const double fast_us = time_us(b, fast), general_us = time_us(bg, general);
+  std::printf("[ greedy R%d V%d ] fast path %.1f us, general path (1 logprob) %.1f us\n", rows,
+              vocab, fast_us, general_us);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  const auto ta = d_tok_a.download<int32_t>(size_t(rows)), tb = d_tok_b.download<int32_t>(size_t(rows));
+  const auto la = d_lp_a.download<float>(size_t(rows)), lb = d_lp_b.download<float>(size_t(rows));
+  const auto top = d_top_ids.download<int32_t>(size_t(rows));
+  for (int r = 0; r < rows; ++r) {
+    EXPECT_EQ(ta[size_t(r)], tb[size_t(r)]) << "row " << r;
+    EXPECT_EQ(top[size_t(r)], tb[size_t(r)]) << "row " << r;  // greedy = best raw logprob
+    EXPECT_NEAR(la[size_t(r)], lb[size_t(r)], 1e-5) << "row " << r;
+  }
+}
+
+// Sampled rows at the decode shape, timed (printed); judged like every other case.
+TEST(CudaSampling, SampledDecodeShapeTimed) {
+  SKIP_WITHOUT_GPU();
+  const int rows = 256, vocab = kQwenVocab;
+  const std::vector<float> logits = make_logits(rows, vocab, 7, LogitKind::kSpread);
+  const Shape rs{rows};
+  DevBuf d_logits(logits, DType::kF32, {rows, vocab});
+  DevBuf d_t(std::vector<float>(size_t(rows), 0.8f), DType::kF32, rs);
+  DevBuf d_k(std::vector<int32_t>(size_t(rows), 50), DType::kI32, rs);
+  DevBuf d_tp(std::vector<float>(size_t(rows), 0.9f), DType::kF32, rs);
+  DevBuf d_one(std::vector<float>(size_t(rows), 1.0f), DType::kF32, rs);
+  DevBuf d_zero(std::vector<float>(size_t(rows), 0.0f), DType::kF32, rs);
+  DevBuf d_u(std::vector<float>(size_t(rows), 0.5f), DType::kF32, rs);
+  DevBuf d_tok(std::vector<int32_t>(size_t(rows), -7), DType::kI32, rs);
+  DevBuf d_lp(std::vector<float>(size_t(rows), 1e30f), DType::kF32, rs);
+  ops::SamplingBatch b;
+  b.logits = d_logits.view();
+  b.temperature = d_t.view();
+  b.top_k = d_k.view();
+  b.top_p = d_tp.view();
+  b.repetition_penalty = d_one.view();
+  b.min_p = b.presence_penalty = b.frequency_penalty = d_zero.view();
+  b.uniform = d_u.view();
+  ops::SamplingOutput o;
+  o.tokens = d_tok.view();
+  o.logprob = d_lp.view();
+  cuda::CudaBackend backend;
+  const ops::Context ctx{.device_backend = &backend};
+  ASSERT_TRUE(backend.sample(ctx, b, o).ok());  // the workspace grows here
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  // Logits were overwritten: time on fresh copies.
+  cudaEvent_t e0, e1;
+  ASSERT_EQ(cudaEventCreate(&e0), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&e1), cudaSuccess);
+  float total_ms = 0;
+  constexpr int kIters = 5;
+  for (int i = 0; i < kIters; ++i) {
+    ASSERT_EQ(cudaMemcpy(b.logits.data, logits.data(), logits.size() * 4, cudaMemcpyHostToDevice),
+              cudaSuccess);
+    cudaEventRecord(e0);
+    ASSERT_TRUE(backend.sample(ctx, b, o).ok());
+    cudaEventRecord(e1);
+    ASSERT_EQ(cudaEventSynchronize(e1), cudaSuccess);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    total_ms += ms;
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  std::printf("[ sampled R%d V%d T0.8 k50 p0.9 ] %.1f us\n", rows, vocab,
+              1000.0 * total_ms / kIters);
+  const auto tok = d_tok.download<int32_t>(size_t(rows));
+  const auto lp = d_lp.download<float>(size_t(rows));
+  SamplingParams p;
+  p.temperature = 0.8f;
+  p.top_k = 50;
+  p.top_p = 0.9f;
+  p.logprobs = 0;
+  TokenHistory h;
+  h.reset(vocab, {});
+  int boundary_rows = 0;
+  for (int r = 0; r < rows; ++r) {
+    // No RequestRng draws exactly 0.5: the CPU sampler's steps are redone for that u.
+    const float* x = logits.data() + size_t(r) * size_t(vocab);
+    RowSetup row;
+    row.params = p;
+    row.history = h;
+    const int32_t want = cpu_draw(cpu_survivors(x, vocab, row), 0.5);
+    const int32_t got = tok[size_t(r)];
+    ASSERT_GE(got, 0);
+    ASSERT_LT(got, vocab);
+    if (got != want) {
+      EXPECT_LT(boundary_gap(x, vocab, row, 0.5, got, want), kBoundaryMass) << "row " << r;
+      ++boundary_rows;
+    }
+    EXPECT_NEAR(lp[size_t(r)], cpu_raw_logprobs(x, vocab)[size_t(got)], kLogprobTol)
+        << "row " << r;
+  }
+  EXPECT_LE(boundary_rows, rows / 10);
 }
 
 // ---- Argument checks (no device needed: they fail before anything is launched).
