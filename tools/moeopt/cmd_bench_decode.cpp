@@ -290,11 +290,11 @@ std::string run_output(const char* cmd) {
   return out;
 }
 
+// MOEOPT_COMMIT first: a tree copied to a GPU machine may carry a stale .git.
 std::string commit_id() {
+  if (const char* env = std::getenv("MOEOPT_COMMIT"); env && *env) return env;
   std::string c = run_output(
       fmt::format("git -C '{}' rev-parse --short HEAD 2>/dev/null", data_root()).c_str());
-  if (c.empty())
-    if (const char* env = std::getenv("MOEOPT_COMMIT")) c = env;
   return c.empty() ? "unknown" : c;
 }
 

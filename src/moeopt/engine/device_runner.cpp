@@ -176,7 +176,8 @@ Result<std::vector<SampleResult>> DeviceRunner::sample(const TensorView& logits,
     return out;
   }
   // Per-row settings and the penalty history (CSR), built here and copied up.
-  std::vector<float> temperature, top_p, min_p, rep, presence, frequency, uniform;
+  std::vector<float> temperature, top_p, min_p, rep, presence, frequency;
+  std::vector<double> uniform;  // f64: exactly the u the CPU sampler would draw
   std::vector<int32_t> top_k, offsets{0}, pen_tokens, pen_counts;
   for (Sequence* s : sampling) {
     const SamplingParams& p = s->params;
@@ -188,7 +189,7 @@ Result<std::vector<SampleResult>> DeviceRunner::sample(const TensorView& logits,
     presence.push_back(p.presence_penalty);
     frequency.push_back(p.frequency_penalty);
     // One draw per non-greedy sample, as the CPU sampler makes (engine/sampler.cpp).
-    uniform.push_back(p.greedy() ? 0.0f : float(s->rng.uniform()));
+    uniform.push_back(p.greedy() ? 0.0 : s->rng.uniform());
     if (has_penalty(p)) {
       std::unordered_map<int32_t, int32_t> counts;  // token -> times generated
       for (int32_t i = 0; i < s->num_tokens(); ++i) {
@@ -205,7 +206,8 @@ Result<std::vector<SampleResult>> DeviceRunner::sample(const TensorView& logits,
   auto upload = [&](const auto& v, DType dt) -> Result<TensorView> {
     MOEOPT_ASSIGN_OR_RETURN(TensorView t, arena_->alloc(dt, {std::max<int64_t>(1, int64_t(v.size()))}));
     if (v.size() != 0)
-      MOEOPT_RETURN_IF_ERROR(backend_->copy_to_device(ctx, t.data, v.data(), v.size() * 4));
+      MOEOPT_RETURN_IF_ERROR(
+          backend_->copy_to_device(ctx, t.data, v.data(), v.size() * sizeof(v[0])));
     t.shape = Shape({int64_t(v.size())});
     return t;
   };
@@ -218,7 +220,7 @@ Result<std::vector<SampleResult>> DeviceRunner::sample(const TensorView& logits,
   MOEOPT_ASSIGN_OR_RETURN(sb.repetition_penalty, upload(rep, DType::kF32));
   MOEOPT_ASSIGN_OR_RETURN(sb.presence_penalty, upload(presence, DType::kF32));
   MOEOPT_ASSIGN_OR_RETURN(sb.frequency_penalty, upload(frequency, DType::kF32));
-  MOEOPT_ASSIGN_OR_RETURN(sb.uniform, upload(uniform, DType::kF32));
+  MOEOPT_ASSIGN_OR_RETURN(sb.uniform, upload(uniform, DType::kF64));
   MOEOPT_ASSIGN_OR_RETURN(sb.penalty_offsets, upload(offsets, DType::kI32));
   MOEOPT_ASSIGN_OR_RETURN(sb.penalty_tokens, upload(pen_tokens, DType::kI32));
   MOEOPT_ASSIGN_OR_RETURN(sb.penalty_counts, upload(pen_counts, DType::kI32));

@@ -35,7 +35,7 @@ struct SamplingBatch {
   TensorView repetition_penalty;  // 1: off
   TensorView presence_penalty;
   TensorView frequency_penalty;
-  TensorView uniform;             // the row's draw in [0, 1)
+  TensorView uniform;             // [R] f64 (f32 accepted): the row's draw in [0, 1)
   // Penalty history in CSR form: row r owns entries [penalty_offsets[r], penalty_offsets[r+1])
   // of penalty_tokens (each token at most once per row, any order) and penalty_counts
   // (times the token was generated; 0 for a token seen only in the prompt).
