@@ -11,6 +11,9 @@
 #   SKIP_BENCH=1 / SKIP_TESTS=1     to run only part of it (SKIP_BENCH: the MoE layer bench)
 #   SKIP_ENGINE=1                   skip the real-width check and the engine benchmarks
 #   ENGINE_ARGS="--batch-sizes 1,64"  extra arguments for `moeopt bench decode`
+#   PROFILE_ENGINE=1                per-kernel breakdown (ncu) of decode steps at batch 1 and
+#                                   128 (context 1024) and of a 4,096-token prefill, on the
+#                                   model cut to 4 layers (kernel_breakdown.log)
 #   SKIP_SANITIZER=1                skip compute-sanitizer (memcheck + racecheck on the small
 #                                   MoE test cases; the issue-size shapes are too slow there)
 #   PROFILE_MS="1,128,1024"         per-kernel times with Nsight Compute (ncu) at these M
@@ -72,12 +75,18 @@ if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
   race='CudaMoeOps.*:Cases/CudaMoeOpsPermute.*:Cases/CudaMoeOpsForward.*/gpu_moe_odd*'
   race+=':Cases/CudaMoeOpsForward.*/gpu_moe_k2*:CudaMoeRouter.TiesGoToLowestExpertId'
   race+=':CudaMoeExperts.BackToBack*'
+  # The engine's other op families: the op-case table of every dense op, attention's table,
+  # edge and KV-write cases, and sampling; racecheck leaves out linear, whose only hazards
+  # are inside cuBLAS's own split-K kernel (reported, not ours).
+  small+=':Cases/CudaDense*:*CudaAttnTable*:*CudaAttnEdge*:*CudaAttnKvWrite*:*CudaSampling*'
+  race+=':*CudaAttnTable*:*CudaAttnEdge*:*CudaSampling*:Cases/CudaDense*Norm*'
+  race+=':Cases/CudaDense*Rope*:Cases/CudaDense*Embedding*'
   : >"$out/sanitizer.log"
   for tool in memcheck racecheck; do
     filter=$small
     [ $tool = racecheck ] && filter=$race
     echo "== compute-sanitizer --tool $tool" | tee -a "$out/sanitizer.log"
-    timeout 150 compute-sanitizer --tool $tool --error-exitcode 3 \
+    timeout 240 compute-sanitizer --tool $tool --error-exitcode 3 \
         "$build/tests/test_cuda" --gtest_filter="$filter" >>"$out/sanitizer.log" 2>&1
     rc=$?
     grep -E '^(========= (ERROR SUMMARY|RACECHECK SUMMARY)|\[  PASSED|\[  FAILED)' \
@@ -107,6 +116,19 @@ if [ "${SKIP_ENGINE:-0}" != 1 ]; then
       --json "$out/prefill.json" 2>&1 | grep -v 'placing weights' | tee -a "$out/engine.log"
   echo "== HF transformers peer" | tee -a "$out/engine.log"
   python3 bench/peers/hf_decode.py --json "$out/hf_decode.json" ${HF_ARGS:-} 2>&1 | tee -a "$out/engine.log"
+fi
+if [ "${PROFILE_ENGINE:-0}" = 1 ]; then
+  moeopt="$build/bin/moeopt"
+  M4="--device cuda --random-weights --model qwen3-30b-a3b --layers 4"
+  : >"$out/kernel_breakdown.log"
+  for b in 1 128; do
+    echo "== decode, batch $b, input 1024 (4 layers): last 3 steps" | tee -a "$out/kernel_breakdown.log"
+    timeout 200 python3 bench/kernel_breakdown.py --steps last:3 -- "$moeopt" bench decode $M4 \
+        --input-lens 1024 --batch-sizes $b --output-len 8 2>&1 | tee -a "$out/kernel_breakdown.log"
+  done
+  echo "== prefill 4096 (4 layers): last step" | tee -a "$out/kernel_breakdown.log"
+  timeout 200 python3 bench/kernel_breakdown.py --steps last:1 -- "$moeopt" bench prefill $M4 \
+      --prompt-lens 4096 --repeats 1 2>&1 | tee -a "$out/kernel_breakdown.log"
 fi
 if [ -n "${PROFILE_MS:-}" ]; then
   echo "== ncu per-kernel times at M = $PROFILE_MS (uniform routing)"

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Where the time of an engine step goes: per-kernel GPU times from Nsight Compute.
+
+Runs a moeopt command under `ncu` (one metric, gpu__time_duration.sum, so every kernel is
+measured once; kernels inside CUDA graphs are profiled as nodes), splits the launches into
+engine steps at the sampling kernel that ends each step (sample_greedy_kernel /
+sample_walk_kernel), and prints, for the chosen steps, the time per kernel category and per
+step. Serialised profiling removes launch overlap (programmatic dependent launch, CUDA graph
+back-to-back launches), so the sum of kernel times is a lower bound of the step time that
+`moeopt bench` measures; the difference is launch gaps and host work.
+
+usage: kernel_breakdown.py [--steps first|last:N] [--json OUT] -- <moeopt command ...>
+"""
+import argparse
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from collections import OrderedDict
+
+CATEGORIES = [
+    ("moe gemm (grouped, experts)", r"moe_(grouped_gemm|wgmma_gemm|persistent)"),
+    ("moe router / permute / combine", r"moe_"),
+    ("attention", r"paged_attention"),
+    ("dense gemm (cuBLASLt: qkv, o, router, lm head)", r"(gemm|xmma|cutlass|sm90|nvjet|cublas)"),
+    ("rmsnorm", r"dense_norm"),
+    ("rope", r"dense_rope"),
+    ("kv cache write", r"dense_kv_write"),
+    ("embedding / row gather", r"dense_embedding"),
+    ("sampling", r"sample_"),
+    ("other", r"."),
+]
+STEP_END = re.compile(r"sample_(greedy|walk)_kernel|dense_argmax_kernel")
+
+
+def category(name):
+    for cat, rx in CATEGORIES:
+        if re.search(rx, name):
+            return cat
+    return "other"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", default="last:3", help="'first' or 'last:N' engine steps to report")
+    ap.add_argument("--json")
+    ap.add_argument("cmd", nargs=argparse.REMAINDER)
+    a = ap.parse_args()
+    cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+    ncu = ["ncu", "--metrics", "gpu__time_duration.sum", "--graph-profiling", "node", "--csv",
+           "--page", "raw", "--clock-control", "none"] + cmd
+    out = subprocess.run(ncu, capture_output=True, text=True)
+    lines = [l for l in out.stdout.splitlines() if l.startswith('"')]
+    if not lines:
+        print(out.stdout[-3000:], out.stderr[-3000:], file=sys.stderr)
+        return 1
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    kernels = []
+    for r in rows:
+        t = r.get("gpu__time_duration.sum", "")
+        try:
+            us = float(t) / 1000.0  # ns -> us
+        except ValueError:
+            continue  # the units row
+        kernels.append((r.get("Kernel Name", r.get("Function Name", "?")), us))
+    steps, cur = [], []
+    for name, us in kernels:
+        cur.append((name, us))
+        if STEP_END.search(name):
+            steps.append(cur)
+            cur = []
+    if a.steps == "first":
+        chosen = steps[:1]
+    else:
+        chosen = steps[-int(a.steps.split(":")[1]):]
+    agg = OrderedDict((c, [0.0, 0]) for c, _ in CATEGORIES)
+    for st in chosen:
+        for name, us in st:
+            c = category(name)
+            agg[c][0] += us
+            agg[c][1] += 1
+    n = max(1, len(chosen))
+    total = sum(v[0] for v in agg.values()) / n
+    print(f"{len(kernels)} kernels profiled, {len(steps)} steps; reporting {len(chosen)} "
+          f"({a.steps}); per step:")
+    print(f"{'category':50s} {'us':>10s} {'%':>6s} {'launches':>9s}")
+    res = []
+    for c, (us, cnt) in agg.items():
+        if cnt == 0:
+            continue
+        print(f"{c:50s} {us / n:10.1f} {100 * us / n / total:6.1f} {cnt / n:9.1f}")
+        res.append({"category": c, "us_per_step": us / n, "launches_per_step": cnt / n})
+    print(f"{'total (kernels only, serialised)':50s} {total:10.1f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"command": cmd, "steps": a.steps, "categories": res,
+                       "kernel_us_per_step": total}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
