@@ -111,7 +111,7 @@ class CudaBackend final : public ops::DeviceBackend {
   // ---- Sampling (cuda_sampling.cpp).
   // Batched sampling (ops/sampling.h) with logits, settings and results on the GPU. The
   // engine calls it directly, so the shapes, dtypes and devices are checked here. uniform
-  // may be f32 (as ops/sampling.h) or f64 (the host draw unrounded). Three paths:
+  // may be f32 (as ops/sampling.h) or f64 (the host draw unrounded). Two paths:
   //   - all_greedy, no penalties, num_logprobs 0: one kernel (argmax + raw logprob), no
   //     workspace;
   //   - otherwise a prepare kernel per row (raw log-sum-exp, top logprobs, penalties, greedy
