@@ -13,6 +13,8 @@ int moe_gemm_tile_rows(MoeGemmTile tile) {
     case MoeGemmTile::kBm32Bn8Bk128: return 8;
     case MoeGemmTile::kBm64Bn8: return 8;
     case MoeGemmTile::kBm64Bn8Bk128: return 8;
+    case MoeGemmTile::kWgmma256x64: return 64;
+    case MoeGemmTile::kWgmma256x128: return 128;
   }
   return 128;  // unreachable: every enumerator is handled above
 }
@@ -27,16 +29,16 @@ const char* moe_gemm_tile_name(MoeGemmTile tile) {
     case MoeGemmTile::kBm32Bn8Bk128: return "bm32_bn8_bk128";
     case MoeGemmTile::kBm64Bn8: return "bm64_bn8";
     case MoeGemmTile::kBm64Bn8Bk128: return "bm64_bn8_bk128";
+    case MoeGemmTile::kWgmma256x64: return "wgmma256x64";
+    case MoeGemmTile::kWgmma256x128: return "wgmma256x128";
   }
   return "?";
 }
 
 MoeGemmTile choose_moe_gemm_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
-  // Expected rows per expert (uniform routing). Up to ~64 rows per expert a token tile of
-  // about 1-2x the mean keeps almost every expert in one tile, so weights stream once.
-  // Past that the layer turns compute-bound: 128x64 won the H200 sweep (docs/perf.md) up to
-  // ~128 rows per expert (M = 2048 at k=8, E=128; a tie with 128x128 there), 128x128 (3
-  // stages, 2 blocks per SM) from M = 4096.
+  // Expected rows per expert (uniform routing). At decode sizes a token tile of about 1-2x
+  // the mean keeps almost every expert in one tile, so weights stream once; past ~32 rows per
+  // expert the layer turns compute-bound and the wgmma kernel takes over.
   const double rows_per_expert =
       double(num_tokens) * double(top_k) / double(num_experts > 0 ? num_experts : 1);
   // Up to 4 rows per expert: 32 weight rows x 8 tokens with 128-wide k steps; it beat the
@@ -44,8 +46,14 @@ MoeGemmTile choose_moe_gemm_tile(int64_t num_tokens, int64_t top_k, int64_t num_
   if (rows_per_expert <= 4.0) return MoeGemmTile::kBm32Bn8Bk128;
   if (rows_per_expert <= 12.0) return MoeGemmTile::kBm64Bn16;
   if (rows_per_expert <= 24.0) return MoeGemmTile::kBm64Bn32;
-  if (rows_per_expert <= 160.0) return MoeGemmTile::kBm128Bn64;
-  return MoeGemmTile::kBm128Bn128;
+  // From 32 rows per expert the sm_90a wgmma kernel (TMA weights, warp-specialised,
+  // persistent, 256 weight rows per tile) wins. H100 sweep, Qwen3-30B-A3B shape, uniform /
+  // zipf routing (us): M = 512: wgmma256x64 447 / 471, bm64_bn32 484 / 486, bm128_bn64
+  // 488 / 496; M = 1024: wgmma256x64 546 / 543, wgmma256x128 526 / 555; M = 2048:
+  // wgmma256x128 725 / 673, wgmma256x64 771 / 695, bm128_bn64 830 / 857; M = 8192:
+  // wgmma256x128 1763 / 1715, bm128_bn128 2603 / 2564. 24..32 rows per expert not measured.
+  if (rows_per_expert <= 48.0) return MoeGemmTile::kWgmma256x64;
+  return MoeGemmTile::kWgmma256x128;
 }
 
 MoeGemmTile moe_gemm2_tile(MoeGemmTile gemm1_tile) {

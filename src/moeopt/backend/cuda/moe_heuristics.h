@@ -20,8 +20,10 @@ enum class MoeGemmTile : uint8_t {
   kBm32Bn8Bk128,  // decode candidates: 128-wide k steps (256-byte weight row segments)
   kBm64Bn8,       // decode candidate: 64 weight rows per block, 2 warps split K
   kBm64Bn8Bk128,  // decode candidate: 64 weight rows, 128-wide k steps
+  kWgmma256x64,   // prefill, sm_90a: wgmma + TMA, warp-specialised, persistent; 64 tokens
+  kWgmma256x128,  // prefill, sm_90a: as above with 128 tokens per tile
 };
-inline constexpr int kNumMoeGemmTiles = 8;
+inline constexpr int kNumMoeGemmTiles = 10;
 
 // Token rows per tile (the permutation's tile_rows) for a configuration.
 int moe_gemm_tile_rows(MoeGemmTile tile);

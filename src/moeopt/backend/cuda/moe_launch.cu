@@ -1,10 +1,14 @@
 // Template instantiation and launch geometry for the MoE kernels (see moe_launch.h).
 #include "moeopt/backend/cuda/moe_launch.h"
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <algorithm>
 
 #include "moeopt/backend/cuda/kernels/moe_combine.cuh"
 #include "moeopt/backend/cuda/kernels/moe_grouped_gemm.cuh"
+#include "moeopt/backend/cuda/kernels/moe_wgmma_gemm.cuh"
 #include "moeopt/backend/cuda/kernels/moe_permute.cuh"
 #include "moeopt/backend/cuda/kernels/moe_route_logits.cuh"
 #include "moeopt/backend/cuda/kernels/moe_router.cuh"
@@ -22,6 +26,10 @@ using TileBm128Bn128 = k::GemmTile<128, 128, 64, 2, 4, 1, 3>;  // 96 KiB: 2 bloc
 using TileBm32Bn8Bk128 = k::GemmTile<32, 8, 128, 1, 1, 4, 4>;
 using TileBm64Bn8 = k::GemmTile<64, 8, 64, 2, 1, 2, 6>;
 using TileBm64Bn8Bk128 = k::GemmTile<64, 8, 128, 2, 1, 2, 4>;
+// sm_90a wgmma tiles (moe_wgmma_gemm.cuh): 256 weight rows x BN tokens x 64, STAGES deep.
+//                               BN STAGES   shared memory
+using WgmmaBn64 = k::WgmmaTile<64, 5>;    // 217 KiB
+using WgmmaBn128 = k::WgmmaTile<128, 4>;  // 225 KiB
 
 namespace {
 
@@ -62,6 +70,94 @@ cudaError_t launch_gemm_gated(bool gated, const k::GroupedGemmParams& p, int max
                               cudaStream_t stream) {
   return gated ? launch_gemm<T, true>(p, max_tiles, pdl, stream)
                : launch_gemm<T, false>(p, max_tiles, pdl, stream);
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no -lcuda: the binary
+// still starts on machines without a driver).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = []() -> PFN_cuTensorMapEncodeTiled_v12000 {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess || f == nullptr) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// Experts in the tensor maps' expert dimension: an upper bound (the tile table names only
+// valid experts; rows are bounded within an expert by the row dimensions).
+constexpr cuuint64_t kMapExperts = k::kPermuteMaxExperts;
+
+// Weight tensor map of an ENK stack for the wgmma kernel; *mode = the kernel's tma_mode.
+// GEMM 1 (gated): 5-D {K, 8 rows, gate/up (stride I rows), I/8 groups, E} with box
+// {64, 8, 2, bm/16, 1}, which lands gate and up 8-row groups interleaved (moe_wgmma_gemm.cuh);
+// if the driver refuses those strides, a 2-D {K, rows} map with 8-row boxes (mode 1).
+// GEMM 2: 3-D {K, N, E}, box {64, bm, 1}. Rows past N and the K tail read as zeros.
+cudaError_t encode_weight_map(bool gated, int bm, const k::GroupedGemmParams& p,
+                              CUtensorMap* map, int* mode) {
+  const PFN_cuTensorMapEncodeTiled_v12000 enc = tensor_map_encoder();
+  if (enc == nullptr) return cudaErrorNotSupported;
+  const cuuint64_t K = cuuint64_t(p.K), N = cuuint64_t(p.N_out);
+  const cuuint32_t ones[5] = {1, 1, 1, 1, 1};
+  void* w = const_cast<__nv_bfloat16*>(p.weight);
+  auto encode = [&](cuuint32_t rank, const cuuint64_t* dims, const cuuint64_t* strides,
+                    const cuuint32_t* box) {
+    return enc(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rank, w, dims, strides, box, ones,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  };
+  *mode = 0;
+  if (gated) {
+    const cuuint64_t dims[5] = {K, 8, 2, N / 8, kMapExperts};
+    const cuuint64_t strides[4] = {K * 2, N * K * 2, 8 * K * 2, 2 * N * K * 2};
+    const cuuint32_t box[5] = {64, 8, 2, cuuint32_t(bm / 16), 1};
+    if (encode(5, dims, strides, box) == CUDA_SUCCESS) return cudaSuccess;
+    const cuuint64_t dims2[2] = {K, 2 * N * kMapExperts};
+    const cuuint64_t strides2[1] = {K * 2};
+    const cuuint32_t box2[2] = {64, 8};
+    *mode = 1;
+    return encode(2, dims2, strides2, box2) == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+  }
+  const cuuint64_t dims[3] = {K, N, kMapExperts};
+  const cuuint64_t strides[2] = {K * 2, N * K * 2};
+  const cuuint32_t box[3] = {64, cuuint32_t(bm), 1};
+  return encode(3, dims, strides, box) == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+// Persistent launch: one CTA per SM (at most one per work item) loops over the tile table.
+template <class T, bool kGated>
+cudaError_t launch_wgmma_gemm(const k::GroupedGemmParams& p, int max_tiles, bool pdl,
+                              cudaStream_t stream) {
+  if (p.K % 8 != 0 || p.N_out % 8 != 0 || p.K <= 0 || p.N_out <= 0) return cudaErrorInvalidValue;
+  CUtensorMap map;
+  int mode = 0;
+  cudaError_t e = encode_weight_map(kGated, T::BM, p, &map, &mode);
+  if (e != cudaSuccess) return e;
+  auto kernel = k::moe_wgmma_gemm_kernel<T, kGated>;
+  constexpr int kSmem = T::kSmemBytes;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  if (e != cudaSuccess) return e;
+  int dev = 0, sms = 0;
+  e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (e != cudaSuccess) return e;
+  constexpr int kCols = T::out_cols(kGated);
+  const int64_t items = int64_t(max_tiles) * ((p.N_out + kCols - 1) / kCols);
+  const int grid = int(std::max<int64_t>(1, std::min<int64_t>(items, sms)));
+  return launch(kernel, dim3(grid), dim3(T::kThreads), size_t(kSmem), pdl, stream, map, p, mode);
+}
+
+template <class T>
+cudaError_t launch_wgmma_gated(bool gated, const k::GroupedGemmParams& p, int max_tiles, bool pdl,
+                               cudaStream_t stream) {
+  return gated ? launch_wgmma_gemm<T, true>(p, max_tiles, pdl, stream)
+               : launch_wgmma_gemm<T, false>(p, max_tiles, pdl, stream);
 }
 
 template <int TOK>
@@ -143,6 +239,10 @@ cudaError_t launch_moe_grouped_gemm(MoeGemmTile tile, bool gated, const k::Group
     case MoeGemmTile::kBm64Bn8: return launch_gemm_gated<TileBm64Bn8>(gated, p, max_tiles, pdl, stream);
     case MoeGemmTile::kBm64Bn8Bk128:
       return launch_gemm_gated<TileBm64Bn8Bk128>(gated, p, max_tiles, pdl, stream);
+    case MoeGemmTile::kWgmma256x64:
+      return launch_wgmma_gated<WgmmaBn64>(gated, p, max_tiles, pdl, stream);
+    case MoeGemmTile::kWgmma256x128:
+      return launch_wgmma_gated<WgmmaBn128>(gated, p, max_tiles, pdl, stream);
   }
   return cudaErrorInvalidValue;
 }
