@@ -283,36 +283,39 @@ ExpertsData make_experts_data(const ExpertsCase& c, uint64_t seed) {
   return dt;
 }
 
-// float64 reference of the expert path (no intermediate rounding).
-std::vector<double> ref_experts(const ExpertsCase& c, const ExpertsData& dt) {
-  std::vector<double> out(size_t(c.M) * c.H, 0.0), h(c.I);
-  for (int t = 0; t < c.M; ++t) {
-    const float* xt = &dt.x.f[size_t(t) * c.H];
-    if (c.residual)
-      for (int j = 0; j < c.H; ++j) out[size_t(t) * c.H + j] = dt.res.f[size_t(t) * c.H + j];
-    for (int s = 0; s < c.k; ++s) {
-      const int e = dt.ids[size_t(t) * c.k + s];
-      const double w = dt.wts[size_t(t) * c.k + s];
-      const float* w13 = &dt.w13.f[size_t(e) * 2 * c.I * c.H];
-      for (int n = 0; n < c.I; ++n) {
-        double g = 0, u = 0;
-        const float* gr = w13 + size_t(n) * c.H;
-        const float* ur = w13 + size_t(c.I + n) * c.H;
-        for (int j = 0; j < c.H; ++j) {
-          g += double(xt[j]) * gr[j];
-          u += double(xt[j]) * ur[j];
-        }
-        h[n] = g / (1.0 + std::exp(-g)) * u;
-      }
-      const float* w2 = &dt.w2.f[size_t(e) * c.H * c.I];
+// float64 reference of the expert path (no intermediate rounding) for token t: out_row[H].
+void ref_expert_token(const ExpertsCase& c, const ExpertsData& dt, int t, double* out_row,
+                      std::vector<double>& h) {
+  h.resize(c.I);
+  const float* xt = &dt.x.f[size_t(t) * c.H];
+  for (int j = 0; j < c.H; ++j) out_row[j] = c.residual ? dt.res.f[size_t(t) * c.H + j] : 0.0;
+  for (int s = 0; s < c.k; ++s) {
+    const int e = dt.ids[size_t(t) * c.k + s];
+    const double w = dt.wts[size_t(t) * c.k + s];
+    const float* w13 = &dt.w13.f[size_t(e) * 2 * c.I * c.H];
+    for (int n = 0; n < c.I; ++n) {
+      double g = 0, u = 0;
+      const float* gr = w13 + size_t(n) * c.H;
+      const float* ur = w13 + size_t(c.I + n) * c.H;
       for (int j = 0; j < c.H; ++j) {
-        double y = 0;
-        const float* wr = w2 + size_t(j) * c.I;
-        for (int n = 0; n < c.I; ++n) y += h[n] * wr[n];
-        out[size_t(t) * c.H + j] += w * y;
+        g += double(xt[j]) * gr[j];
+        u += double(xt[j]) * ur[j];
       }
+      h[n] = g / (1.0 + std::exp(-g)) * u;
+    }
+    const float* w2 = &dt.w2.f[size_t(e) * c.H * c.I];
+    for (int j = 0; j < c.H; ++j) {
+      double y = 0;
+      const float* wr = w2 + size_t(j) * c.I;
+      for (int n = 0; n < c.I; ++n) y += h[n] * wr[n];
+      out_row[j] += w * y;
     }
   }
+}
+
+std::vector<double> ref_experts(const ExpertsCase& c, const ExpertsData& dt) {
+  std::vector<double> out(size_t(c.M) * c.H, 0.0), h(c.I);
+  for (int t = 0; t < c.M; ++t) ref_expert_token(c, dt, t, &out[size_t(t) * c.H], h);
   return out;
 }
 
@@ -444,6 +447,90 @@ TEST(CudaMoeExperts, Qwen3_30B_A3B_Shape) {
   // H 2048, I 768, E 128, k 8; M = 1 (decode) and M = 40 (a few experts get two tiles).
   run_experts_case({1, 2048, 768, 128, 8, false, false}, 7, /*all_tiles=*/true);
   run_experts_case({40, 2048, 768, 128, 8, true, true}, 8, /*all_tiles=*/false);
+}
+
+// The sm_90a wgmma tiles at prefill sizes. A float64 reference of every token is too slow
+// here (M = 8192 at the Qwen3 shape is 3e11 multiply-adds), so: the reference on a spread
+// sample of tokens, and every token against the mma.sync 128x128 tile (an independent
+// kernel) — both by normalised error.
+void run_prefill_case(const ExpertsCase& c, uint64_t seed, int sampled) {
+  SCOPED_TRACE(testing::Message() << "M=" << c.M << " H=" << c.H << " I=" << c.I << " E=" << c.E
+                                  << " k=" << c.k << (c.skew ? " skew" : ""));
+  const ExpertsData dt = make_experts_data(c, seed);
+  std::vector<int> tokens;
+  for (int i = 0; i < sampled && i < c.M; ++i)
+    tokens.push_back(int((int64_t(i) * c.M) / std::min(sampled, c.M) + (i * 7) % 5) % c.M);
+  std::vector<double> ref(tokens.size() * c.H), h;
+  for (size_t i = 0; i < tokens.size(); ++i) ref_expert_token(c, dt, tokens[i], &ref[i * c.H], h);
+  auto sample = [&](const std::vector<float>& out) {
+    std::vector<float> v(tokens.size() * c.H);
+    for (size_t i = 0; i < tokens.size(); ++i)
+      std::memcpy(&v[i * c.H], &out[size_t(tokens[i]) * c.H], size_t(c.H) * sizeof(float));
+    return v;
+  };
+  GpuExpertsResult base;
+  run_gpu_experts(c, dt, MoeGemmTile::kBm128Bn128, &base);
+  if (testing::Test::HasFatalFailure()) return;
+  const double base_err = normalised_error(sample(base.out), ref);
+  EXPECT_LT(base_err, 1e-2) << "bm128_bn128 normalised error " << base_err;
+  const std::vector<double> base_all(base.out.begin(), base.out.end());
+  for (std::optional<MoeGemmTile> tile :
+       {std::optional<MoeGemmTile>(MoeGemmTile::kWgmma256x64),
+        std::optional<MoeGemmTile>(MoeGemmTile::kWgmma256x128), std::optional<MoeGemmTile>()}) {
+    const MoeGemmTile used = tile ? *tile : choose_moe_gemm_tile(c.M, c.k, c.E);
+    SCOPED_TRACE(moe_gemm_tile_name(used));
+    GpuExpertsResult r;
+    run_gpu_experts(c, dt, tile, &r);
+    if (testing::Test::HasFatalFailure()) return;
+    check_permutation(c, dt, r, moe_gemm_tile_rows(used));
+    const double err = normalised_error(sample(r.out), ref);
+    EXPECT_LT(err, 1e-2) << "normalised error against the reference " << err;
+    const double diff = normalised_error(r.out, base_all);
+    EXPECT_LT(diff, 1e-2) << "normalised difference to bm128_bn128 over all tokens " << diff;
+  }
+}
+
+TEST(CudaMoeExperts, WgmmaPrefillQwen3_30B_A3B) {
+  SKIP_WITHOUT_GPU();
+  // H 2048, I 768, E 128, k 8: 32, 128 and 512 rows per expert on average (a quarter of the
+  // experts get none); M = 2048 with skewed routing (some experts many tiles).
+  run_prefill_case({512, 2048, 768, 128, 8, false, false}, 41, 64);
+  run_prefill_case({2048, 2048, 768, 128, 8, true, true}, 42, 64);
+  run_prefill_case({8192, 2048, 768, 128, 8, false, false}, 43, 48);
+}
+
+TEST(CudaMoeExperts, WgmmaPrefillMixtral) {
+  SKIP_WITHOUT_GPU();
+  // Mixtral-8x7B: H 4096, I 14336, E 8, k 2 (experts 6 and 7 get no tokens).
+  run_prefill_case({1024, 4096, 14336, 8, 2, false, false}, 44, 12);
+}
+
+// Odd shapes for the wgmma tiles: K and N tails (H, I multiples of 8, not of 64), experts of
+// 0, 1..63, 64..200 rows (several token tiles), in both GEMMs. M > 16 throughout so that the
+// layer takes the tiled path, not the small-M one.
+TEST(CudaMoeExperts, WgmmaOddShapes) {
+  SKIP_WITHOUT_GPU();
+  const ExpertsCase cases[] = {
+      {700, 136, 88, 9, 2, true, false},   {333, 264, 200, 12, 3, false, true},
+      {257, 1032, 520, 16, 8, true, false}, {96, 72, 40, 40, 32, false, false},
+      {17, 40, 24, 7, 1, false, false},     {20, 136, 88, 33, 5, true, true},
+  };
+  uint64_t seed = 300;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(testing::Message() << "M=" << c.M << " H=" << c.H << " I=" << c.I << " E="
+                                    << c.E << " k=" << c.k);
+    const ExpertsData dt = make_experts_data(c, seed++);
+    const std::vector<double> ref = ref_experts(c, dt);
+    for (MoeGemmTile tile : {MoeGemmTile::kWgmma256x64, MoeGemmTile::kWgmma256x128}) {
+      SCOPED_TRACE(moe_gemm_tile_name(tile));
+      GpuExpertsResult r;
+      run_gpu_experts(c, dt, tile, &r);
+      if (testing::Test::HasFatalFailure()) return;
+      check_permutation(c, dt, r, moe_gemm_tile_rows(tile));
+      const double err = normalised_error(r.out, ref);
+      EXPECT_LT(err, 1e-2) << "normalised error " << err;
+    }
+  }
 }
 
 // Two forward calls on one workspace with no synchronisation between them (as a model's
