@@ -47,7 +47,8 @@ MOEOPT_CAPI int moeopt_moe_workspace_bytes(int64_t m, int64_t h, int64_t i, int6
 }
 
 // tile: -1 = heuristic, else a MoeGemmTile value (bits 4..7: GEMM 2's tile + 1). flags: bit 0 = no programmatic dependent launch,
-// bit 1 = two-kernel permutation even for few assignments, bit 2 = PDL at every size.
+// bit 1 = two-kernel permutation even for few assignments, bit 2 = PDL at every size,
+// bit 3 = force the persistent one-kernel path, bit 4 = force the multi-kernel path.
 MOEOPT_CAPI int moeopt_moe_experts(int64_t m, int64_t h, int64_t i, int64_t e, int64_t k, const void* x,
                        const int32_t* expert_ids, const float* expert_weights, const void* w13,
                        const void* w2, const void* residual, void* out, void* workspace,
@@ -66,6 +67,8 @@ MOEOPT_CAPI int moeopt_moe_experts(int64_t m, int64_t h, int64_t i, int64_t e, i
   a.programmatic_dependent_launch = (flags & 1) == 0;
   a.single_block_permute = (flags & 2) == 0;
   a.pdl_everywhere = (flags & 4) != 0;
+  if ((flags & 8) != 0) a.persistent = true;
+  if ((flags & 16) != 0) a.persistent = false;
   if (tile >= 0) {
     // Low 4 bits: GEMM 1 tile; bits 4..7: GEMM 2 tile + 1 (0 = the default pairing).
     const int t1 = tile & 15, t2 = (tile >> 4) & 15;

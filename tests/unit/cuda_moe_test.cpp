@@ -604,3 +604,370 @@ TEST(CudaMoeExperts, RejectsBadArguments) {
 TEST(CudaMoe, NotBuilt) { GTEST_SKIP() << "built without MOEOPT_CUDA"; }
 
 #endif
+
+// ---------------------------------------------------------------- persistent small-M path
+// The one-kernel expert path (moe_persistent.h), forced on (MoeExpertsArgs::persistent), at
+// the shapes against a float64 reference: only the experts that the routing uses get
+// random weights (the others stay zero on the device and are never read), so the
+// Qwen3-235B and Mixtral shapes stay cheap to set up. Also: bit-identical repeats, the
+// multi-kernel path on the same data, back-to-back calls on one poisoned workspace (the
+// counters must be reset by each call) and a captured CUDA graph replayed with new inputs.
+#if MOEOPT_HAVE_CUDA
+#include <cstdio>
+#include <string>
+#include <thread>
+
+namespace moeopt::cuda {
+namespace {
+
+struct PkCase {
+  int M, H, I, E, k;
+  bool residual;
+  bool skew;
+};
+
+struct PkData {
+  PkCase c;
+  std::vector<uint16_t> x, res;
+  std::vector<int32_t> ids;
+  std::vector<float> wts;
+  std::vector<int> used;            // expert ids with weights, ascending
+  std::vector<int> slot;            // [E] -> index into used, -1 = never routed to
+  std::vector<uint16_t> w13, w2;    // [used, 2I, H], [used, H, I]
+};
+
+std::vector<uint16_t> pk_random_bits(size_t n, Rng& rng, float scale) {
+  std::vector<uint16_t> v(n);
+  for (auto& b : v) b = f32_to_bf16(rng.uniform() * scale);
+  return v;
+}
+
+PkData pk_make(const PkCase& c, uint64_t seed) {
+  Rng rng(seed);
+  PkData d;
+  d.c = c;
+  d.x = pk_random_bits(size_t(c.M) * c.H, rng, 1.0f);
+  if (c.residual) d.res = pk_random_bits(size_t(c.M) * c.H, rng, 0.05f);
+  d.ids = random_ids(c.M, c.k, c.E, rng, c.skew);
+  d.wts.resize(d.ids.size());
+  for (auto& w : d.wts) w = 0.05f + 0.5f * (rng.uniform() + 1.0f);
+  d.slot.assign(c.E, -1);
+  for (int32_t e : d.ids) d.slot[e] = 0;
+  for (int e = 0; e < c.E; ++e)
+    if (d.slot[e] == 0) {
+      d.slot[e] = int(d.used.size());
+      d.used.push_back(e);
+    }
+  const size_t n13 = size_t(2) * c.I * c.H, n2 = size_t(c.H) * c.I;
+  d.w13 = pk_random_bits(d.used.size() * n13, rng, 1.0f / std::sqrt(float(c.H)));
+  d.w2 = pk_random_bits(d.used.size() * n2, rng, 1.0f / std::sqrt(float(c.I)));
+  return d;
+}
+
+// float64 reference, no intermediate rounding; pairs in parallel, summed in a fixed order.
+std::vector<double> pk_reference(const PkData& d) {
+  const PkCase& c = d.c;
+  const int A = c.M * c.k;
+  std::vector<std::vector<double>> y(A, std::vector<double>(c.H, 0.0));
+  auto pair_fn = [&](int a) {
+    const int t = a / c.k, s = d.slot[d.ids[a]];
+    std::vector<double> xt(c.H), h(c.I);
+    for (int j = 0; j < c.H; ++j) xt[j] = bf16_to_f32(d.x[size_t(t) * c.H + j]);
+    const uint16_t* w13 = &d.w13[size_t(s) * 2 * c.I * c.H];
+    for (int n = 0; n < c.I; ++n) {
+      double g = 0, u = 0;
+      const uint16_t* gr = w13 + size_t(n) * c.H;
+      const uint16_t* ur = w13 + size_t(c.I + n) * c.H;
+      for (int j = 0; j < c.H; ++j) {
+        g += xt[j] * bf16_to_f32(gr[j]);
+        u += xt[j] * bf16_to_f32(ur[j]);
+      }
+      h[n] = g / (1.0 + std::exp(-g)) * u;
+    }
+    const uint16_t* w2 = &d.w2[size_t(s) * c.H * c.I];
+    for (int j = 0; j < c.H; ++j) {
+      double acc = 0;
+      const uint16_t* wr = w2 + size_t(j) * c.I;
+      for (int n = 0; n < c.I; ++n) acc += h[n] * bf16_to_f32(wr[n]);
+      y[a][j] = double(d.wts[a]) * acc;
+    }
+  };
+  const int nthreads = int(std::max(1u, std::min(16u, std::thread::hardware_concurrency())));
+  std::vector<std::thread> pool;
+  for (int w = 0; w < nthreads; ++w)
+    pool.emplace_back([&, w] {
+      for (int a = w; a < A; a += nthreads) pair_fn(a);
+    });
+  for (auto& th : pool) th.join();
+  std::vector<double> out(size_t(c.M) * c.H, 0.0);
+  for (int t = 0; t < c.M; ++t)
+    for (int j = 0; j < c.H; ++j) {
+      double acc = c.residual ? bf16_to_f32(d.res[size_t(t) * c.H + j]) : 0.0;
+      for (int s = 0; s < c.k; ++s) acc += y[size_t(t) * c.k + s][j];
+      out[size_t(t) * c.H + j] = acc;
+    }
+  return out;
+}
+
+// Device copies of one case (weights of unused experts zero) and a workspace.
+struct PkDevice {
+  PkCase c;
+  DevBuf x, w13, w2, ids, wts, res, out, ws;
+  explicit PkDevice(const PkCase& cc)
+      : c(cc),
+        x(size_t(cc.M) * cc.H * 2),
+        w13(size_t(cc.E) * 2 * cc.I * cc.H * 2),
+        w2(size_t(cc.E) * cc.H * cc.I * 2),
+        ids(size_t(cc.M) * cc.k * 4),
+        wts(size_t(cc.M) * cc.k * 4),
+        res(size_t(cc.M) * cc.H * 2),
+        out(size_t(cc.M) * cc.H * 2),
+        ws(moe_workspace_bytes(MoeDims{cc.M, cc.H, cc.I, cc.E, cc.k})) {}
+  MoeDims dims() const { return MoeDims{c.M, c.H, c.I, c.E, c.k}; }
+  MoeExpertsArgs args(std::optional<bool> persistent, cudaStream_t stream = nullptr) const {
+    MoeExpertsArgs a;
+    a.x = x.p;
+    a.expert_ids = ids.as<int32_t>();
+    a.expert_weights = wts.as<float>();
+    a.w13 = w13.p;
+    a.w2 = w2.p;
+    a.residual = c.residual ? res.p : nullptr;
+    a.out = out.p;
+    a.workspace = ws.p;
+    a.workspace_bytes = ws.bytes;
+    a.stream = stream;
+    a.persistent = persistent;
+    return a;
+  }
+};
+
+// Uploads inputs (and, with weights, the used experts' weights; the rest zeroed).
+void pk_upload(PkDevice& dev, const PkData& d, bool weights) {
+  const PkCase& c = d.c;
+  ASSERT_NE(dev.ws.p, nullptr);
+  upload(dev.x, d.x);
+  upload(dev.ids, d.ids);
+  upload(dev.wts, d.wts);
+  if (c.residual) upload(dev.res, d.res);
+  if (!weights) return;
+  ASSERT_NE(dev.w13.p, nullptr);
+  ASSERT_NE(dev.w2.p, nullptr);
+  CUDA_OK(cudaMemset(dev.w13.p, 0, dev.w13.bytes));
+  CUDA_OK(cudaMemset(dev.w2.p, 0, dev.w2.bytes));
+  const size_t n13 = size_t(2) * c.I * c.H, n2 = size_t(c.H) * c.I;
+  for (size_t s = 0; s < d.used.size(); ++s) {
+    const int e = d.used[s];
+    CUDA_OK(cudaMemcpy(dev.w13.as<uint16_t>() + size_t(e) * n13, &d.w13[s * n13], n13 * 2,
+                       cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(dev.w2.as<uint16_t>() + size_t(e) * n2, &d.w2[s * n2], n2 * 2,
+                       cudaMemcpyHostToDevice));
+  }
+}
+
+std::vector<uint16_t> pk_out_bits(const PkDevice& dev) {
+  return download<uint16_t>(dev.out.p, size_t(dev.c.M) * dev.c.H);
+}
+
+std::vector<float> pk_to_float(const std::vector<uint16_t>& bits) {
+  std::vector<float> f(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) f[i] = bf16_to_f32(bits[i]);
+  return f;
+}
+
+// One forward call (workspace and out poisoned first); returns the bf16 output bits.
+std::vector<uint16_t> pk_forward(PkDevice& dev, std::optional<bool> persistent) {
+  EXPECT_EQ(cudaMemset(dev.out.p, 0xff, dev.out.bytes), cudaSuccess);
+  EXPECT_EQ(cudaMemset(dev.ws.p, 0xff, dev.ws.bytes), cudaSuccess);
+  Status st = moe_experts_forward(dev.dims(), dev.args(persistent));
+  EXPECT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return pk_out_bits(dev);
+}
+
+std::string pk_name(const PkCase& c) {
+  return "M=" + std::to_string(c.M) + " H=" + std::to_string(c.H) + " I=" + std::to_string(c.I) +
+         " E=" + std::to_string(c.E) + " k=" + std::to_string(c.k) +
+         (c.residual ? " residual" : "") + (c.skew ? " skew" : "");
+}
+
+// Persistent path (twice: bit-identical) and multi-kernel path against the reference.
+void pk_check_case(const PkCase& c, uint64_t seed) {
+  SCOPED_TRACE(pk_name(c));
+  const PkData d = pk_make(c, seed);
+  const std::vector<double> ref = pk_reference(d);
+  PkDevice dev(c);
+  pk_upload(dev, d, /*weights=*/true);
+  if (testing::Test::HasFatalFailure()) return;
+  const auto p1 = pk_forward(dev, true);
+  const auto p2 = pk_forward(dev, true);
+  const auto mk = pk_forward(dev, false);
+  const double err_p = normalised_error(pk_to_float(p1), ref);
+  const double err_m = normalised_error(pk_to_float(mk), ref);
+  EXPECT_LT(err_p, 1e-2) << "persistent: normalised error " << err_p;
+  EXPECT_LT(err_m, 1e-2) << "multi-kernel: normalised error " << err_m;
+  EXPECT_TRUE(p1 == p2) << "persistent path is not bit-identical from run to run";
+  // Per-element check too: no row may be missing or doubled (e.g. a row block reduced twice
+  // or never), which a norm over the whole output could hide at large H.
+  double max_rel = 0;
+  for (int t = 0; t < c.M; ++t) {
+    double num = 0, den = 0;
+    for (int j = 0; j < c.H; ++j) {
+      const double r = ref[size_t(t) * c.H + j], g = bf16_to_f32(p1[size_t(t) * c.H + j]);
+      num += (g - r) * (g - r);
+      den += r * r;
+    }
+    max_rel = std::max(max_rel, std::sqrt(num / std::max(den, 1e-30)));
+  }
+  EXPECT_LT(max_rel, 1.5e-2) << "worst token's normalised error " << max_rel;
+  std::printf("    [persistent] %s: err %.2e (multi-kernel %.2e), worst token %.2e\n",
+              pk_name(c).c_str(), err_p, err_m, max_rel);
+}
+
+TEST(CudaMoePersistent, Qwen3_30B_A3B_SmallM) {
+  SKIP_WITHOUT_GPU();
+  uint64_t seed = 900;
+  for (int M : {1, 2, 5, 8, 16}) {
+    pk_check_case({M, 2048, 768, 128, 8, M % 2 == 0, false}, seed++);
+    if (M == 8) pk_check_case({M, 2048, 768, 128, 8, false, true}, seed++);
+  }
+}
+
+TEST(CudaMoePersistent, Qwen3_235B_A22B_Shape) {
+  SKIP_WITHOUT_GPU();
+  pk_check_case({1, 4096, 1536, 128, 8, true, false}, 920);
+  pk_check_case({8, 4096, 1536, 128, 8, false, true}, 921);
+}
+
+TEST(CudaMoePersistent, Mixtral_Shape) {
+  SKIP_WITHOUT_GPU();
+  pk_check_case({1, 4096, 14336, 8, 2, true, false}, 930);
+}
+
+// Odd sizes (H, I multiples of 8 but not of 256: partial vectors per lane), k in {1, 2, 8},
+// all tokens on one expert (k = 1, E = 1: 16 pairs on one expert, two GEMM-1 passes),
+// E > 256 (rank over several mask words), M*k at the 256-pair limit.
+TEST(CudaMoePersistent, SmallOddShapes) {
+  SKIP_WITHOUT_GPU();
+  const PkCase cases[] = {
+      {1, 40, 24, 7, 1, false, false},   {3, 40, 24, 7, 2, true, false},
+      {5, 136, 88, 33, 8, false, true},  {16, 264, 200, 9, 2, true, true},
+      {16, 72, 40, 1, 1, true, false},   {9, 1032, 520, 16, 8, false, false},
+      {7, 96, 56, 300, 8, true, false},  {32, 128, 64, 64, 8, false, true},
+      {13, 8, 8, 5, 1, true, false},
+  };
+  uint64_t seed = 940;
+  for (const auto& c : cases) pk_check_case(c, seed++);
+}
+
+// Two calls on one workspace (poisoned before the first), no synchronisation in between,
+// different routing: the counters of the first must not leak into the second.
+TEST(CudaMoePersistent, BackToBackCallsResetCounters) {
+  SKIP_WITHOUT_GPU();
+  for (bool pdl : {true, false}) {
+    SCOPED_TRACE(pdl ? "pdl" : "no pdl");
+    const PkCase c{8, 264, 136, 24, 4, true, false};
+    const PkData d1 = pk_make(c, 960);
+    PkData d2 = pk_make({8, 264, 136, 24, 4, true, true}, 961);
+    // Same weights (d1's experts) for both calls: route d2 over d1's used experts only.
+    for (auto& e : d2.ids) e = d1.used[size_t(e) % d1.used.size()];
+    for (int t = 0; t < c.M; ++t) {  // keep each token's experts distinct
+      std::set<int> seen;
+      for (int s = 0; s < c.k; ++s) {
+        int32_t& e = d2.ids[size_t(t) * c.k + s];
+        size_t i = 0;
+        while (!seen.insert(e).second) e = d1.used[(i++) % d1.used.size()];
+      }
+    }
+    d2.used = d1.used;
+    d2.slot = d1.slot;
+    d2.w13 = d1.w13;
+    d2.w2 = d1.w2;
+    PkDevice dev1(c), dev2(c);
+    pk_upload(dev1, d1, true);
+    pk_upload(dev2, d2, false);
+    if (testing::Test::HasFatalFailure()) return;
+    CUDA_OK(cudaMemset(dev1.ws.p, 0xff, dev1.ws.bytes));
+    CUDA_OK(cudaMemset(dev1.out.p, 0xff, dev1.out.bytes));
+    CUDA_OK(cudaMemset(dev2.out.p, 0xff, dev2.out.bytes));
+    MoeExpertsArgs a1 = dev1.args(true), a2 = dev1.args(true);
+    a2.x = dev2.x.p;
+    a2.expert_ids = dev2.ids.as<int32_t>();
+    a2.expert_weights = dev2.wts.as<float>();
+    a2.residual = dev2.res.p;
+    a2.out = dev2.out.p;
+    a1.programmatic_dependent_launch = a2.programmatic_dependent_launch = pdl;
+    for (int rep = 0; rep < 3; ++rep) {
+      ASSERT_TRUE(moe_experts_forward(dev1.dims(), a1).ok());
+      ASSERT_TRUE(moe_experts_forward(dev1.dims(), a2).ok());
+    }
+    CUDA_OK(cudaDeviceSynchronize());
+    const double e1 = normalised_error(pk_to_float(pk_out_bits(dev1)), pk_reference(d1));
+    const double e2 = normalised_error(pk_to_float(pk_out_bits(dev2)), pk_reference(d2));
+    EXPECT_LT(e1, 1e-2) << "call 1 normalised error " << e1;
+    EXPECT_LT(e2, 1e-2) << "call 2 normalised error " << e2;
+  }
+}
+
+// A captured graph of the persistent path, replayed twice with new inputs written into the
+// same buffers in between (routing too: the kernel reads it on the device).
+TEST(CudaMoePersistent, CudaGraphReplay) {
+  SKIP_WITHOUT_GPU();
+  const PkCase c{5, 2048, 768, 128, 8, true, false};
+  const PkData d1 = pk_make(c, 970);
+  PkData d2 = pk_make(c, 971);
+  // Weights: the union of both cases' experts (d1's values where both use one).
+  PkData w = d1;
+  for (int e : d2.used)
+    if (w.slot[e] < 0) {
+      const size_t n13 = size_t(2) * c.I * c.H, n2 = size_t(c.H) * c.I;
+      const size_t s2 = size_t(d2.slot[e]);
+      w.slot[e] = int(w.used.size());
+      w.used.push_back(e);
+      w.w13.insert(w.w13.end(), d2.w13.begin() + s2 * n13, d2.w13.begin() + (s2 + 1) * n13);
+      w.w2.insert(w.w2.end(), d2.w2.begin() + s2 * n2, d2.w2.begin() + (s2 + 1) * n2);
+    }
+  d2.used = w.used;
+  d2.slot = w.slot;
+  d2.w13 = w.w13;
+  d2.w2 = w.w2;
+  PkDevice dev(c);
+  pk_upload(dev, w, true);
+  if (testing::Test::HasFatalFailure()) return;
+  CUDA_OK(cudaMemset(dev.ws.p, 0xff, dev.ws.bytes));
+  cudaStream_t s = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  const Status st = moe_experts_forward(dev.dims(), dev.args(true, s));
+  CUDA_OK(cudaStreamEndCapture(s, &graph));
+  ASSERT_TRUE(st.ok()) << st.message();
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int replay = 0; replay < 2; ++replay) {
+    const PkData& d = replay == 0 ? d1 : d2;
+    pk_upload(dev, d, false);
+    CUDA_OK(cudaMemset(dev.out.p, 0xff, dev.out.bytes));
+    CUDA_OK(cudaGraphLaunch(exec, s));
+    CUDA_OK(cudaStreamSynchronize(s));
+    const double err = normalised_error(pk_to_float(pk_out_bits(dev)), pk_reference(d));
+    EXPECT_LT(err, 1e-2) << "replay " << replay << " normalised error " << err;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+}
+
+TEST(CudaMoePersistent, RejectsTooManyPairs) {
+  SKIP_WITHOUT_GPU();
+  const PkCase c{40, 64, 24, 16, 8, false, false};  // 320 pairs > 256
+  PkDevice dev(c);
+  MoeExpertsArgs a = dev.args(true);
+  const Status st = moe_experts_forward(dev.dims(), a);
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), ErrorCode::kUnsupported);
+}
+
+}  // namespace
+}  // namespace moeopt::cuda
+
+#endif  // MOEOPT_HAVE_CUDA

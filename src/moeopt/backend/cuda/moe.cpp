@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "moeopt/backend/cuda/moe_launch.h"
+#include "moeopt/backend/cuda/moe_persistent.h"
 
 namespace moeopt::cuda {
 namespace {
@@ -32,26 +33,73 @@ Status check_ptr(const void* p, const char* name, bool required = true) {
   return Status::ok_status();
 }
 
-// Byte offsets of the workspace regions, in MoeWorkspaceView order.
+// Byte offsets of the workspace regions, in MoeWorkspaceView order. The persistent path's
+// regions (counters, f32 partial rows) are sized for min(M*k, kPersistentMaxPairs) pairs, so
+// the total grows with M (a workspace sized for the largest M serves every smaller M).
+constexpr int kRegions = 12;
 struct Layout {
-  size_t off[10];
+  size_t off[kRegions];
   size_t total;
 };
 
 Layout layout(const MoeDims& d) {
   const size_t E = size_t(d.num_experts), A = size_t(d.num_tokens * d.top_k);
-  const size_t sizes[10] = {E * 4,     (E + 1) * 4, 16,
-                            A * 4,     A * 4,       A * 4,
-                            A * 4,     A * 4,       A * size_t(d.inter) * 2,
-                            A * size_t(d.hidden) * 2};
+  const size_t P = std::min<size_t>(A, size_t(kernels::kPersistentMaxPairs));
+  const size_t counters = size_t(detail::persistent_num_counters(int64_t(A), d.hidden));
+  const size_t sizes[kRegions] = {E * 4,     (E + 1) * 4, 16,
+                                  A * 4,     A * 4,       A * 4,
+                                  A * 4,     A * 4,       A * size_t(d.inter) * 2,
+                                  A * size_t(d.hidden) * 2, counters * 4,
+                                  P * size_t(d.hidden) * 4};
   Layout l{};
   size_t at = 0;
-  for (int i = 0; i < 10; ++i) {
+  for (int i = 0; i < kRegions; ++i) {
     l.off[i] = at;
     at += align_up(sizes[i]);
   }
   l.total = at;
   return l;
+}
+
+// Default path choice (MoeExpertsArgs::persistent unset): the multi-kernel path everywhere.
+// Measured on an H100 (bench/moe_layer.py, Qwen3-30B-A3B shape, both paths forced in one
+// process), the persistent kernel is slower at every size: M = 1 38.3 us against 32.6 us
+// (58.8% / 69.1% of the HBM bound), M = 8 241.6 against 169.8 us uniform and 396 against
+// 131 us Zipf (experts with several tokens make its CUDA-core dot products the bottleneck).
+// It stays available through MoeExpertsArgs::persistent until it wins somewhere.
+bool use_persistent_path(const MoeDims& d) {
+  (void)d;
+  return false;
+}
+
+// The small-M path: one persistent kernel (moe_persistent.h) after a counter reset.
+Status persistent_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
+  const int64_t pairs = d.num_tokens * d.top_k;
+  if (pairs > kernels::kPersistentMaxPairs)
+    return make_error(ErrorCode::kUnsupported,
+                      "moe: the persistent path takes num_tokens*top_k <= {}, got {}",
+                      kernels::kPersistentMaxPairs, pairs);
+  const MoeWorkspaceView ws = moe_workspace_view(d, a.workspace);
+  kernels::PersistentParams p{};
+  p.x = static_cast<const __nv_bfloat16*>(a.x);
+  p.expert_ids = a.expert_ids;
+  p.expert_weights = a.expert_weights;
+  p.w13 = static_cast<const __nv_bfloat16*>(a.w13);
+  p.w2 = static_cast<const __nv_bfloat16*>(a.w2);
+  p.residual = static_cast<const __nv_bfloat16*>(a.residual);
+  p.out = static_cast<__nv_bfloat16*>(a.out);
+  p.expert_done = ws.persistent_counters;
+  p.rows_done = ws.persistent_counters + pairs * kernels::kPersistentCounterStride;
+  p.h = static_cast<__nv_bfloat16*>(ws.h);
+  p.y = ws.persistent_y;
+  p.num_tokens = int(d.num_tokens);
+  p.hidden = int(d.hidden);
+  p.inter = int(d.inter);
+  p.num_experts = int(d.num_experts);
+  p.top_k = int(d.top_k);
+  return cuda_status(detail::launch_moe_persistent(p, a.programmatic_dependent_launch,
+                                                   static_cast<cudaStream_t>(a.stream)),
+                     "persistent launch");
 }
 
 }  // namespace
@@ -98,6 +146,8 @@ MoeWorkspaceView moe_workspace_view(const MoeDims& d, void* workspace) {
   v.token_to_permuted_row = reinterpret_cast<int32_t*>(at(7));
   v.h = at(8);
   v.y = at(9);
+  v.persistent_counters = reinterpret_cast<int32_t*>(at(10));
+  v.persistent_y = reinterpret_cast<float*>(at(11));
   return v;
 }
 
@@ -146,6 +196,9 @@ Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a) {
   if (a.workspace_bytes < need)
     return make_error(ErrorCode::kInvalidArgument,
                       "moe: workspace has {} bytes, the layer needs {}", a.workspace_bytes, need);
+
+  const bool persistent = a.persistent ? *a.persistent : use_persistent_path(d);
+  if (persistent) return persistent_experts_forward(d, a);
 
   const MoeGemmTile tile =
       a.tile ? *a.tile : choose_moe_gemm_tile(d.num_tokens, d.top_k, d.num_experts);

@@ -4,7 +4,8 @@
 //   moe_route_topk:      x [M, H] · Wr [E, H]^T -> softmax -> top-k ids/weights [M, k]
 //   moe_experts_forward: permute (GPU, no host round trip) -> GEMM1 x·W13[e]^T with
 //                        SiLU(gate)·up -> GEMM2 h·W2[e]^T times the routing weight ->
-//                        combine (sum of each token's k rows, + residual if given)
+//                        combine (sum of each token's k rows, + residual if given);
+//                        or, on request, all of it as one persistent kernel (moe_persistent.h)
 // Every call only enqueues work on `stream` (no synchronisation, no allocation), so a step
 // is CUDA-graph capturable once the workspace is allocated (plan/run split: the caller sizes
 // the workspace with moe_workspace_bytes for the largest M it will run).
@@ -43,6 +44,10 @@ struct MoeWorkspaceView {
   int32_t* token_to_permuted_row;      // [M*k]
   void* h;                         // [M*k, I] bf16: SiLU(gate)*up, permuted rows
   void* y;                         // [M*k, H] bf16: weighted expert outputs, permuted rows
+  // Persistent path (moe_persistent.h): counters, then f32 partial rows
+  // [min(M*k, kPersistentMaxPairs), H]; h above is reused as its [M*k, I] bf16 buffer.
+  int32_t* persistent_counters;
+  float* persistent_y;
 };
 
 // Checks the dims against what the kernels support (one-line error naming the field).
@@ -88,6 +93,12 @@ struct MoeExpertsArgs {
   bool single_block_permute = true;
   // PDL even where moe_use_pdl() says no (A/B benchmarks of that heuristic).
   bool pdl_everywhere = false;
+  // The whole expert path as one persistent kernel (moe_persistent.h; M*k <= 256) instead of
+  // permute -> GEMM 1 -> GEMM 2 -> combine. Unset: moe.cpp's choice (for now always the
+  // multi-kernel path, which measured faster); true/false forces it (A/B benchmarks, tests).
+  // That path fills none of the permutation regions of the workspace view, and ignores
+  // tile/tile2/single_block_permute/pdl_everywhere.
+  std::optional<bool> persistent;
 };
 Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a);
 
