@@ -52,19 +52,27 @@ def main():
     ncu = ["ncu", "--metrics", "gpu__time_duration.sum", "--graph-profiling", "node", "--csv",
            "--page", "raw", "--clock-control", "none"] + cmd
     out = subprocess.run(ncu, capture_output=True, text=True)
-    lines = [l for l in out.stdout.splitlines() if l.startswith('"')]
-    if not lines:
-        print(out.stdout[-3000:], out.stderr[-3000:], file=sys.stderr)
-        return 1
-    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    # ncu's CSV rows start with a quote; the first row after the header holds the units.
+    lines = [l for l in out.stdout.splitlines() if l.startswith('"ID"') or l.startswith('"')]
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines)))) if lines else []
+    scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+    unit = 1e-3
     kernels = []
     for r in rows:
-        t = r.get("gpu__time_duration.sum", "")
+        t = (r.get("gpu__time_duration.sum") or "").replace(",", "")
+        if t in scale:
+            unit = scale[t]
+            continue
         try:
-            us = float(t) / 1000.0  # ns -> us
+            us = float(t) * unit
         except ValueError:
-            continue  # the units row
+            continue
         kernels.append((r.get("Kernel Name", r.get("Function Name", "?")), us))
+    if not kernels:
+        print(f"ncu rc {out.returncode}; no kernel rows parsed; stdout/stderr tails:", file=sys.stderr)
+        print("\n".join(out.stdout.splitlines()[-25:]), file=sys.stderr)
+        print("\n".join(out.stderr.splitlines()[-25:]), file=sys.stderr)
+        return 1
     steps, cur = [], []
     for name, us in kernels:
         cur.append((name, us))
