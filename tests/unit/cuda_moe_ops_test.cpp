@@ -13,8 +13,9 @@
 //   moe_experts / moe_combine / moe_forward: normalised MSE against the CPU oracle run on the
 //               same bf16-rounded inputs (kBf16Nmse: the GPU keeps h and the rows in bf16),
 //               padding and tail rows exactly zero.
-// Cases the CUDA backend does not take (per-expert tensors, f16/f32 weights, H or I not a
-// multiple of 8) must answer a clean kUnsupported.
+// Cases the grouped GEMMs do not take (per-expert tensors, f16/f32 weights, H or I not a
+// multiple of 8) run moe_forward through its repacking path and must match the CPU too;
+// moe_experts answers them with a clean kUnsupported.
 // Every test skips without a CUDA device. Run: build/tests/test_cuda --gtest_filter='CudaMoeOps*'
 #include <gtest/gtest.h>
 
@@ -435,9 +436,12 @@ TEST_P(CudaMoeOpsForward, MatchesCpuOracle) {
   const Context gctx{.device_backend = &backend};
 
   if (!cuda_takes(c)) {
-    // Outside what the CUDA backend takes: a clean kUnsupported, never a wrong answer.
+    // Outside what the grouped GEMMs take (per-expert tensors, f16/f32 weights, H or I not a
+    // multiple of 8): moe_forward repacks into a padded bf16 stack and must still match the
+    // CPU; the op-by-op moe_experts answers a clean kUnsupported.
     DevTensor dx(x_bf16), dl(logits), d13(w13), d2(w2), dout(DType::kBF16, {m, h});
     DevTensor db(bias);
+    dout.poison();
     const TensorView dbv = db.view();
     MoeParams gp{.route = route_params(c, &dbv), .pad_rows_to = c.pad_rows_to};
     ExpertWeights gw = ExpertWeights::stacked(d13, d2);
@@ -451,8 +455,20 @@ TEST_P(CudaMoeOpsForward, MatchesCpuOracle) {
       gw = ExpertWeights::per_expert(g, u, dn);
     }
     Status st = moe_forward(gctx, dx, dl, gw, gp, dout);
-    EXPECT_EQ(st.code(), ErrorCode::kUnsupported) << st.message();
-    GTEST_SKIP() << "not taken by the CUDA backend (" << st.message() << ")";
+    ASSERT_TRUE(st.ok()) << st.message();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    // The GPU computes with bf16 weights (the repack rounds f16/f32 to nearest bf16): the
+    // oracle gets the same rounded weights, so the bound stays the bf16-activation one.
+    HostTensor ref(DType::kF32, {m, h});
+    const Context cctx{.pool = &pool()};
+    HostTensor w13r = converted(w13, DType::kBF16), w2r = converted(w2, DType::kBF16);
+    ASSERT_TRUE(moe_forward(cctx, x, logits, ExpertWeights::stacked(w13r, w2r), params, ref).ok());
+    Comparison f = compare_bf16(dout.download(), ref, Metric::kNormalizedMse, kBf16Nmse);
+    EXPECT_TRUE(f.ok) << "moe_forward (repacked) out: " << f.detail;
+    DevPerm gperm(m, k, e, moe_permuted_capacity(m, k, e, c.pad_rows_to));
+    DevTensor grows(DType::kBF16, {moe_permuted_capacity(m, k, e, c.pad_rows_to), h});
+    EXPECT_EQ(moe_experts(gctx, dx, gw, gperm.view(), grows).code(), ErrorCode::kUnsupported);
+    return;
   }
 
   // CPU oracle, op by op (the same route/permute/experts/combine the CPU moe_forward runs).

@@ -5,8 +5,10 @@
 // (moe_route, moe_permute, moe_experts, moe_combine, moe_forward); every other op answers
 // kUnsupported. What the CUDA MoE ops accept (anything else is a one-line kUnsupported error):
 //   - expert weights stacked ENK (ExpertWeights::stacked), bf16, contiguous, H and I multiples
-//     of 8 (16-byte rows), E <= 512 (<= 1024 for permute alone), k <= 32. Per-expert tensors
-//     and f16/f32 weights are not supported yet: the engine stacks bf16 experts when it loads.
+//     of 8 (16-byte rows), E <= 512 (<= 1024 for permute alone), k <= 32 — what the grouped
+//     GEMMs read, and how the engine lays weights out (model/device_weights.h). moe_forward
+//     also takes anything else (per-expert tensors, f16/f32 weights, odd H or I) by repacking
+//     into a zero-padded bf16 stack per call: correct, not fast; moe_experts does not.
 //   - activations bf16: moe_experts x [M, H] and out_rows [R, H], moe_combine rows [R, H] and
 //     out [M, H], moe_forward x and out [M, H]; router logits f32; routing tensors as ops/moe.h.
 // Differences from the CPU reference, by design (the GPU cannot return an error from a kernel
@@ -34,6 +36,8 @@
 #include "moeopt/ops/device_backend.h"
 
 namespace moeopt::cuda {
+
+struct MoeDims;  // moe.h
 
 class CudaBackend final : public ops::DeviceBackend {
  public:
@@ -152,6 +156,10 @@ class CudaBackend final : public ops::DeviceBackend {
                                             int64_t num_experts, int64_t top_k);
 
  private:
+  // moe_forward on natively laid out tensors (stacked bf16, H and I multiples of 8).
+  Status moe_forward_native(const ops::Context& ctx, const void* x, const TensorView& router_logits,
+                            const void* w13, const void* w2, const ops::RouteParams& route,
+                            const MoeDims& d, void* ws, void* out);
   // ctx.workspace if large enough, else this backend's own buffer (grown as needed).
   Result<void*> scratch(const ops::Context& ctx, size_t bytes, const char* op);
 

@@ -12,6 +12,7 @@
 #include "moeopt/backend/cuda/moe.h"
 #include "moeopt/backend/cuda/moe_heuristics.h"
 #include "moeopt/backend/cuda/moe_launch.h"
+#include "moeopt/backend/cuda/memory_launch.h"
 #include "moeopt/ops/check.h"
 
 namespace moeopt::cuda {
@@ -345,42 +346,153 @@ Status CudaBackend::moe_combine(const ops::Context& ctx, const TensorView& rows,
   return cuda_status(detail::launch_moe_combine(cp, false, stream_of(ctx)), op, "combine launch");
 }
 
+namespace {
+
+// Stacked bf16 experts the grouped GEMMs take as they are.
+bool native_experts(const ops::ExpertWeights& w) {
+  return w.is_stacked() && w.w13.dtype == DType::kBF16 && w.w2.dtype == DType::kBF16 &&
+         w.hidden() % 8 == 0 && w.intermediate() % 8 == 0 &&
+         (reinterpret_cast<uintptr_t>(w.w13.data) & 15u) == 0 &&
+         (reinterpret_cast<uintptr_t>(w.w2.data) & 15u) == 0;
+}
+
+int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
+
+// Bytes of a padded bf16 stack (w13 [E, 2Ip, Hp], w2 [E, Hp, Ip]), x and out [M, Hp], and a
+// staging matrix for converting one expert matrix to bf16.
+struct RepackLayout {
+  int64_t hp, ip;
+  size_t w13_off, w2_off, x_off, out_off, stage_off, total;
+};
+RepackLayout repack_layout(int64_t m, int64_t h, int64_t inter, int64_t e) {
+  RepackLayout l{};
+  l.hp = round8(h);
+  l.ip = round8(inter);
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    size_t at = off;
+    off = align_up(off + bytes);
+    return at;
+  };
+  l.w13_off = take(size_t(e * 2 * l.ip * l.hp) * 2);
+  l.w2_off = take(size_t(e * l.hp * l.ip) * 2);
+  l.x_off = take(size_t(m * l.hp) * 2);
+  l.out_off = take(size_t(m * l.hp) * 2);
+  l.stage_off = take(size_t(inter * h) * 2);
+  l.total = off;
+  return l;
+}
+
+detail::ElemType elem_of(DType t) {
+  return t == DType::kF32 ? detail::ElemType::kF32
+                          : t == DType::kF16 ? detail::ElemType::kF16 : detail::ElemType::kBF16;
+}
+
+// Copies a [rows, cols] matrix (any float dtype, contiguous) into bf16 rows of `dst_pitch`
+// elements, converting through the staging buffer when it is not bf16 already.
+Status place_matrix(const char* op, const TensorView& src, void* dst, int64_t dst_pitch,
+                    void* stage, cudaStream_t s) {
+  const int64_t rows = src.shape[0], cols = src.shape[1];
+  const void* from = src.data;
+  if (src.dtype != DType::kBF16) {
+    MOEOPT_RETURN_IF_ERROR(cuda_status(detail::launch_convert(src.data, elem_of(src.dtype), stage,
+                                                              detail::ElemType::kBF16, rows * cols, s),
+                                       op, "convert weights"));
+    from = stage;
+  }
+  return cuda_status(cudaMemcpy2DAsync(dst, size_t(dst_pitch) * 2, from, size_t(cols) * 2,
+                                       size_t(cols) * 2, size_t(rows), cudaMemcpyDeviceToDevice, s),
+                     op, "pack weights");
+}
+
+}  // namespace
+
+// Route + grouped GEMMs + combine on validated, natively laid out tensors; `ws` holds
+// forward_layout(d).total bytes.
+Status CudaBackend::moe_forward_native(const ops::Context& ctx, const void* x,
+                                       const TensorView& router_logits, const void* w13,
+                                       const void* w2, const ops::RouteParams& route,
+                                       const MoeDims& d, void* ws, void* out) {
+  constexpr const char* op = "moe_forward";
+  const ForwardLayout l = forward_layout(d);
+  auto* ids = reinterpret_cast<int32_t*>(at(ws, l.ids_off));
+  auto* wts = reinterpret_cast<float*>(at(ws, l.weights_off));
+  MOEOPT_RETURN_IF_ERROR(launch_route(op, ctx, router_logits, route, ids, wts));
+  MoeExpertsArgs a;
+  a.x = x;
+  a.expert_ids = ids;
+  a.expert_weights = wts;
+  a.w13 = w13;
+  a.w2 = w2;
+  a.residual = nullptr;
+  a.out = out;
+  a.workspace = at(ws, l.layer_off);
+  a.workspace_bytes = l.total - l.layer_off;
+  a.stream = ctx.stream;
+  return moe_experts_forward(d, a);
+}
+
 Status CudaBackend::moe_forward(const ops::Context& ctx, const TensorView& x,
                                 const TensorView& router_logits,
                                 const ops::ExpertWeights& weights, const ops::MoeParams& params,
                                 const TensorView& out) {
   constexpr const char* op = "moe_forward";
-  MOEOPT_RETURN_IF_ERROR(need_bf16_stacked(op, weights));
   MOEOPT_RETURN_IF_ERROR(need_dtype(op, "x", x, DType::kBF16));
-  MOEOPT_RETURN_IF_ERROR(need_dense(op, "x", x));
   MOEOPT_RETURN_IF_ERROR(need_dtype(op, "out", out, DType::kBF16));
-  MOEOPT_RETURN_IF_ERROR(need_dense(op, "out", out));
   MOEOPT_RETURN_IF_ERROR(ops::expect_dtype(op, "router_logits", router_logits, {DType::kF32}));
   MOEOPT_RETURN_IF_ERROR(ops::expect_rows(op, "router_logits", router_logits));
   const int64_t e = weights.num_experts();
   MOEOPT_RETURN_IF_ERROR(check_route_params(op, params.route, e));
-  const MoeDims d{x.shape[0], weights.hidden(), weights.intermediate(), e, params.route.top_k};
-  if (d.num_tokens == 0) return Status::ok_status();
-  MOEOPT_RETURN_IF_ERROR(moe_check_dims(d));
+  const int64_t m = x.shape[0], h = weights.hidden(), inter = weights.intermediate();
+  if (m == 0) return Status::ok_status();
   // params.pad_rows_to only shapes the CPU's intermediate buffers: the fused path masks each
   // expert's partial tile instead of padding rows in memory, with the same result.
-  const ForwardLayout l = forward_layout(d);
-  MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, l.total, op));
-  auto* ids = reinterpret_cast<int32_t*>(at(ws, l.ids_off));
-  auto* wts = reinterpret_cast<float*>(at(ws, l.weights_off));
-  MOEOPT_RETURN_IF_ERROR(launch_route(op, ctx, router_logits, params.route, ids, wts));
-  MoeExpertsArgs a;
-  a.x = x.data;
-  a.expert_ids = ids;
-  a.expert_weights = wts;
-  a.w13 = weights.w13.data;
-  a.w2 = weights.w2.data;
-  a.residual = nullptr;
-  a.out = out.data;
-  a.workspace = at(ws, l.layer_off);
-  a.workspace_bytes = l.total - l.layer_off;
-  a.stream = ctx.stream;
-  return moe_experts_forward(d, a);
+  if (native_experts(weights)) {
+    MOEOPT_RETURN_IF_ERROR(need_dense(op, "x", x));
+    MOEOPT_RETURN_IF_ERROR(need_dense(op, "out", out));
+    MOEOPT_RETURN_IF_ERROR(need_bf16_stacked(op, weights));
+    const MoeDims d{m, h, inter, e, params.route.top_k};
+    MOEOPT_RETURN_IF_ERROR(moe_check_dims(d));
+    MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, forward_layout(d).total, op));
+    return moe_forward_native(ctx, x.data, router_logits, weights.w13.data, weights.w2.data,
+                              params.route, d, ws, out.data);
+  }
+  // Anything else (per-expert tensors, f16/f32 weights, H or I not a multiple of 8): repack
+  // into a zero-padded bf16 stack, pad x, run the native path, copy the H real columns out.
+  // Zero rows and columns change nothing (silu(0) * 0 = 0; zero columns add 0). This costs a
+  // copy of every expert per call: a correctness path for odd inputs, never the engine's
+  // (model/device_weights.h lays weights out natively).
+  const RepackLayout r = repack_layout(m, h, inter, e);
+  const MoeDims d{m, r.hp, r.ip, e, params.route.top_k};
+  MOEOPT_RETURN_IF_ERROR(moe_check_dims(d));
+  const size_t fwd_off = align_up(r.total);
+  MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, fwd_off + forward_layout(d).total, op));
+  cudaStream_t s = stream_of(ctx);
+  unsigned char* base = static_cast<unsigned char*>(ws);
+  MOEOPT_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(base, 0, r.stage_off, s), op, "zero the repack"));
+  void* stage = base + r.stage_off;
+  for (int64_t i = 0; i < e; ++i) {
+    const TensorView gate = weights.gate_proj(i), up = weights.up_proj(i), down = weights.down_proj(i);
+    for (const TensorView* t : {&gate, &up, &down})
+      if (!t->is_contiguous() || t->device != Device::kCuda)
+        return make_error(ErrorCode::kUnsupported, "{}: expert {} is not a contiguous GPU tensor", op, i);
+    auto* w13e = base + r.w13_off + size_t(i * 2 * r.ip * r.hp) * 2;
+    MOEOPT_RETURN_IF_ERROR(place_matrix(op, gate, w13e, r.hp, stage, s));
+    MOEOPT_RETURN_IF_ERROR(place_matrix(op, up, w13e + size_t(r.ip * r.hp) * 2, r.hp, stage, s));
+    MOEOPT_RETURN_IF_ERROR(
+        place_matrix(op, down, base + r.w2_off + size_t(i * r.hp * r.ip) * 2, r.ip, stage, s));
+  }
+  const int64_t xs = ops::row_stride(x), os = ops::row_stride(out);
+  MOEOPT_RETURN_IF_ERROR(cuda_status(
+      cudaMemcpy2DAsync(base + r.x_off, size_t(r.hp) * 2, x.data, size_t(xs) * 2, size_t(h) * 2,
+                        size_t(m), cudaMemcpyDeviceToDevice, s),
+      op, "pad x"));
+  MOEOPT_RETURN_IF_ERROR(moe_forward_native(ctx, base + r.x_off, router_logits, base + r.w13_off,
+                                            base + r.w2_off, params.route, d, base + fwd_off,
+                                            base + r.out_off));
+  return cuda_status(cudaMemcpy2DAsync(out.data, size_t(os) * 2, base + r.out_off, size_t(r.hp) * 2,
+                                       size_t(h) * 2, size_t(m), cudaMemcpyDeviceToDevice, s),
+                     op, "unpad out");
 }
 
 }  // namespace moeopt::cuda

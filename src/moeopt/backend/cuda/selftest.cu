@@ -1,6 +1,8 @@
-// Device self-test: y[i] = a * x[i] + i over 1M floats per device, checked on the host.
+// Device self-test: y[i] = a * x[i] + i over 1M floats per device, checked on the host, then
+// a few op cases against the CPU reference (selftest_ops.h).
 // A failure here means the driver, the runtime or the sm_90a build does not work on this GPU.
 #include "moeopt/backend/cuda/selftest.h"
+#include "moeopt/backend/cuda/selftest_ops.h"
 
 #include <cuda_runtime.h>
 
@@ -59,6 +61,11 @@ std::vector<DeviceSelftest> run_selftest() {
       r.passed = bad == 0;
       r.detail = r.passed ? "axpy kernel on 1M floats: exact"
                           : "axpy kernel: " + std::to_string(bad) + " wrong elements";
+      if (r.passed) {
+        std::string ops_detail;
+        r.passed = run_op_selftest(&ops_detail);
+        r.detail += "; " + ops_detail;
+      }
     } else {
       r.detail = "CUDA error: " + err_str(e);
     }
