@@ -28,6 +28,8 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda_test_support.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -46,18 +48,6 @@ namespace {
 constexpr double kNmse = 2e-5;
 constexpr double kMaxAbs = 6e-3;
 constexpr uint16_t kBf16Nan = 0x7fc0;
-
-bool have_gpu() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
 
 ThreadPool& pool() {
   static ThreadPool p(0);

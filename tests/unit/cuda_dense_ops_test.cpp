@@ -27,6 +27,8 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda_test_support.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -60,18 +62,6 @@ constexpr unsigned char kFill = 0x5a;  // device buffers start as this byte patt
 // Qwen3-30B-A3B widths.
 constexpr int64_t kH = 2048, kHq = 32, kHkv = 4, kD = 128, kV = 151936;
 const int64_t kRealM[] = {1, 7, 128, 2048};
-
-bool have_gpu() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
 
 ThreadPool& pool() {
   static ThreadPool p(0);

@@ -20,6 +20,8 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda_test_support.h"
+
 #include <cmath>
 #include <filesystem>
 
@@ -31,6 +33,7 @@
 #include "moeopt/model/config.h"
 #include "moeopt/model/device_weights.h"
 #include "moeopt/model/model_cache.h"
+#include "golden_support.h"
 
 namespace fs = std::filesystem;
 
@@ -43,27 +46,10 @@ constexpr double kMarginTol = 0.1;
 
 const fs::path kSource = MOEOPT_SOURCE_DIR;
 
-bool have_gpu() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
-
-std::vector<std::string> golden_names() {
-  std::vector<std::string> names;
-  for (auto& e : fs::directory_iterator(kSource / "tests/reference/golden_configs"))
-    if (e.path().extension() == ".json") names.push_back(e.path().stem().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+    SKIP_WITHOUT_GPU();
     name_ = GetParam();
     auto text = read_file((kSource / "tests/data/goldens" / (name_ + ".json.gz")).string());
     ASSERT_TRUE(text.ok()) << text.status().message();
@@ -88,19 +74,7 @@ class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
     return e.ok() ? std::move(*e) : nullptr;
   }
 
-  std::vector<Request> requests() const {
-    std::vector<Request> reqs;
-    for (auto& p : golden_["prompts"]) {
-      Request r;
-      r.prompt = p["ids"].get<std::vector<int32_t>>();
-      r.params.temperature = 0;
-      r.params.max_tokens = golden_["new_tokens"].get<int>();
-      r.params.ignore_eos = true;
-      r.want_prompt_logits = true;
-      reqs.push_back(std::move(r));
-    }
-    return reqs;
-  }
+  std::vector<Request> requests() const { return golden_requests(golden_); }
 
   // The backend outlives the engines (declared first, destroyed last).
   cuda::CudaBackend backend_;

@@ -23,6 +23,8 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda_test_support.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -41,18 +43,6 @@ namespace {
 
 // bf16 rounding of h and of the rows: ~2^-9 relative per element, NMSE ~1e-6; 20x margin.
 constexpr double kBf16Nmse = 2e-5;
-
-bool have_gpu() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
 
 ThreadPool& pool() {
   static ThreadPool p(0);

@@ -28,6 +28,8 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda_test_support.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -49,18 +51,6 @@ namespace {
 constexpr int kQwenVocab = 151936;
 constexpr double kBoundaryMass = 1e-5;
 constexpr float kLogprobTol = 1e-4f;
-
-bool have_gpu() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
 
 ThreadPool& pool() {
   static ThreadPool p(0);

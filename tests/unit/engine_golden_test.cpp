@@ -18,6 +18,7 @@
 #include "moeopt/engine/engine.h"
 #include "moeopt/model/config.h"
 #include "moeopt/model/model_cache.h"
+#include "golden_support.h"
 
 namespace fs = std::filesystem;
 
@@ -25,14 +26,6 @@ namespace moeopt {
 namespace {
 
 const fs::path kSource = MOEOPT_SOURCE_DIR;
-
-std::vector<std::string> golden_names() {
-  std::vector<std::string> names;
-  for (auto& e : fs::directory_iterator(kSource / "tests/reference/golden_configs"))
-    if (e.path().extension() == ".json") names.push_back(e.path().stem().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -57,17 +50,7 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {
   }
 
   static std::vector<Request> requests(const nlohmann::json& golden) {
-    std::vector<Request> reqs;
-    for (auto& p : golden["prompts"]) {
-      Request r;
-      r.prompt = p["ids"].get<std::vector<int32_t>>();
-      r.params.temperature = 0;
-      r.params.max_tokens = golden["new_tokens"].get<int>();
-      r.params.ignore_eos = true;
-      r.want_prompt_logits = true;
-      reqs.push_back(std::move(r));
-    }
-    return reqs;
+    return golden_requests(golden);
   }
 };
 
