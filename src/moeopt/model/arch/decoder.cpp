@@ -217,7 +217,7 @@ Status DecoderModel::forward(const ops::Context& ctx, const ForwardBatch& b,
   if (b.num_tokens() == 0) return {};
   if (device() == Device::kCpu && !ctx.arena) {
     // The CPU path without an arena: host temporaries owned by this call.
-    ops::ScratchArena arena;
+    ops::ScratchArena arena(nullptr, size_t(1) << 20);
     ops::Context c = ctx;
     c.arena = &arena;
     MOEOPT_ASSIGN_OR_RETURN(BatchTensors t, prepare(c, b));
