@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "moeopt/engine/kv_cache.h"
 #include "model_setup.h"
 #include "moeopt/engine/engine.h"
 #include "moeopt/engine/profile.h"
@@ -43,7 +44,7 @@ struct ServeArgs {
   std::string api_key;
   std::string served_model_name;
   int32_t num_kv_blocks = 0;
-  int64_t kv_cache_mib = 1024;
+  int64_t kv_cache_mib = 0;  // 0: 1024 on the CPU, the memory budget on the GPU
   int http_threads = 0;
   double shutdown_timeout = 30.0;
   std::map<std::string, std::string> overrides;  // profile key -> value, from flags
@@ -80,9 +81,9 @@ void print_summary(const ModelConfig& c, const std::string& dir, const std::stri
               (long long)c.num_experts_per_tok, (long long)c.vocab_size, params.c_str());
   const EngineOptions& eo = e.options();
   std::printf(
-      "  engine: CPU backend, max_model_len %d, KV %d blocks x %d tokens, max_num_seqs %d, "
+      "  engine: %s, max_model_len %d, KV %d blocks x %d tokens, max_num_seqs %d, "
       "max_num_batched_tokens %d, prefix caching %s, chunked prefill %s\n",
-      e.max_model_len(), e.blocks().num_blocks(), eo.block_size, eo.max_num_seqs, eo.max_num_batched_tokens,
+      eo.device ? "CUDA backend (bf16)" : "CPU backend", e.max_model_len(), e.blocks().num_blocks(), eo.block_size, eo.max_num_seqs, eo.max_num_batched_tokens,
       eo.enable_prefix_caching ? "on" : "off", eo.enable_chunked_prefill ? "on" : "off");
   std::printf("  %s\n", engine::describe_features(prof).c_str());
   std::printf("  queue: %d waiting requests beyond the running batch; API key %s\n", so.max_waiting_requests,
@@ -128,7 +129,20 @@ int run_serve(ServeArgs& a) {
   eo.num_threads = k.cpu_threads;
   eo.block_size = k.kv_block_size;
   eo.num_kv_blocks = a.num_kv_blocks;
-  eo.kv_cache_bytes = size_t(a.kv_cache_mib) << 20;
+  eo.kv_cache_bytes = size_t(a.kv_cache_mib > 0 ? a.kv_cache_mib : 1024) << 20;
+  if (lm->backend && a.kv_cache_mib == 0 && a.num_kv_blocks == 0) {
+    // The GPU: what gpu_memory_utilization leaves after the weights, minus 2 GiB for the
+    // activation arena, the MoE / attention scratch and the CUDA graphs.
+    size_t free_b = 0, total_b = 0;
+    if (Status st = lm->backend->memory_info(&free_b, &total_b); !st.ok()) return report_error(cmd, st);
+    eo.kv_cache_bytes = KvCache::device_budget(free_b, total_b, k.gpu_memory_utilization, size_t(2) << 30);
+    if (eo.kv_cache_bytes == 0)
+      return report_error(cmd, make_error(ErrorCode::kResourceExhausted,
+                                          "no GPU memory left for the KV cache after the weights "
+                                          "({:.1f} of {:.1f} GiB free, gpu_memory_utilization {})",
+                                          double(free_b) / (1 << 30), double(total_b) / (1 << 30),
+                                          k.gpu_memory_utilization));
+  }
   eo.max_num_seqs = k.max_num_seqs;
   eo.max_num_batched_tokens = k.max_num_batched_tokens;
   eo.max_model_len = k.max_model_len;
@@ -190,7 +204,9 @@ RunFn setup_serve(CLI::App& app) {
                   "model id clients use (default: the model's name)");
   sub->add_option("--num-kv-blocks", a->num_kv_blocks, "KV-cache blocks (default: from --kv-cache-mib)")
       ->check(CLI::NonNegativeNumber);
-  sub->add_option("--kv-cache-mib", a->kv_cache_mib, "KV-cache size in MiB (default 1024)")
+  sub->add_option("--kv-cache-mib", a->kv_cache_mib,
+                  "KV-cache size in MiB (default: 1024 on the CPU; on the GPU what "
+                  "gpu_memory_utilization leaves after the weights, minus 2 GiB)")
       ->check(CLI::PositiveNumber);
   sub->add_option("--http-threads", a->http_threads, "HTTP handler threads (default: enough for the queue)")
       ->check(CLI::NonNegativeNumber);

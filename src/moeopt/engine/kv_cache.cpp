@@ -1,5 +1,7 @@
 #include "moeopt/engine/kv_cache.h"
 
+#include <algorithm>
+
 #include "moeopt/ops/device_backend.h"
 
 namespace moeopt {
@@ -33,6 +35,12 @@ Result<std::unique_ptr<KvCache>> KvCache::on_device(const KvLayout& layout, int3
     kv->views_.push_back({k, v});
   }
   return kv;
+}
+
+size_t KvCache::device_budget(size_t free, size_t total, double utilization, size_t reserve) {
+  const double keep_free = (1.0 - std::clamp(utilization, 0.0, 1.0)) * double(total);
+  const double usable = double(free) - keep_free - double(reserve);
+  return usable > 0 ? size_t(usable) : 0;
 }
 
 size_t KvCache::bytes_per_block(const KvLayout& layout, int32_t block_size, DType dtype) {

@@ -26,6 +26,11 @@ class KvCache {
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }
   const std::vector<LayerKv>& layers() const { return views_; }
+  // KV bytes a device can give when `free` of its `total` bytes are free now (weights already
+  // placed) and the engine may use `utilization` of the card: everything free beyond the
+  // (1 - utilization) share left to others, minus `reserve` for activations, scratch and
+  // CUDA graphs. 0 when nothing is left.
+  static size_t device_budget(size_t free, size_t total, double utilization, size_t reserve);
   // Bytes one block takes across all layers (K and V) in `dtype`.
   static size_t bytes_per_block(const KvLayout& layout, int32_t block_size,
                                 DType dtype = DType::kF32);

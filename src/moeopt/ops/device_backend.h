@@ -41,6 +41,10 @@ class DeviceBackend {
   }
   virtual Status fill_zero(const Context&, void* dst, size_t bytes) { return not_here("fill_zero"); }
   virtual Status synchronize(const Context&) { return not_here("synchronize"); }
+  // Free and total bytes of the device's memory right now.
+  virtual Status memory_info(size_t* free_bytes, size_t* total_bytes) {
+    return not_here("memory_info");
+  }
   // Streams and graphs: a runner launches on its own stream and captures the launches of a
   // step (CUDA graphs) to replay them with one call. Handles are opaque.
   virtual Result<void*> create_stream() { return not_here("create_stream"); }

@@ -60,6 +60,7 @@ class CudaBackend final : public ops::DeviceBackend {
                         size_t bytes) override;
   Status fill_zero(const ops::Context& ctx, void* dst, size_t bytes) override;
   Status synchronize(const ops::Context& ctx) override;
+  Status memory_info(size_t* free_bytes, size_t* total_bytes) override;
   Status random_fill(const ops::Context& ctx, const TensorView& t,
                      const ops::RandomFill& fill) override;
   Status convert(const ops::Context& ctx, const TensorView& src, const TensorView& dst) override;

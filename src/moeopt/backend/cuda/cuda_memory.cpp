@@ -136,6 +136,10 @@ Status CudaBackend::synchronize(const ops::Context& ctx) {
   return cuda_status(cudaStreamSynchronize(stream_of(ctx)), "synchronize", "stream");
 }
 
+Status CudaBackend::memory_info(size_t* free_bytes, size_t* total_bytes) {
+  return cuda_status(cudaMemGetInfo(free_bytes, total_bytes), "memory_info", "cudaMemGetInfo");
+}
+
 Status CudaBackend::random_fill(const ops::Context& ctx, const TensorView& t,
                                 const ops::RandomFill& fill) {
   constexpr const char* op = "random_fill";
