@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "moeopt/backend/cuda/kernels/moe_combine.cuh"
+#include "moeopt/backend/cuda/launch_ex.cuh"
 #include "moeopt/backend/cuda/kernels/moe_grouped_gemm.cuh"
 #include "moeopt/backend/cuda/kernels/moe_wgmma_gemm.cuh"
 #include "moeopt/backend/cuda/kernels/moe_permute.cuh"
@@ -36,22 +37,6 @@ namespace {
 // Below this many token blocks the fused router would leave most SMs idle: split it.
 constexpr int kRouterSplitBelowBlocks = 132;
 
-template <class... KArgs, class... Args>
-cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, bool pdl,
-                   cudaStream_t stream, Args... args) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, kernel, args...);
-}
-
 template <class T, bool kGated>
 cudaError_t launch_gemm(const k::GroupedGemmParams& p, int max_tiles, bool pdl,
                         cudaStream_t stream) {
@@ -62,7 +47,7 @@ cudaError_t launch_gemm(const k::GroupedGemmParams& p, int max_tiles, bool pdl,
   if (e != cudaSuccess) return e;
   const int cols_per_block = kGated ? T::BM / 2 : T::BM;
   const dim3 grid(max_tiles, (p.N_out + cols_per_block - 1) / cols_per_block);
-  return launch(kernel, grid, dim3(T::kThreads), T::kSmemBytes, pdl, stream, p);
+  return launch_ex(kernel, grid, dim3(T::kThreads), T::kSmemBytes, pdl, stream, p);
 }
 
 template <class T>
@@ -150,7 +135,7 @@ cudaError_t launch_wgmma_gemm(const k::GroupedGemmParams& p, int max_tiles, bool
   constexpr int kCols = T::out_cols(kGated);
   const int64_t items = int64_t(max_tiles) * ((p.N_out + kCols - 1) / kCols);
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(items, sms)));
-  return launch(kernel, dim3(grid), dim3(T::kThreads), size_t(kSmem), pdl, stream, map, p, mode);
+  return launch_ex(kernel, dim3(grid), dim3(T::kThreads), size_t(kSmem), pdl, stream, map, p, mode);
 }
 
 template <class T>
@@ -171,10 +156,10 @@ cudaError_t launch_router(const k::RouterParams& p, bool pdl, cudaStream_t strea
     if (e != cudaSuccess) return e;
     const dim3 grid(blocks, (p.num_experts + k::kRouterExpertsPerBlock - 1) /
                                 k::kRouterExpertsPerBlock);
-    e = launch(logits, grid, dim3(k::kRouterThreads), smem, pdl, stream, p);
+    e = launch_ex(logits, grid, dim3(k::kRouterThreads), smem, pdl, stream, p);
     if (e != cudaSuccess) return e;
     constexpr int kTokPerBlock = k::kRouterThreads / 32;
-    return launch(k::moe_router_topk_from_logits_kernel,
+    return launch_ex(k::moe_router_topk_from_logits_kernel,
                   dim3((p.num_tokens + kTokPerBlock - 1) / kTokPerBlock),
                   dim3(k::kRouterThreads), 0, pdl, stream, p);
   }
@@ -183,7 +168,7 @@ cudaError_t launch_router(const k::RouterParams& p, bool pdl, cudaStream_t strea
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (e != cudaSuccess) return e;
-  return launch(kernel, dim3(blocks), dim3(k::kRouterThreads), smem, pdl, stream, p);
+  return launch_ex(kernel, dim3(blocks), dim3(k::kRouterThreads), smem, pdl, stream, p);
 }
 
 }  // namespace
@@ -213,11 +198,11 @@ cudaError_t launch_moe_router_topk(const k::RouterParams& p, int tokens_per_bloc
 
 cudaError_t launch_moe_permute(const k::PermuteParams& p, bool pdl, cudaStream_t stream) {
   if (p.single_block && p.num_assignments <= k::kPermuteSmallMax)
-    return launch(k::moe_permute_small_kernel, dim3(1), dim3(k::kPermuteThreads), 0, pdl, stream,
+    return launch_ex(k::moe_permute_small_kernel, dim3(1), dim3(k::kPermuteThreads), 0, pdl, stream,
                   p);
-  cudaError_t e = launch(k::moe_count_kernel, dim3(1), dim3(k::kPermuteThreads), 0, pdl, stream, p);
+  cudaError_t e = launch_ex(k::moe_count_kernel, dim3(1), dim3(k::kPermuteThreads), 0, pdl, stream, p);
   if (e != cudaSuccess) return e;
-  return launch(k::moe_place_kernel, dim3(p.num_experts), dim3(k::kPlaceThreads), 0, pdl, stream,
+  return launch_ex(k::moe_place_kernel, dim3(p.num_experts), dim3(k::kPlaceThreads), 0, pdl, stream,
                 p);
 }
 
@@ -250,18 +235,18 @@ cudaError_t launch_moe_grouped_gemm(MoeGemmTile tile, bool gated, const k::Group
 cudaError_t launch_moe_combine(const k::CombineParams& p, bool pdl, cudaStream_t stream) {
   constexpr int kColsPerBlock = k::kCombineThreads * 8;
   const dim3 grid(p.num_tokens, (p.hidden + kColsPerBlock - 1) / kColsPerBlock);
-  return launch(k::moe_combine_kernel, grid, dim3(k::kCombineThreads), 0, pdl, stream, p);
+  return launch_ex(k::moe_combine_kernel, grid, dim3(k::kCombineThreads), 0, pdl, stream, p);
 }
 
 cudaError_t launch_moe_route_from_logits(const k::RouteLogitsParams& p, cudaStream_t stream) {
   if (p.num_tokens <= 0) return cudaSuccess;
   const dim3 grid((p.num_tokens + k::kRouteWarps - 1) / k::kRouteWarps);
-  return launch(k::moe_route_from_logits_kernel, grid, dim3(k::kRouterThreads), 0, false, stream,
+  return launch_ex(k::moe_route_from_logits_kernel, grid, dim3(k::kRouterThreads), 0, false, stream,
                 p);
 }
 
 cudaError_t launch_moe_tiles_from_offsets(const k::TilesParams& p, cudaStream_t stream) {
-  return launch(k::moe_tiles_from_offsets_kernel, dim3(1), dim3(k::kPermuteThreads), 0, false,
+  return launch_ex(k::moe_tiles_from_offsets_kernel, dim3(1), dim3(k::kPermuteThreads), 0, false,
                 stream, p);
 }
 
@@ -270,7 +255,7 @@ cudaError_t launch_moe_zero_tail_rows(const k::ZeroTailParams& p, cudaStream_t s
   // Enough blocks to cover a typical padded tail in one pass; the kernel grid-strides.
   const size_t chunks = size_t(p.num_rows) * size_t(p.cols / 8);
   const unsigned blocks = unsigned(std::min<size_t>((chunks + 255) / 256, 1024));
-  return launch(k::moe_zero_tail_rows_kernel, dim3(blocks), dim3(256), 0, false, stream, p);
+  return launch_ex(k::moe_zero_tail_rows_kernel, dim3(blocks), dim3(256), 0, false, stream, p);
 }
 
 }  // namespace moeopt::cuda::detail

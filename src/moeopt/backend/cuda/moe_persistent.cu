@@ -7,6 +7,7 @@
 #include <atomic>
 
 #include "moeopt/backend/cuda/kernels/moe_persistent.cuh"
+#include "moeopt/backend/cuda/launch_ex.cuh"
 
 namespace moeopt::cuda::detail {
 namespace k = moeopt::cuda::kernels;
@@ -17,22 +18,6 @@ constexpr int kMaxDevices = 64;
 constexpr int kMaxBlocksPerSm = 2;
 constexpr int kResetThreads = 256;
 std::atomic<int> g_grid_blocks[kMaxDevices];  // 0 = not computed yet
-
-template <class... KArgs, class... Args>
-cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, bool pdl,
-                   cudaStream_t stream, Args... args) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, kernel, args...);
-}
 
 cudaError_t grid_blocks(int* out) {
   int dev = 0;
@@ -75,10 +60,10 @@ cudaError_t launch_moe_persistent(const k::PersistentParams& p, bool pdl, cudaSt
   if (e != cudaSuccess) return e;
   const int64_t counters =
       persistent_num_counters(int64_t(p.num_tokens) * p.top_k, int64_t(p.hidden));
-  e = launch(k::moe_persistent_reset_kernel, dim3(1), dim3(kResetThreads), 0, pdl, stream,
+  e = launch_ex(k::moe_persistent_reset_kernel, dim3(1), dim3(kResetThreads), 0, pdl, stream,
              p.expert_done, int(counters));
   if (e != cudaSuccess) return e;
-  return launch(k::moe_persistent_kernel, dim3(blocks), dim3(k::kPersistentThreads), 0,
+  return launch_ex(k::moe_persistent_kernel, dim3(blocks), dim3(k::kPersistentThreads), 0,
                 pdl, stream,
                 p);
 }
