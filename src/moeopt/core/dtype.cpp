@@ -135,20 +135,20 @@ float fp8e4m3_to_f32(uint8_t v) {
 
 uint8_t f32_to_fp8e4m3(float f) {
   if (std::isnan(f)) return 0x7f;
-  uint8_t sign = std::signbit(f) ? 0x80 : 0;
-  float a = std::fabs(f);
+  const uint8_t sign = std::signbit(f) ? 0x80 : 0;
+  const float a = std::fabs(f);
   if (a >= 448.0f) return sign | 0x7e;  // saturate to the largest finite value
-  // Exhaustive nearest-even search over the 127 non-negative finite codes: simple and exact.
-  uint8_t best = 0;
-  float best_err = a;
-  for (uint8_t c = 1; c <= 0x7e; ++c) {
-    float err = std::fabs(fp8e4m3_to_f32(c) - a);
-    if (err < best_err || (err == best_err && (c & 1) == 0 && (best & 1) == 1)) {
-      best = c;
-      best_err = err;
-    }
+  if (a < 0.015625f) {
+    // Below the smallest normal (2^-6): subnormal codes are units of 2^-9, contiguous with
+    // the normal codes (8 units = code 0x08 = 2^-6). a * 512 is exact; nearbyint is RNE.
+    return sign | uint8_t(std::nearbyint(a * 512.0f));
   }
-  return sign | best;
+  // Normal: keep 3 of the 23 mantissa bits, rounding to nearest even; a carry moves into
+  // the exponent as it should. The f32 exponent bias 127 becomes e4m3's 7.
+  uint32_t u;
+  std::memcpy(&u, &a, 4);
+  const uint32_t r = u + 0x7ffffu + ((u >> 20) & 1u);
+  return sign | uint8_t((r >> 20) - (120u << 3));
 }
 
 float load_as_f32(const void* data, DType t, int64_t i) {

@@ -79,6 +79,22 @@ class DeviceBackend {
                         const std::optional<TensorView>& bias, const TensorView& y) {
     return not_here("linear");
   }
+  // linear with an fp8 e4m3 weight and its f32 block scale (ops/fp8.h, ops/linear.h); arrives
+  // validated: weight [N, K] fp8, weight_scale [ceil(N/128), ceil(K/128)] f32.
+  virtual Status linear_fp8(const Context&, const TensorView& x, const TensorView& weight,
+                            const TensorView& weight_scale, const std::optional<TensorView>& bias,
+                            const TensorView& y) {
+    return not_here("linear (fp8 weight)");
+  }
+  // ops/fp8.h: per-token-group activation quantisation and weight block quantisation.
+  virtual Status quantize_fp8_activations(const Context&, const TensorView& x,
+                                          const TensorView& x_q, const TensorView& x_scale) {
+    return not_here("quantize_fp8_activations");
+  }
+  virtual Status quantize_fp8_weight_blocks(const Context&, const TensorView& w,
+                                            const TensorView& w_q, const TensorView& w_scale) {
+    return not_here("quantize_fp8_weight_blocks");
+  }
   virtual Status silu_and_mul(const Context&, const TensorView& x, const TensorView& out) {
     return not_here("silu_and_mul");
   }

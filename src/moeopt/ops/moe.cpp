@@ -4,8 +4,11 @@
 #include "moeopt/backend/cpu/cpu_backend.h"
 #include "moeopt/ops/check.h"
 #include "moeopt/ops/device_backend.h"
+#include "moeopt/ops/fp8.h"
 
 namespace moeopt::ops {
+
+Status validate_expert_matrices(const char* op, const ExpertWeights& w);
 
 // ---- ExpertWeights ----------------------------------------------------------------------
 
@@ -13,6 +16,27 @@ ExpertWeights ExpertWeights::stacked(const TensorView& w13, const TensorView& w2
   ExpertWeights w;
   w.w13 = w13;
   w.w2 = w2;
+  return w;
+}
+
+ExpertWeights ExpertWeights::stacked_fp8(const TensorView& w13, const TensorView& w13_scale,
+                                         const TensorView& w2, const TensorView& w2_scale) {
+  ExpertWeights w = stacked(w13, w2);
+  w.w13_scale = w13_scale;
+  w.w2_scale = w2_scale;
+  return w;
+}
+
+ExpertWeights ExpertWeights::per_expert_fp8(std::vector<TensorView> gate,
+                                            std::vector<TensorView> up,
+                                            std::vector<TensorView> down,
+                                            std::vector<TensorView> gate_scales,
+                                            std::vector<TensorView> up_scales,
+                                            std::vector<TensorView> down_scales) {
+  ExpertWeights w = per_expert(std::move(gate), std::move(up), std::move(down));
+  w.gate_scales = std::move(gate_scales);
+  w.up_scales = std::move(up_scales);
+  w.down_scales = std::move(down_scales);
   return w;
 }
 
@@ -59,9 +83,93 @@ TensorView ExpertWeights::down_proj(int64_t e) const {
   return is_stacked() ? w2.select0(e) : down[size_t(e)];
 }
 
+bool ExpertWeights::is_fp8() const {
+  if (is_stacked()) return w13.dtype == DType::kF8E4M3;
+  return !gate.empty() && gate[0].dtype == DType::kF8E4M3;
+}
+TensorView ExpertWeights::gate_scale(int64_t e) const {
+  if (!is_stacked()) return gate_scales[size_t(e)];
+  const int64_t ib = fp8_blocks(intermediate());
+  return w13_scale.select0(e).slice0(0, ib);
+}
+TensorView ExpertWeights::up_scale(int64_t e) const {
+  if (!is_stacked()) return up_scales[size_t(e)];
+  const int64_t ib = fp8_blocks(intermediate());
+  return w13_scale.select0(e).slice0(ib, 2 * ib);
+}
+TensorView ExpertWeights::down_scale(int64_t e) const {
+  return is_stacked() ? w2_scale.select0(e) : down_scales[size_t(e)];
+}
+
+namespace {
+
+bool has_tensor(const TensorView& t) { return t.ndim() > 0 || t.data != nullptr; }
+
+// The scales of validate_expert_weights: present with exactly the contract's shapes for
+// fp8 weights, absent otherwise. Runs after the weight shapes are known to be right.
+Status check_expert_scales(const char* op, const ExpertWeights& w) {
+  const bool fp8 = w.is_fp8();
+  const Device dev = w.is_stacked() ? w.w13.device : w.gate[0].device;
+  auto check_scale = [&](const std::string& name, const TensorView& s, const Shape& want) {
+    MOEOPT_RETURN_IF_ERROR(expect_present(op, name.c_str(), s));
+    MOEOPT_RETURN_IF_ERROR(expect_dtype(op, name.c_str(), s, {DType::kF32}));
+    MOEOPT_RETURN_IF_ERROR(expect_shape(op, name.c_str(), s, want));
+    MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, name.c_str(), s));
+    if (s.device != dev)
+      return make_error(ErrorCode::kInvalidArgument, "{}: {} is on another device than the weights",
+                        op, name);
+    return Status{};
+  };
+  const int64_t e = w.num_experts(), h = w.hidden(), inter = w.intermediate();
+  const int64_t hb = fp8_blocks(h), ib = fp8_blocks(inter);
+  if (w.is_stacked()) {
+    if ((w.w2.dtype == DType::kF8E4M3) != fp8)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: w13 is {} but w2 is {} (all or none are fp8)", op,
+                        dtype_name(w.w13.dtype), dtype_name(w.w2.dtype));
+    if (!fp8) {
+      if (has_tensor(w.w13_scale) || has_tensor(w.w2_scale))
+        return make_error(ErrorCode::kInvalidArgument,
+                          "{}: w13_scale / w2_scale given for {} (not fp8) expert weights", op,
+                          dtype_name(w.w13.dtype));
+      return {};
+    }
+    MOEOPT_RETURN_IF_ERROR(check_scale("w13_scale", w.w13_scale, {e, 2 * ib, hb}));
+    return check_scale("w2_scale", w.w2_scale, {e, hb, ib});
+  }
+  if (!fp8) {
+    if (!w.gate_scales.empty() || !w.up_scales.empty() || !w.down_scales.empty())
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: block scales given for {} (not fp8) expert weights", op,
+                        dtype_name(w.gate[0].dtype));
+    return {};
+  }
+  if (w.gate_scales.size() != size_t(e) || w.up_scales.size() != size_t(e) ||
+      w.down_scales.size() != size_t(e))
+    return make_error(ErrorCode::kInvalidArgument,
+                      "{}: {} experts but {} gate, {} up and {} down block scales", op, e,
+                      w.gate_scales.size(), w.up_scales.size(), w.down_scales.size());
+  for (int64_t i = 0; i < e; ++i) {
+    MOEOPT_RETURN_IF_ERROR(
+        check_scale(fmt::format("experts.{}.gate_proj.weight_scale_inv", i), w.gate_scales[size_t(i)], {ib, hb}));
+    MOEOPT_RETURN_IF_ERROR(
+        check_scale(fmt::format("experts.{}.up_proj.weight_scale_inv", i), w.up_scales[size_t(i)], {ib, hb}));
+    MOEOPT_RETURN_IF_ERROR(
+        check_scale(fmt::format("experts.{}.down_proj.weight_scale_inv", i), w.down_scales[size_t(i)], {hb, ib}));
+  }
+  return {};
+}
+
+}  // namespace
+
 Status validate_expert_weights(const char* op, const ExpertWeights& w) {
+  MOEOPT_RETURN_IF_ERROR(validate_expert_matrices(op, w));
+  return check_expert_scales(op, w);
+}
+
+Status validate_expert_matrices(const char* op, const ExpertWeights& w) {
   auto check_dtype = [&](const char* name, const TensorView& t) {
-    return expect_dtype(op, name, t, {DType::kBF16, DType::kF16, DType::kF32});
+    return expect_dtype(op, name, t, {DType::kBF16, DType::kF16, DType::kF32, DType::kF8E4M3});
   };
   if (w.is_stacked()) {
     MOEOPT_RETURN_IF_ERROR(expect_ndim(op, "w13", w.w13, 3));
@@ -99,6 +207,11 @@ Status validate_expert_weights(const char* op, const ExpertWeights& w) {
     MOEOPT_RETURN_IF_ERROR(check_dtype(g.c_str(), w.gate[i]));
     MOEOPT_RETURN_IF_ERROR(check_dtype(u.c_str(), w.up[i]));
     MOEOPT_RETURN_IF_ERROR(check_dtype(d.c_str(), w.down[i]));
+    const bool fp8 = w.gate[0].dtype == DType::kF8E4M3;
+    if ((w.gate[i].dtype == DType::kF8E4M3) != fp8 || (w.up[i].dtype == DType::kF8E4M3) != fp8 ||
+        (w.down[i].dtype == DType::kF8E4M3) != fp8)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: expert {} mixes fp8 and non-fp8 weights (all or none are fp8)", op, i);
     if (w.gate[i].device != w.gate[0].device || w.up[i].device != w.gate[0].device ||
         w.down[i].device != w.gate[0].device)
       return make_error(ErrorCode::kInvalidArgument, "{}: expert {} weights on another device",

@@ -40,11 +40,27 @@
 //
 // 4. moe_combine: out[m] = sum_j rows[token_to_permuted_row[m, j]], j = 0..k-1 in order.
 //
-// Expert weights (ExpertWeights below) are used in place, bf16 / f16 / f32, either as HF
-// checkpoints store them, one tensor per expert (gate_proj [I, H], up_proj [I, H],
+// Expert weights (ExpertWeights below) are used in place, bf16 / f16 / f32 / fp8 e4m3, either
+// as HF checkpoints store them, one tensor per expert (gate_proj [I, H], up_proj [I, H],
 // down_proj [H, I]; Mixtral's w1 / w3 / w2), or stacked "ENK" ([E, N, K] row-major):
 // w13 [E, 2I, H] (rows 0..I-1 = gate, I..2I-1 = up, as transformers' gate_up_proj) and
 // w2 [E, H, I].
+//
+// FP8 experts (contract shared by the CPU reference and the CUDA kernels). All expert
+// matrices are fp8 e4m3 or none is; fp8 ones carry f32 block scales with HF
+// `weight_scale_inv` semantics: w = float(w_q) * scale of its 128x128 block (ops/fp8.h).
+// With IB = ceil(I/128), HB = ceil(H/128):
+//   stacked     w13_scale [E, 2*IB, HB] f32: rows 0..IB-1 are the gate's blocks, IB..2*IB-1
+//                         the up's (gate row r -> block r/128, up row r -> IB + r/128), so
+//                         with I not a multiple of 128 no block mixes gate and up rows;
+//               w2_scale  [E, HB, IB]   f32
+//   per expert  gate_scale[e], up_scale[e] [IB, HB] f32, down_scale[e] [HB, IB] f32
+// gate_scale(e) / up_scale(e) / down_scale(e) give expert e's [N-blocks, K-blocks] views
+// whichever the layout. Scales are contiguous; a non-fp8 ExpertWeights has no scales
+// (w13_scale / w2_scale empty, the vectors empty). validate_expert_weights checks all of it.
+// The FP8 computation (activations quantised per token in groups of 128, the SiLU·up
+// intermediate quantised the same way before GEMM 2, routing weight applied to GEMM 2's
+// f32 output) is the one ops/fp8.h defines. Tests: tests/unit/ops_moe_test.cpp (kMoeFp8*).
 #pragma once
 
 #include <optional>
@@ -97,19 +113,35 @@ struct ExpertWeights {
   // Stacked ENK layout (used when gate/up/down are empty).
   TensorView w13;  // [E, 2I, H]
   TensorView w2;   // [E, H, I]
+  // FP8 block scales of the stacked layout (fp8 w13/w2 only; see the file comment).
+  TensorView w13_scale;  // [E, 2*ceil(I/128), ceil(H/128)] f32
+  TensorView w2_scale;   // [E, ceil(H/128), ceil(I/128)] f32
   // Per-expert tensors (a checkpoint's separate tensors), E entries each.
   std::vector<TensorView> gate;  // [I, H]
   std::vector<TensorView> up;    // [I, H]
   std::vector<TensorView> down;  // [H, I]
+  // FP8 block scales of the per-expert layout, E entries each (fp8 only).
+  std::vector<TensorView> gate_scales;  // [ceil(I/128), ceil(H/128)] f32
+  std::vector<TensorView> up_scales;    // [ceil(I/128), ceil(H/128)] f32
+  std::vector<TensorView> down_scales;  // [ceil(H/128), ceil(I/128)] f32
 
   static ExpertWeights stacked(const TensorView& w13, const TensorView& w2);
+  static ExpertWeights stacked_fp8(const TensorView& w13, const TensorView& w13_scale,
+                                   const TensorView& w2, const TensorView& w2_scale);
   static ExpertWeights per_expert(std::vector<TensorView> gate, std::vector<TensorView> up,
                                   std::vector<TensorView> down);
+  static ExpertWeights per_expert_fp8(std::vector<TensorView> gate, std::vector<TensorView> up,
+                                      std::vector<TensorView> down,
+                                      std::vector<TensorView> gate_scales,
+                                      std::vector<TensorView> up_scales,
+                                      std::vector<TensorView> down_scales);
   // Stacked but with separate gate and up stacks: gate [E, I, H], up [E, I, H], down [E, H, I].
   static ExpertWeights stacked_separate(const TensorView& gate, const TensorView& up,
                                         const TensorView& down);
 
   bool is_stacked() const { return gate.empty(); }
+  // True when the expert matrices are fp8 e4m3 (and so carry block scales).
+  bool is_fp8() const;
   int64_t num_experts() const;
   int64_t hidden() const;
   int64_t intermediate() const;
@@ -117,9 +149,14 @@ struct ExpertWeights {
   TensorView gate_proj(int64_t e) const;
   TensorView up_proj(int64_t e) const;
   TensorView down_proj(int64_t e) const;
+  // FP8 only: expert e's block scales, whichever the layout: [IB, HB], [IB, HB], [HB, IB].
+  TensorView gate_scale(int64_t e) const;
+  TensorView up_scale(int64_t e) const;
+  TensorView down_scale(int64_t e) const;
 };
 
-// Checks ExpertWeights' shapes/dtypes (all experts alike, contiguous, bf16/f16/f32).
+// Checks ExpertWeights' shapes/dtypes: all experts alike, contiguous, bf16/f16/f32, or fp8
+// e4m3 with f32 block scales of exactly the shapes above; non-fp8 weights carry no scales.
 Status validate_expert_weights(const char* op, const ExpertWeights& w);
 
 Status moe_experts(const Context& ctx, const TensorView& x, const ExpertWeights& weights,

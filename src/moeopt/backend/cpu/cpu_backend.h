@@ -26,6 +26,16 @@ Status add_rms_norm(const Context& ctx, const TensorView& x, const TensorView& r
                     const TensorView& weight, float eps, const TensorView& out);
 Status linear(const Context& ctx, const TensorView& x, const TensorView& weight,
               const std::optional<TensorView>& bias, const TensorView& y);
+// W8A8 linear (ops/fp8.h): weight [N, K] fp8 e4m3, weight_scale [ceil(N/128), ceil(K/128)] f32.
+Status linear_fp8(const Context& ctx, const TensorView& x, const TensorView& weight,
+                  const TensorView& weight_scale, const std::optional<TensorView>& bias,
+                  const TensorView& y);
+Status quantize_fp8_activations(const Context& ctx, const TensorView& x, const TensorView& x_q,
+                                const TensorView& x_scale);
+Status quantize_fp8_weight_blocks(const Context& ctx, const TensorView& w, const TensorView& w_q,
+                                  const TensorView& w_scale);
+Status dequantize_fp8_weight_blocks(const Context& ctx, const TensorView& w_q,
+                                    const TensorView& w_scale, const TensorView& w);
 Status silu_and_mul(const Context& ctx, const TensorView& x, const TensorView& out);
 Status silu(const Context& ctx, const TensorView& x, const TensorView& out);
 Status rope_apply(const Context& ctx, const TensorView& q, const TensorView& k,

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "moeopt/backend/cpu/cpu_backend.h"
+#include "moeopt/backend/cpu/cpu_fp8.h"
+#include "moeopt/ops/fp8.h"
 #include "moeopt/backend/cpu/cpu_util.h"
 
 namespace moeopt::cpu {
@@ -138,6 +140,69 @@ Status moe_permute(const Context& ctx, const TensorView& expert_ids,
   return {};
 }
 
+namespace {
+
+// moe_experts with fp8 experts (ops/fp8.h, ops/moe.h): each token's x row is quantised once
+// per token in groups of 128 along H, each row's silu(gate) * up intermediate in groups of
+// 128 along I; both GEMMs are W8A8 block products; the routing weight scales GEMM 2's f32
+// output. Called after the permutation has been validated and every row zeroed.
+Status moe_experts_fp8(const Context& ctx, const TensorView& x, const ops::ExpertWeights& weights,
+                       const ops::MoePermutation& perm, const TensorView& out_rows) {
+  const int64_t num_e = weights.num_experts(), h = weights.hidden(), inter = weights.intermediate();
+  const int64_t m_rows = x.shape[0];
+  const int64_t hb = ops::fp8_blocks(h), ib = ops::fp8_blocks(inter);
+  const int32_t* counts = perm.tokens_per_expert.ptr<int32_t>();
+  const int32_t* offsets = perm.expert_offsets.ptr<int32_t>();
+  const int32_t* row_token = perm.permuted_row_to_token.ptr<int32_t>();
+  const float* row_weight = perm.permuted_row_weight.ptr<float>();
+  std::vector<float> xq(size_t(m_rows * h)), xs(size_t(m_rows * hb));
+  fp8_quantize_rows(ctx, x.ptr<float>(), ops::row_stride(x), m_rows, h, xq.data(), xs.data());
+  std::vector<float> act, aq, as;
+  for (int64_t e = 0; e < num_e; ++e) {
+    const int64_t n = counts[e], r0 = offsets[e];
+    if (n == 0) continue;
+    const TensorView gate = weights.gate_proj(e), up = weights.up_proj(e);
+    const TensorView down = weights.down_proj(e);
+    const float* gs = weights.gate_scale(e).ptr<float>();
+    const float* us = weights.up_scale(e).ptr<float>();
+    const float* ds = weights.down_scale(e).ptr<float>();
+    act.resize(size_t(n * inter));
+    parallel_for(ctx, inter, [&](int64_t i0, int64_t i1) {
+      std::vector<float> g(static_cast<size_t>(h)), u(static_cast<size_t>(h));
+      for (int64_t i = i0; i < i1; ++i) {
+        load_f32(gate.data, gate.dtype, i * h, h, g.data());
+        load_f32(up.data, up.dtype, i * h, h, u.data());
+        const float* gsr = gs + (i / ops::kFp8BlockSize) * hb;
+        const float* usr = us + (i / ops::kFp8BlockSize) * hb;
+        for (int64_t r = 0; r < n; ++r) {
+          const int64_t t = row_token[r0 + r];
+          const float* xqr = xq.data() + t * h;
+          const float* xsr = xs.data() + t * hb;
+          act[size_t(r * inter + i)] = silu_f32(fp8_dot_blocks(xqr, xsr, g.data(), gsr, h)) *
+                                       fp8_dot_blocks(xqr, xsr, u.data(), usr, h);
+        }
+      }
+    }, 8);
+    aq.resize(size_t(n * inter));
+    as.resize(size_t(n * ib));
+    fp8_quantize_rows(ctx, act.data(), inter, n, inter, aq.data(), as.data());
+    parallel_for(ctx, h, [&](int64_t c0, int64_t c1) {
+      std::vector<float> dn(static_cast<size_t>(inter));
+      for (int64_t c = c0; c < c1; ++c) {
+        load_f32(down.data, down.dtype, c * inter, inter, dn.data());
+        const float* dsr = ds + (c / ops::kFp8BlockSize) * ib;
+        for (int64_t r = 0; r < n; ++r)
+          row_f32(out_rows, r0 + r)[c] =
+              row_weight[r0 + r] *
+              fp8_dot_blocks(aq.data() + r * inter, as.data() + r * ib, dn.data(), dsr, inter);
+      }
+    }, 8);
+  }
+  return {};
+}
+
+}  // namespace
+
 Status moe_experts(const Context& ctx, const TensorView& x, const ops::ExpertWeights& weights,
                    const ops::MoePermutation& perm, const TensorView& out_rows) {
   const int64_t num_e = weights.num_experts(), h = weights.hidden(), inter = weights.intermediate();
@@ -166,6 +231,7 @@ Status moe_experts(const Context& ctx, const TensorView& x, const ops::ExpertWei
     float* o = row_f32(out_rows, r);
     std::fill(o, o + h, 0.0f);
   }
+  if (weights.is_fp8()) return moe_experts_fp8(ctx, x, weights, perm, out_rows);
   std::vector<float> xs, act;
   for (int64_t e = 0; e < num_e; ++e) {
     const int64_t n = counts[e], r0 = offsets[e];

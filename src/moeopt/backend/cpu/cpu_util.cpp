@@ -1,6 +1,8 @@
 // CPU reference helpers (see cpu_util.h).
 #include "moeopt/backend/cpu/cpu_util.h"
 
+#include <array>
+
 #include "moeopt/core/thread_pool.h"
 
 namespace moeopt::cpu {
@@ -30,6 +32,16 @@ void load_f32(const void* base, DType t, int64_t offset, int64_t n, float* dst) 
     case DType::kF16: {
       const uint16_t* p = static_cast<const uint16_t*>(base) + offset;
       for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(p[i]);
+      return;
+    }
+    case DType::kF8E4M3: {
+      static const auto table = [] {
+        std::array<float, 256> t{};
+        for (int c = 0; c < 256; ++c) t[size_t(c)] = fp8e4m3_to_f32(uint8_t(c));
+        return t;
+      }();
+      const uint8_t* p = static_cast<const uint8_t*>(base) + offset;
+      for (int64_t i = 0; i < n; ++i) dst[i] = table[p[i]];
       return;
     }
     default:
