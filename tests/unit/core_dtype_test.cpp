@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "moeopt/core/dtype.h"
 #include "moeopt/core/tensor.h"
@@ -42,6 +43,43 @@ TEST(DType, Fp8E4M3) {
   for (int c = 0; c < 0x7f; ++c) EXPECT_EQ(f32_to_fp8e4m3(fp8e4m3_to_f32(uint8_t(c))), c);
   // 1.0625 is half-way between 1.0 (0x38, even) and 1.125 (0x39): ties to even.
   EXPECT_EQ(f32_to_fp8e4m3(1.0625f), 0x38);
+}
+
+// The bit-level f32 -> e4m3 rounding against a nearest-even search over all codes, on
+// every f32 below 464 whose low 12 mantissa bits are a pattern that exercises the rounding
+// (exact, just below, at and just above each half-way point), both signs, NaN and overflow.
+TEST(DType, Fp8E4M3RoundingMatchesExhaustiveSearch) {
+  auto search = [](float f) -> uint8_t {
+    const uint8_t sign = std::signbit(f) ? 0x80 : 0;
+    const double a = std::fabs(double(f));
+    if (a >= 448.0) return sign | 0x7e;
+    uint8_t best = 0;
+    for (uint8_t c = 1; c <= 0x7e; ++c) {
+      const double d = std::fabs(double(fp8e4m3_to_f32(c)) - a);
+      const double bd = std::fabs(double(fp8e4m3_to_f32(best)) - a);
+      if (d < bd || (d == bd && (c & 1) == 0)) best = c;
+    }
+    return sign | best;
+  };
+  int64_t checked = 0;
+  for (uint32_t hi = 0; hi < (0x43e80000u >> 12); ++hi) {   // up to 464.0
+    for (uint32_t lo : {0x000u, 0x001u, 0x7ffu, 0x800u, 0x801u, 0xfffu}) {
+      const uint32_t u = (hi << 12) | lo;
+      float f;
+      std::memcpy(&f, &u, 4);
+      // Below 2^-10 every value rounds to 0 or the smallest subnormal: sample sparsely.
+      if (f < 0.0009765625f && (hi & 0xfff) != 0) continue;
+      ASSERT_EQ(f32_to_fp8e4m3(f), search(f)) << f;
+      ASSERT_EQ(f32_to_fp8e4m3(-f), search(-f)) << -f;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 100000);
+  EXPECT_EQ(f32_to_fp8e4m3(std::nanf("")), 0x7f);
+  EXPECT_EQ(f32_to_fp8e4m3(INFINITY), 0x7e);
+  EXPECT_EQ(f32_to_fp8e4m3(-INFINITY), 0xfe);
+  EXPECT_EQ(f32_to_fp8e4m3(0.0f), 0x00);
+  EXPECT_EQ(f32_to_fp8e4m3(-0.0f), 0x80);
 }
 
 TEST(Tensor, ViewsSliceAndSelect) {

@@ -25,9 +25,9 @@
 // ---- The W8A8 product (linear with an FP8 weight, both MoE GEMMs) --------------------------
 //   y[m, n] = sum over g = 0 .. ceil(K/128)-1, in order, of
 //             (x_s[m, g] * w_s[n / 128, g]) * p(m, n, g),
-//   p(m, n, g) = sum over k in group g, in order, of float(x_q[m, k]) * float(w_q[n, k]),
-//   all in f32 (the products of two e4m3 values are exact in f32); the bias, if any, is
-//   added to the finished sum. A GPU kernel reorders these sums freely: its results are
+//   p(m, n, g) = sum over k in group g of float(x_q[m, k]) * float(w_q[n, k]),
+//   all in f32 (the products of two e4m3 values are exact in f32; the CPU sums p in a fixed
+//   order, cpu_util.h dot_f32); the bias, if any, is added to the finished sum. A GPU kernel reorders these sums freely: its results are
 //   compared by a tolerance against this reference, not bit for bit.
 //
 // ---- The MoE layer with FP8 experts (ops/moe.h) --------------------------------------------

@@ -111,6 +111,8 @@ Status check_expert_scales(const char* op, const ExpertWeights& w) {
   const bool fp8 = w.is_fp8();
   const Device dev = w.is_stacked() ? w.w13.device : w.gate[0].device;
   auto check_scale = [&](const std::string& name, const TensorView& s, const Shape& want) {
+    if (!has_tensor(s))
+      return make_error(ErrorCode::kInvalidArgument, "{}: {} is missing", op, name);
     MOEOPT_RETURN_IF_ERROR(expect_present(op, name.c_str(), s));
     MOEOPT_RETURN_IF_ERROR(expect_dtype(op, name.c_str(), s, {DType::kF32}));
     MOEOPT_RETURN_IF_ERROR(expect_shape(op, name.c_str(), s, want));

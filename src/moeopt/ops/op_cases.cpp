@@ -33,6 +33,8 @@ const char* op_kind_name(OpKind k) {
     case OpKind::kMoeForward: return "moe_forward";
     case OpKind::kArgmax: return "argmax";
     case OpKind::kLogSoftmax: return "log_softmax";
+    case OpKind::kLinearFp8: return "linear_fp8";
+    case OpKind::kMoeForwardFp8: return "moe_forward_fp8";
   }
   return "?";
 }
@@ -183,6 +185,42 @@ std::vector<OpCase> build_cases() {
        .experts = 32, .top_k = 4, .scoring = RouterScoring::kSigmoid,
        .grouping = ExpertGrouping::kTop2Sum, .n_group = 4, .topk_group = 2,
        .renormalize = true, .correction_bias = true, .routed_scaling_factor = 2.5f});
+
+  // FP8 W8A8 (ops/fp8.h). The CPU against a double reference that quantises x the same
+  // way: only the accumulation differs, except where the MoE intermediate lands within an
+  // f32 rounding of an e4m3 rounding boundary (rare; the tolerance allows a few such codes).
+  // N/K tails: 200 = 128 + 72, 192 = 768 / 4 (a TP shard of Qwen3-30B-A3B's I).
+  add({.name = "linear_fp8_k200_n192", .op = OpKind::kLinearFp8, .m = 5, .n = 192, .k = 200,
+       .weight_dtype = D::kF8E4M3, .tolerance = 1e-10});
+  add({.name = "linear_fp8_m1", .op = OpKind::kLinearFp8, .m = 1, .n = 300, .k = 128,
+       .weight_dtype = D::kF8E4M3, .tolerance = 1e-10});
+  add({.name = "linear_fp8_odd_bias", .op = OpKind::kLinearFp8, .m = 3, .n = 17, .k = 23,
+       .bias = true, .weight_dtype = D::kF8E4M3, .tolerance = 1e-10});
+  add({.name = "linear_fp8_long_k", .op = OpKind::kLinearFp8, .m = 2, .n = 130, .k = 1000,
+       .weight_dtype = D::kF8E4M3, .tolerance = 1e-10});
+  add({.name = "moe_fp8_tp_shard_k8", .op = OpKind::kMoeForwardFp8, .m = 7, .n = 200, .k = 192,
+       .experts = 16, .top_k = 8, .renormalize = true, .weight_dtype = D::kF8E4M3,
+       .tolerance = 1e-6});
+  add({.name = "moe_fp8_per_expert_k1", .op = OpKind::kMoeForwardFp8, .m = 4, .n = 256,
+       .k = 192, .experts = 4, .top_k = 1, .stacked = false, .weight_dtype = D::kF8E4M3,
+       .tolerance = 1e-6});
+  add({.name = "moe_fp8_empty_experts_k7", .op = OpKind::kMoeForwardFp8, .m = 2, .n = 64,
+       .k = 48, .experts = 32, .top_k = 7, .renormalize = true, .weight_dtype = D::kF8E4M3,
+       .tolerance = 1e-6});
+  add({.name = "moe_fp8_odd_padded_k5", .op = OpKind::kMoeForwardFp8, .m = 9, .n = 130,
+       .k = 70, .experts = 10, .top_k = 5, .pad_rows_to = 8, .stacked = false,
+       .weight_dtype = D::kF8E4M3, .tolerance = 1e-6});
+  add({.name = "moe_fp8_m1_k2", .op = OpKind::kMoeForwardFp8, .m = 1, .n = 128, .k = 128,
+       .experts = 8, .top_k = 2, .renormalize = true, .weight_dtype = D::kF8E4M3,
+       .tolerance = 1e-6});
+  add({.name = "moe_fp8_k4_two_blocks", .op = OpKind::kMoeForwardFp8, .m = 6, .n = 384,
+       .k = 256, .experts = 8, .top_k = 4, .renormalize = true, .weight_dtype = D::kF8E4M3,
+       .tolerance = 1e-6});
+  add({.name = "moe_fp8_k6_deepseek_routing", .op = OpKind::kMoeForwardFp8, .m = 5, .n = 96,
+       .k = 160, .experts = 32, .top_k = 6, .scoring = RouterScoring::kSigmoid,
+       .grouping = ExpertGrouping::kTop2Sum, .n_group = 4, .topk_group = 2,
+       .renormalize = true, .correction_bias = true, .routed_scaling_factor = 2.5f,
+       .weight_dtype = D::kF8E4M3, .tolerance = 1e-6});
 
   // reductions
   add({.name = "argmax", .op = OpKind::kArgmax, .m = 6, .n = 1000, .metric = M::kExact,

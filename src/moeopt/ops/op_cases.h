@@ -9,6 +9,8 @@
 //   add_rms_norm        m = rows, n = hidden
 //   rms_norm_per_head   m = tokens, heads, head_dim
 //   linear              m = rows, n = out features, k = in features, bias
+//   linear_fp8          as linear; the weight is fp8 e4m3 with f32 128x128 block scales
+//                       and x is quantised per token (W8A8, ops/fp8.h)
 //   silu_and_mul        m = rows, n = intermediate (x is [m, 2n])
 //   silu                m = rows, n = columns
 //   rope                m = tokens, heads (q), kv_heads, head_dim, rotary_dim, rope_*,
@@ -19,6 +21,7 @@
 //   moe_permute         m = tokens, experts, top_k, pad_rows_to
 //   moe_forward         m = tokens, n = hidden, k = intermediate, experts, top_k, stacked,
 //                       pad_rows_to, routing fields
+//   moe_forward_fp8     as moe_forward with fp8 e4m3 experts and their block scales (ops/moe.h)
 //   argmax, log_softmax m = rows, n = vocab
 #pragma once
 
@@ -49,6 +52,8 @@ enum class OpKind {
   kMoePermute,
   kMoeForward,
   kArgmax,
+  kLinearFp8,
+  kMoeForwardFp8,
   kLogSoftmax,
 };
 
