@@ -65,6 +65,6 @@ set_tests_properties(cli_bench_decode_json cli_bench_prefill_json PROPERTIES LAB
 moeopt_cli_test(bench_decode_bad_batch "bench|decode|--batch-sizes|1,x" 2
   STDERR "^moeopt bench decode: error: --batch-sizes: 'x' is not a positive integer or max\n$")
 moeopt_cli_test(bench_decode_output_len_1 "bench|decode|--output-len|1" 2
-  STDERR "^moeopt bench decode: error: --output-len must be at least 2")
+  STDERR "^moeopt bench decode: error: --output-len must be at least 3")
 moeopt_cli_test(bench_prefill_bad_len "bench|prefill|--prompt-lens|0" 2
   STDERR "^moeopt bench prefill: error: --prompt-lens: '0' is not a positive integer\n$")

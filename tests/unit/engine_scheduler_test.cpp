@@ -115,5 +115,52 @@ TEST(Scheduler, AbortedSequencesReleaseTheirBlocks) {
   EXPECT_TRUE(s.empty());
 }
 
+TEST(Scheduler, PrefillFirstHoldsDecodesWhilePromptsCanBeAdmitted) {
+  BlockAllocator blocks(64);
+  SchedulerOptions o{8, 10, 4};
+  o.prefill_first = true;
+  Scheduler s(o, &blocks);
+  s.add(seq(1, 6));
+  auto w = s.schedule();
+  ASSERT_EQ(w.size(), 1u);
+  run_step(w);  // 1 decodes from now on
+  s.add(seq(2, 15));
+  s.add(seq(3, 4));
+  // 2's first chunk (10) fills the budget: 1 waits although one token would fit nowhere else.
+  w = s.schedule();
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0].seq->id, 2u);
+  EXPECT_EQ(w[0].num_new_tokens, 10);
+  run_step(w);
+  // 2's last 5 tokens (a running sequence inside its prompt), then 3 is admitted; 1 waits.
+  w = s.schedule();
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_EQ(w[0].seq->id, 2u);
+  EXPECT_EQ(w[0].num_new_tokens, 5);
+  EXPECT_EQ(w[1].seq->id, 3u);
+  EXPECT_EQ(w[1].num_new_tokens, 4);
+  run_step(w);
+  // No prompt work left: the usual step, all three decode together.
+  w = s.schedule();
+  ASSERT_EQ(w.size(), 3u);
+  for (const auto& x : w) EXPECT_EQ(x.num_new_tokens, 1);
+}
+
+TEST(Scheduler, PrefillFirstDecodesWhenTheWaitingPromptDoesNotFit) {
+  BlockAllocator blocks(4);  // 16 slots of 4 tokens
+  SchedulerOptions o{8, 32, 4};
+  o.prefill_first = true;
+  Scheduler s(o, &blocks);
+  s.add(seq(1, 7));
+  auto w = s.schedule();
+  ASSERT_EQ(w.size(), 1u);
+  run_step(w);  // 1 holds 2 blocks
+  s.add(seq(2, 12));  // needs 3 blocks, 2 are free: cannot be admitted
+  w = s.schedule();
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0].seq->id, 1u);  // so 1 decodes instead of the step running nothing
+  EXPECT_EQ(w[0].num_new_tokens, 1);
+}
+
 }  // namespace
 }  // namespace moeopt

@@ -4,13 +4,23 @@
 //   bench decode [--batch-sizes 1,8,32,64,128,256,max] [--input-lens 1024,4096]
 //                [--output-len 128] [--kv-cache-gib G] [--json FILE]
 //     One engine whose KV pool holds the largest case; for each (input, batch) `batch`
-//     random prompts (fixed seed), greedy, EOS ignored, all submitted at once. The decode
-//     phase runs from the step after which every request has its first token to the end:
-//     decode tok/s = batch * (output_len - 1) / decode seconds. `max` is the largest batch
-//     whose KV cache of input + output tokens fits the KV budget (--kv-cache-gib; default:
-//     free GPU memory after the weights minus 2 GiB, or 4 GiB on the CPU); cases beyond the
-//     budget are skipped and listed. Memory-bound roofline per decode step (see
-//     decode_step_bytes): non-expert weights + expected distinct experts + KV read.
+//     random prompts (fixed seed), greedy, EOS ignored, all submitted at once. The engine
+//     schedules prompts first (EngineOptions::prefill_first), so every prompt is prefilled
+//     before any sequence decodes and each of the output_len - 1 decode steps that follow is
+//     one step of exactly `batch` sequences; the bench checks both and fails otherwise (an
+//     earlier version timed from the last prefill while the first sequences had long been
+//     decoding — and finishing —, so its "batch" shrank towards 1 and its rate counted
+//     tokens made outside the window it timed). Each decode step is timed on its own;
+//     every kProbeEvery-th step and the last one are routing probes instead
+//     (Engine::count_expert_tokens: eager, the routing copied back per layer, not timed)
+//     that measure the distinct experts each MoE layer reads. decode tok/s = batch * timed
+//     steps / their seconds. `max` is the largest batch whose KV cache of input + output
+//     tokens fits the KV budget (--kv-cache-gib; default: free GPU memory after the weights
+//     minus 2 GiB, or 4 GiB on the CPU); cases beyond the budget are skipped and listed.
+//     Memory-bound roofline per decode step (decode_step_bytes): non-expert weights + the
+//     measured distinct experts of each MoE layer + the KV of the timed steps' contexts. On
+//     the GPU a step whose bytes over its time exceed the card's measured device copy
+//     bandwidth is an error, not a row: the byte model or the timing would be wrong.
 //   bench prefill [--prompt-lens 512,1024,2048,4096,8192] [--repeats 5] [--json FILE]
 //     Batch 1, output 1, the whole prompt in one step (no chunking); one warm-up then
 //     --repeats timed runs per length, median. Compute roofline (see prefill_flops) against
@@ -251,7 +261,8 @@ Result<Sizes> model_sizes(const ModelConfig& c, bool on_device) {
 // Expected distinct experts of one MoE layer touched by B tokens under uniform routing: a
 // token picks k of the E experts, so a given expert is missed by one token with probability
 // (1 - k/E) and by all B (independent) tokens with probability (1 - k/E)^B; by linearity of
-// expectation the number touched is E * (1 - (1 - k/E)^B).
+// expectation the number touched is E * (1 - (1 - k/E)^B). Printed next to the measured
+// count, to show how far the random weights' routing is from uniform.
 double expected_experts_touched(const Sizes& s, int64_t batch) {
   if (s.experts <= 0) return 0;
   const double e = double(s.experts), k = double(s.top_k);
@@ -259,11 +270,12 @@ double expected_experts_touched(const Sizes& s, int64_t batch) {
 }
 
 // Bytes one decode step of `batch` sequences must read at least: non-expert weights (LM head
-// included) + per MoE layer the expected distinct experts x expert bytes + the KV cache of
-// every sequence at the mean context: batch * ctx * layers * 2 * Hkv * D * dtype bytes.
-double decode_step_bytes(const Sizes& s, int64_t batch, double mean_context) {
-  return s.non_expert_weight_bytes +
-         double(s.moe_layers) * expected_experts_touched(s, batch) * s.expert_bytes +
+// included) + the distinct experts its MoE layers touched (summed over layers) x expert
+// bytes + the KV cache of every sequence at its context: batch * ctx * layers * 2 * Hkv * D *
+// dtype bytes.
+double decode_step_bytes(const Sizes& s, int64_t batch, double experts_all_layers,
+                         double mean_context) {
+  return s.non_expert_weight_bytes + experts_all_layers * s.expert_bytes +
          double(batch) * mean_context * s.kv_bytes_per_token;
 }
 
@@ -370,52 +382,149 @@ struct DecodeCase {
 };
 
 struct DecodeRow {
-  int64_t batch = 0, input = 0, output = 0, steps = 0, preemptions = 0;
+  int64_t batch = 0, input = 0, output = 0, steps = 0, probe_steps = 0, preemptions = 0;
   double prefill_s = 0, decode_s = 0, decode_tps = 0, ms_per_step = 0, prefill_tps = 0;
-  double bytes = 0, bound_tps = 0, pct = 0, experts = 0;
+  double mean_context = 0;      // context length of the timed steps, averaged
+  double experts = 0;           // distinct experts per MoE layer, mean over layers and probes
+  double experts_min = 0, experts_max = 0;  // the least and most touched layer (probe mean)
+  double experts_uniform = 0;   // expected_experts_touched: what uniform routing would touch
+  double bytes = 0, achieved_Bps = 0, bound_tps = 0, pct = 0;
 };
 
-// Runs `batch` requests to completion and times prefill and decode (file comment).
+// Every kProbeEvery-th decode step (and the last) counts routing instead of being timed.
+constexpr int64_t kProbeEvery = 16;
+
+// Runs `batch` requests to completion; times the decode steps and probes routing (file
+// comment). The engine must schedule prompts first.
 Result<DecodeRow> run_decode_case(Engine& e, const DecodeCase& dc, int output_len,
                                   std::mt19937_64& rng) {
   const int64_t vocab = e.config().vocab_size;
   for (int64_t i = 0; i < dc.batch; ++i)
     MOEOPT_RETURN_IF_ERROR(
         e.add_request(greedy_request(random_prompt(rng, vocab, dc.input), output_len)).status());
-  const int64_t steps0 = e.num_steps(), preempted0 = e.scheduler().num_preemptions();
+  const int64_t preempted0 = e.scheduler().num_preemptions();
+  auto fail = [&](const std::string& why) {
+    return make_error(ErrorCode::kInternal, "batch {} x input {}: {}", dc.batch, dc.input, why);
+  };
+
+  // Prefill: until every request has its first token; nobody may decode meanwhile.
   const auto t0 = Clock::now();
-  std::optional<Clock::time_point> prefilled;
-  int64_t with_first = 0, generated = 0, prefill_steps = 0;
-  while (e.has_unfinished()) {
+  int64_t with_first = 0;
+  while (with_first < dc.batch) {
+    if (!e.has_unfinished()) return fail("finished before every prompt was prefilled");
     MOEOPT_ASSIGN_OR_RETURN(std::vector<RequestOutput> outs, e.step());
     for (const RequestOutput& o : outs) {
-      if (o.generated_tokens == 1 && !o.new_tokens.empty()) ++with_first;
-      generated += int64_t(o.new_tokens.size());
-    }
-    if (!prefilled && with_first == dc.batch) {
-      prefilled = Clock::now();
-      prefill_steps = e.num_steps() - steps0;
+      if (o.generated_tokens != 1) return fail("a sequence decoded while prompts were waiting");
+      ++with_first;
     }
   }
-  const auto t1 = Clock::now();
-  if (!prefilled || generated != dc.batch * output_len)
-    return make_error(ErrorCode::kInternal, "batch {} x input {}: {} tokens generated, expected {}",
-                      dc.batch, dc.input, generated, dc.batch * output_len);
+  const double prefill_s = seconds_since(t0);
+
+  // Decode: output_len - 1 steps of exactly `batch` sequences each.
+  const std::vector<int64_t>& counts = e.expert_token_counts();
+  const int64_t E = e.config().num_experts, L = e.config().num_hidden_layers;
+  std::vector<double> layer_experts(size_t(L), 0.0);  // summed over probes
+  int64_t decode_steps = 0, probes = 0, timed = 0;
+  double timed_s = 0, context_sum = 0;
+  for (int64_t i = 0; e.has_unfinished(); ++i) {
+    const bool probe = !counts.empty() && (i % kProbeEvery == kProbeEvery - 1 ||
+                                           i == output_len - 2);
+    std::vector<int64_t> before;
+    const bool counting = e.counts_expert_tokens();  // always on a CPU engine
+    if (probe) {
+      before = counts;
+      e.count_expert_tokens(true);
+    }
+    const auto s0 = Clock::now();
+    auto outs = e.step();
+    const double sec = seconds_since(s0);
+    e.count_expert_tokens(counting);
+    if (!outs.ok()) return outs.status();
+    ++decode_steps;
+    if (int64_t(outs->size()) != dc.batch)
+      return fail(fmt::format("decode step {} ran {} sequences, not a steady batch", i,
+                              outs->size()));
+    for (const RequestOutput& o : *outs)
+      if (o.new_tokens.size() != 1 || o.generated_tokens != i + 2)
+        return fail(fmt::format("decode step {}: a sequence is out of step", i));
+    if (probe) {
+      ++probes;
+      for (int64_t l = 0; l < L; ++l) {
+        int64_t touched = 0;
+        for (int64_t x = 0; x < E; ++x)
+          touched += counts[size_t(l * E + x)] != before[size_t(l * E + x)];
+        layer_experts[size_t(l)] += double(touched);
+      }
+      continue;
+    }
+    ++timed;
+    timed_s += sec;
+    context_sum += double(dc.input + i + 2);  // keys read: the prompt and tokens 1..i+2
+  }
+  if (decode_steps != output_len - 1) return fail("wrong number of decode steps");
+  if (timed == 0) return fail("no decode step was timed");
+
   DecodeRow r;
   r.batch = dc.batch;
   r.input = dc.input;
   r.output = output_len;
-  r.steps = e.num_steps() - steps0 - prefill_steps;
+  r.steps = timed;
+  r.probe_steps = probes;
   r.preemptions = e.scheduler().num_preemptions() - preempted0;  // 0 unless the pool is short
-  r.prefill_s = std::chrono::duration<double>(*prefilled - t0).count();
-  r.decode_s = std::chrono::duration<double>(t1 - *prefilled).count();
-  if (r.steps <= 0 || r.decode_s <= 0 || r.prefill_s <= 0)
-    return make_error(ErrorCode::kInternal, "batch {} x input {}: no decode phase to time",
-                      dc.batch, dc.input);
-  r.decode_tps = double(dc.batch) * double(output_len - 1) / r.decode_s;
-  r.ms_per_step = 1e3 * r.decode_s / double(r.steps);
-  r.prefill_tps = double(dc.batch) * double(dc.input) / r.prefill_s;
+  r.prefill_s = prefill_s;
+  r.decode_s = timed_s;
+  r.decode_tps = double(dc.batch) * double(timed) / timed_s;
+  r.ms_per_step = 1e3 * timed_s / double(timed);
+  r.prefill_tps = double(dc.batch) * double(dc.input) / prefill_s;
+  r.mean_context = context_sum / double(timed);
+  if (probes > 0) {
+    double sum = 0, lo = 1e300, hi = 0;
+    int64_t moe_layers = 0;
+    for (int64_t l = 0; l < L; ++l) {
+      const double m = layer_experts[size_t(l)] / double(probes);
+      if (m == 0) continue;  // dense layer
+      ++moe_layers;
+      sum += m;
+      lo = std::min(lo, m);
+      hi = std::max(hi, m);
+    }
+    if (moe_layers > 0) {
+      r.experts = sum / double(moe_layers);
+      r.experts_min = lo;
+      r.experts_max = hi;
+    }
+  }
   return r;
+}
+
+// Bytes/s of device-to-device copies of a 1 GiB buffer (read + write counted), best of 3
+// rounds of 8 copies: the bandwidth ceiling a decode step can be held to.
+Result<double> measure_device_copy_Bps(ops::DeviceBackend& backend) {
+  const size_t bytes = size_t(1) << 30;
+  ops::Context ctx;
+  ctx.device_backend = &backend;
+  MOEOPT_ASSIGN_OR_RETURN(void* stream, backend.create_stream());
+  ctx.stream = stream;
+  auto a = backend.allocate(bytes);
+  auto b = a.ok() ? backend.allocate(bytes) : Result<void*>(a.status());
+  double best = 0;
+  Status st = a.ok() && b.ok() ? backend.fill_zero(ctx, *a, bytes)
+                               : (a.ok() ? b.status() : a.status());
+  for (int round = 0; st.ok() && round < 4; ++round) {
+    st = backend.synchronize(ctx);
+    const auto t0 = Clock::now();
+    for (int i = 0; st.ok() && i < 8; ++i)
+      st = i % 2 ? backend.copy_on_device(ctx, *a, *b, bytes)
+                 : backend.copy_on_device(ctx, *b, *a, bytes);
+    if (st.ok()) st = backend.synchronize(ctx);
+    const double sec = seconds_since(t0);
+    if (round > 0 && sec > 0) best = std::max(best, 2.0 * 8.0 * double(bytes) / sec);
+  }
+  if (b.ok()) backend.release(*b);
+  if (a.ok()) backend.release(*a);
+  backend.destroy_stream(stream);
+  MOEOPT_RETURN_IF_ERROR(st);
+  return best;
 }
 
 int run_bench_decode(const DecodeArgs& a) {
@@ -424,9 +533,10 @@ int run_bench_decode(const DecodeArgs& a) {
   if (!batches.ok()) return report_error(cmd, batches.status());
   auto inputs = parse_list(a.input_lens, "--input-lens", false);
   if (!inputs.ok()) return report_error(cmd, inputs.status());
-  if (a.output_len < 2)
+  if (a.output_len < 3)
     return report_error(cmd, make_error(ErrorCode::kInvalidArgument,
-                                        "--output-len must be at least 2 (one decode step)"));
+                                        "--output-len must be at least 3 (a timed decode step "
+                                        "and a routing probe)"));
   auto lm = load_model_for(a.c.m, cmd);
   if (!lm.ok()) return report_error(cmd, lm.status());
   const ModelConfig cfg = lm->model->config();
@@ -496,6 +606,7 @@ int run_bench_decode(const DecodeArgs& a) {
   eo.num_kv_blocks = int32_t(pool_blocks);
   eo.max_num_seqs = int32_t(max_batch);
   eo.max_model_len = int32_t(max_in + a.output_len);
+  eo.prefill_first = true;  // a steady decode batch (file comment)
   eo.max_num_batched_tokens = a.max_num_batched_tokens > 0
                                   ? a.max_num_batched_tokens
                                   : int32_t(std::max<int64_t>(2048, max_in));
@@ -503,24 +614,41 @@ int run_bench_decode(const DecodeArgs& a) {
   std::fprintf(stderr, "bench decode: KV pool %.4g GiB (%lld blocks), up to %lld sequences\n",
                double(pool_blocks) * block_bytes / kGiB, (long long)pool_blocks,
                (long long)max_batch);
+  // The ceiling no step may beat (GPU), measured before the KV pool takes the memory.
+  double copy_Bps = 0;
+  if (on_device) {
+    auto bw = measure_device_copy_Bps(*lm->backend);
+    if (!bw.ok()) return report_error(cmd, bw.status());
+    copy_Bps = *bw;
+  }
+
   auto engine = Engine::create(std::move(lm->model), eo);
   if (!engine.ok()) return report_error(cmd, engine.status());
   Engine& e = **engine;
 
   std::mt19937_64 rng(a.c.seed);
   // Warm-up: first-use costs (library handles, lazily sized buffers) stay out of the cases.
-  auto warm = run_decode_case(e, {std::min<int64_t>(max_in, 16), 1}, 2, rng);
+  auto warm = run_decode_case(e, {std::min<int64_t>(max_in, 16), 1}, 3, rng);
   if (!warm.ok()) return report_error(cmd, warm.status());
 
   std::vector<DecodeRow> rows;
   for (const DecodeCase& dc : cases) {
     auto r = run_decode_case(e, dc, a.output_len, rng);
     if (!r.ok()) return report_error(cmd, r.status());
-    const double mean_ctx = double(dc.input) + double(a.output_len) / 2.0;
-    r->experts = expected_experts_touched(*sizes, dc.batch);
-    r->bytes = decode_step_bytes(*sizes, dc.batch, mean_ctx);
+    r->experts_uniform = expected_experts_touched(*sizes, dc.batch);
+    r->bytes = decode_step_bytes(*sizes, dc.batch, r->experts * double(sizes->moe_layers),
+                                 r->mean_context);
+    r->achieved_Bps = r->bytes / (r->ms_per_step / 1e3);
     r->bound_tps = double(dc.batch) / (r->bytes / peaks->hbm_Bps);
     r->pct = 100.0 * r->decode_tps / r->bound_tps;
+    if (on_device && r->achieved_Bps > copy_Bps)
+      return report_error(
+          cmd, make_error(ErrorCode::kInternal,
+                          "batch {} x input {}: {:.3g} GB per step in {:.3f} ms is {:.0f} GB/s, "
+                          "above the card's measured copy bandwidth {:.0f} GB/s: the byte "
+                          "model or the timing is wrong",
+                          dc.batch, dc.input, r->bytes / 1e9, r->ms_per_step,
+                          r->achieved_Bps / 1e9, copy_Bps / 1e9));
     rows.push_back(*r);
     std::fprintf(stderr, "bench decode: batch %lld x input %lld: %.1f tok/s\n",
                  (long long)dc.batch, (long long)dc.input, r->decode_tps);
@@ -532,18 +660,27 @@ int run_bench_decode(const DecodeArgs& a) {
   std::printf("roofline: %.0f GB/s (%s); output %d tokens; KV budget %.4g GiB (%s)\n",
               peaks->hbm_Bps / 1e9, peaks->source.c_str(), a.output_len, budget / kGiB,
               budget_from.c_str());
-  std::printf("%6s %6s %12s %9s %12s %8s %13s\n", "batch", "input", "decode tok/s", "ms/step",
+  if (on_device)
+    std::printf("measured device copy bandwidth: %.0f GB/s (no step may exceed it)\n",
+                copy_Bps / 1e9);
+  std::printf("experts/layer: distinct experts a decode step reads per MoE layer (probe steps; "
+              "mean [least..most touched layer]; uniform = what uniform routing would touch)\n");
+  std::printf("%6s %6s %12s %9s %22s %8s %8s %9s %12s %8s %13s\n", "batch", "input",
+              "decode tok/s", "ms/step", "experts/layer", "uniform", "GB/step", "GB/s",
               "bound tok/s", "% bound", "prefill tok/s");
   for (const DecodeRow& r : rows)
-    std::printf("%6lld %6lld %12.1f %9.3f %12.1f %8.1f %13.1f\n", (long long)r.batch,
-                (long long)r.input, r.decode_tps, r.ms_per_step, r.bound_tps, r.pct,
-                r.prefill_tps);
+    std::printf("%6lld %6lld %12.1f %9.3f %8.1f [%5.1f..%5.1f] %8.1f %8.3f %9.0f %12.1f %8.1f "
+                "%13.1f\n",
+                (long long)r.batch, (long long)r.input, r.decode_tps, r.ms_per_step, r.experts,
+                r.experts_min, r.experts_max, r.experts_uniform, r.bytes / 1e9,
+                r.achieved_Bps / 1e9, r.bound_tps, r.pct, r.prefill_tps);
 
   if (!a.c.json.empty()) {
     nlohmann::json j = json_header(a.c, cfg, *peaks);
     j["output_len"] = a.output_len;
     j["kv_budget_gib"] = budget / kGiB;
     j["kv_budget_source"] = budget_from;
+    if (on_device) j["copy_GBps_measured"] = copy_Bps / 1e9;
     j["decode"] = nlohmann::json::array();
     for (const DecodeRow& r : rows)
       j["decode"].push_back({{"batch", r.batch},
@@ -552,12 +689,18 @@ int run_bench_decode(const DecodeArgs& a) {
                              {"decode_tokens_per_s", r.decode_tps},
                              {"ms_per_step", r.ms_per_step},
                              {"decode_steps", r.steps},
+                             {"probe_steps", r.probe_steps},
+                             {"mean_context", r.mean_context},
+                             {"achieved_GBps", r.achieved_Bps / 1e9},
                              {"decode_seconds", r.decode_s},
                              {"preemptions", r.preemptions},
                              {"bound_tokens_per_s", r.bound_tps},
                              {"pct_of_bound", r.pct},
                              {"bytes_per_step", r.bytes},
                              {"experts_touched_per_layer", r.experts},
+                             {"experts_touched_min_layer", r.experts_min},
+                             {"experts_touched_max_layer", r.experts_max},
+                             {"experts_touched_uniform", r.experts_uniform},
                              {"prefill_tokens_per_s", r.prefill_tps},
                              {"prefill_seconds", r.prefill_s}});
     j["skipped"] = skipped;

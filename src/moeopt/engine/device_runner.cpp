@@ -127,7 +127,8 @@ Result<std::vector<SampleResult>> DeviceRunner::step(ForwardBatch& b,
   arena_->reset();
   const int32_t s = b.num_seqs();
   void* graph = nullptr;
-  if (!graphs_.empty() && is_plain_decode(b) && s <= ladder_.back()) {
+  // Steps that count routing copy it back per layer (not capturable): eager.
+  if (!graphs_.empty() && is_plain_decode(b) && s <= ladder_.back() && !b.expert_token_counts) {
     const int32_t g = *std::lower_bound(ladder_.begin(), ladder_.end(), s);
     pad_decode_batch(b, g);
     graph = graphs_.at(g);
@@ -140,14 +141,18 @@ Result<std::vector<SampleResult>> DeviceRunner::step(ForwardBatch& b,
   } else {
     MOEOPT_RETURN_IF_ERROR(model_.run(ctx, b, t, kv_->layers(), logits));
   }
-  // Prompt logits first: sampling may use the logits as scratch.
+  // Logits the requests asked for first: sampling may use the logits as scratch.
   for (size_t r = 0; r < sampling.size(); ++r) {
     Sequence& seq = *sampling[r];
+    const void* row = logits.select0(int64_t(r)).data;
+    const size_t row_bytes = size_t(vocab) * sizeof(float);
+    if (seq.want_step_logits) {
+      seq.step_logits.resize(size_t(vocab));
+      MOEOPT_RETURN_IF_ERROR(backend_->copy_to_host(ctx, seq.step_logits.data(), row, row_bytes));
+    }
     if (!seq.want_prompt_logits || seq.num_generated() != 0 || !seq.prompt_logits_last.empty()) continue;
     seq.prompt_logits_last.resize(size_t(vocab));
-    MOEOPT_RETURN_IF_ERROR(backend_->copy_to_host(ctx, seq.prompt_logits_last.data(),
-                                                  logits.select0(int64_t(r)).data,
-                                                  size_t(vocab) * sizeof(float)));
+    MOEOPT_RETURN_IF_ERROR(backend_->copy_to_host(ctx, seq.prompt_logits_last.data(), row, row_bytes));
   }
   return sample(logits.slice0(0, int64_t(sampling.size())), sampling);
 }

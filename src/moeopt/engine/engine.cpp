@@ -47,10 +47,12 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, Eng
   }
   e->scheduler_ = std::make_unique<Scheduler>(
       SchedulerOptions{opt.max_num_seqs, opt.max_num_batched_tokens, opt.block_size,
-                       opt.enable_prefix_caching, opt.enable_chunked_prefill},
+                       opt.enable_prefix_caching, opt.enable_chunked_prefill,
+                       opt.prefill_first},
       e->blocks_.get());
   for (int64_t id : c.eos_token_ids) e->eos_ids_.push_back(int32_t(id));
   if (c.is_moe()) e->expert_tokens_.assign(size_t(c.num_hidden_layers * c.num_experts), 0);
+  e->count_expert_tokens_ = opt.device == nullptr;
   e->model_ = std::move(model);
   e->opt_ = opt;
   return e;
@@ -79,6 +81,7 @@ Result<uint64_t> Engine::add_request(Request r) {
   uint64_t id = next_id_++;
   auto seq = std::make_unique<Sequence>(id, std::move(r.prompt), std::move(r.params), c.vocab_size);
   seq->want_prompt_logits = r.want_prompt_logits;
+  seq->want_step_logits = r.want_step_logits;
   scheduler_->add(std::move(seq));
   return id;
 }
@@ -141,7 +144,7 @@ Result<std::vector<RequestOutput>> Engine::step() {
     }
   }
   const int64_t V = model_->config().vocab_size;
-  if (!expert_tokens_.empty()) b.expert_token_counts = expert_tokens_.data();
+  if (!expert_tokens_.empty() && count_expert_tokens_) b.expert_token_counts = expert_tokens_.data();
   std::vector<SampleResult> device_samples;
   HostTensor logits;
   if (runner_) {
@@ -165,8 +168,9 @@ Result<std::vector<RequestOutput>> Engine::step() {
     o.id = s.id;
     SampleResult sr;
     if (runner_) {
-      // The runner filled prompt_logits_last on the first token when asked.
+      // The runner filled prompt_logits_last on the first token and step_logits when asked.
       if (s.want_prompt_logits && s.num_generated() == 0) o.prompt_logits_last = s.prompt_logits_last;
+      if (s.want_step_logits) o.logits = std::move(s.step_logits);
       sr = std::move(device_samples[r]);
     } else {
       std::span<float> row(logits.ptr<float>() + r * size_t(V), size_t(V));
@@ -174,6 +178,7 @@ Result<std::vector<RequestOutput>> Engine::step() {
         s.prompt_logits_last.assign(row.begin(), row.end());
         o.prompt_logits_last = s.prompt_logits_last;
       }
+      if (s.want_step_logits) o.logits.assign(row.begin(), row.end());  // before sampling edits it
       sr = sample_token(row, s.params, s.history, s.rng);
     }
     s.tokens.push_back(sr.token);

@@ -29,6 +29,7 @@ struct EngineOptions {
   bool enable_prefix_caching = false;   // share computed full blocks of identical prefixes
   bool enable_chunked_prefill = true;   // off: a prompt is prefilled in one step (needs
                                         // max_num_batched_tokens >= max_model_len)
+  bool prefill_first = false;           // prompts before decodes (scheduler.h)
   // GPU: the backend of a model whose weights are on the device (null: CPU engine). The
   // engine then keeps its KV cache there (bf16) and samples there (engine/device_runner.h).
   ops::DeviceBackend* device = nullptr;
@@ -40,6 +41,7 @@ struct Request {
   std::vector<int32_t> prompt;
   SamplingParams params;
   bool want_prompt_logits = false;      // keep the logits at the last prompt position
+  bool want_step_logits = false;        // return the logits row of every sampled token
 };
 
 // What a step produced for one request.
@@ -53,6 +55,8 @@ struct RequestOutput {
   int32_t generated_tokens = 0;             // so far, including this step
   int32_t cached_prompt_tokens = 0;         // prompt tokens taken from the prefix cache
   std::vector<float> prompt_logits_last;    // set on the first token when asked
+  std::vector<float> logits;                // the row new_tokens[0] was sampled from, when
+                                            // the request wants step logits
 };
 
 class Engine {
@@ -72,7 +76,11 @@ class Engine {
   int64_t num_steps() const { return steps_; }
   // Tokens routed to each expert so far, [num_layers, num_experts] row-major (dense layers
   // stay 0); empty for models without routed experts.
+  // Counted on every step of a CPU engine; on a device only while count_expert_tokens(true)
+  // (each such step copies the routing back per layer and runs without a CUDA graph).
   const std::vector<int64_t>& expert_token_counts() const { return expert_tokens_; }
+  void count_expert_tokens(bool on) { count_expert_tokens_ = on; }
+  bool counts_expert_tokens() const { return count_expert_tokens_; }
   const EngineOptions& options() const { return opt_; }
 
   const BlockAllocator& blocks() const { return *blocks_; }
@@ -92,6 +100,7 @@ class Engine {
   std::unique_ptr<DeviceRunner> runner_;      // GPU engine
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<int64_t> expert_tokens_;
+  bool count_expert_tokens_ = true;
   uint64_t next_id_ = 1;
   int64_t steps_ = 0;
   std::vector<int32_t> eos_ids_;

@@ -34,13 +34,36 @@ void Scheduler::preempt(Sequence& s) {
   ++preemptions_;
 }
 
+namespace {
+// A running sequence still computing its prompt: the first token not yet sampled, or more
+// than the one pending token left to compute (recomputing after a preemption).
+bool in_prompt(const Sequence& s) {
+  return s.num_generated() == 0 || s.num_computed + 1 < s.num_tokens();
+}
+}  // namespace
+
 std::vector<ScheduledSeq> Scheduler::schedule() {
   std::vector<ScheduledSeq> out;
   int32_t budget = opt_.max_num_batched_tokens;
+  if (opt_.prefill_first) {
+    schedule_running(out, budget, /*prompts_only=*/true);
+    admit_waiting(out, budget);
+    if (!out.empty()) return out;
+  }
+  schedule_running(out, budget, /*prompts_only=*/false);
+  admit_waiting(out, budget);
+  return out;
+}
 
-  // 1. Running sequences, oldest first; preempt the newest when blocks run out.
+void Scheduler::schedule_running(std::vector<ScheduledSeq>& out, int32_t& budget,
+                                 bool prompts_only) {
+  // Oldest first; preempt the newest when blocks run out.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence& s = *running_[i];
+    if (prompts_only && !in_prompt(s)) {
+      ++i;
+      continue;
+    }
     int32_t n = std::min(s.num_tokens() - s.num_computed, budget);
     int32_t need = blocks_needed(s, n);
     while (need > blocks_->num_free() && running_.size() - 1 > i) {
@@ -65,8 +88,10 @@ std::vector<ScheduledSeq> Scheduler::schedule() {
     budget -= n;
     ++i;
   }
+}
 
-  // 2. Waiting sequences, in order, without preempting anything.
+void Scheduler::admit_waiting(std::vector<ScheduledSeq>& out, int32_t& budget) {
+  // In order, without preempting anything.
   while (!waiting_.empty() && budget > 0 && int32_t(running_.size()) < opt_.max_num_seqs) {
     Sequence& s = *waiting_.front();
     if (s.finished()) break;  // aborted while waiting: collected by take_finished
@@ -90,7 +115,6 @@ std::vector<ScheduledSeq> Scheduler::schedule() {
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
-  return out;
 }
 
 std::vector<std::unique_ptr<Sequence>> Scheduler::take_finished() {

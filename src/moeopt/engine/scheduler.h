@@ -16,6 +16,12 @@
 //      computing after them. At least one token is always computed (the last position's
 //      logits are needed), so a fully cached prompt recomputes its last block.
 // Every scheduled sequence gets at least one token; a sequence is never split within a step.
+//
+// With prefill_first (vLLM's pre-chunked-prefill default, a throughput policy; `bench decode`
+// uses it so that its decode phase is a steady batch): while prompt work exists — a running
+// sequence still inside its prompt, or a waiting one that can be admitted now — a step runs
+// only prompt work (1. restricted to sequences in their prompt, then 2.); decoding sequences
+// wait. Once nothing waiting fits, steps are the usual running-first ones.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +40,7 @@ struct SchedulerOptions {
   int32_t block_size = 16;
   bool enable_prefix_caching = false;
   bool enable_chunked_prefill = true;
+  bool prefill_first = false;  // see the file comment
 };
 
 struct ScheduledSeq {
@@ -66,6 +73,10 @@ class Scheduler {
 
  private:
   int32_t blocks_needed(const Sequence& s, int32_t new_tokens) const;
+  // Policy steps 1 and 2 of the file comment; step 1 only over sequences `in_prompt` when
+  // prompts_only.
+  void schedule_running(std::vector<ScheduledSeq>& out, int32_t& budget, bool prompts_only);
+  void admit_waiting(std::vector<ScheduledSeq>& out, int32_t& budget);
   void preempt(Sequence& s);
   // Shares the cached blocks of s's longest cached prefix; returns how many it took.
   int32_t take_cached_prefix(Sequence& s);

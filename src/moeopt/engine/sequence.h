@@ -24,6 +24,8 @@ struct Sequence {
   RequestRng rng;
   bool want_prompt_logits = false;
   std::vector<float> prompt_logits_last;  // logits at the last prompt position, if wanted
+  bool want_step_logits = false;
+  std::vector<float> step_logits;         // device runner: this step's row, if wanted
   FinishReason finish = FinishReason::kNone;
   int32_t num_preemptions = 0;
   // Prefix cache: chain hashes of the full blocks whose K/V are computed (or were found in

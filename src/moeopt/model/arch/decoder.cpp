@@ -13,7 +13,9 @@
 //   residual += delta; y = rms_norm(residual[R]) * final_norm; logits = y·lm_head^T  [R, V]
 #include "moeopt/model/arch/decoder.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -104,6 +106,10 @@ Result<AttentionWeights> load_gqa_attention(const WeightStore& w, const ModelCon
   MOEOPT_ASSIGN_OR_RETURN(a.k, w.get(p + "k_proj.weight"));
   MOEOPT_ASSIGN_OR_RETURN(a.v, w.get(p + "v_proj.weight"));
   MOEOPT_ASSIGN_OR_RETURN(a.o, w.get(p + "o_proj.weight"));
+  a.q_scale = w.fp8_scale(p + "q_proj.weight");
+  a.k_scale = w.fp8_scale(p + "k_proj.weight");
+  a.v_scale = w.fp8_scale(p + "v_proj.weight");
+  a.o_scale = w.fp8_scale(p + "o_proj.weight");
   Status err;
   bool qkv_bias = c.qkv_bias || c.attention_bias;
   a.q_bias = optional_get(w, p + "q_proj.bias", qkv_bias, &err);
@@ -119,24 +125,35 @@ Result<AttentionWeights> load_gqa_attention(const WeightStore& w, const ModelCon
 Result<SwigluWeights> load_swiglu(const WeightStore& w, const std::string& prefix,
                                   bool mixtral_names) {
   SwigluWeights s;
-  MOEOPT_ASSIGN_OR_RETURN(s.gate, w.get(prefix + (mixtral_names ? ".w1.weight" : ".gate_proj.weight")));
-  MOEOPT_ASSIGN_OR_RETURN(s.up, w.get(prefix + (mixtral_names ? ".w3.weight" : ".up_proj.weight")));
-  MOEOPT_ASSIGN_OR_RETURN(s.down, w.get(prefix + (mixtral_names ? ".w2.weight" : ".down_proj.weight")));
+  const std::string g = prefix + (mixtral_names ? ".w1.weight" : ".gate_proj.weight");
+  const std::string u = prefix + (mixtral_names ? ".w3.weight" : ".up_proj.weight");
+  const std::string d = prefix + (mixtral_names ? ".w2.weight" : ".down_proj.weight");
+  MOEOPT_ASSIGN_OR_RETURN(s.gate, w.get(g));
+  MOEOPT_ASSIGN_OR_RETURN(s.up, w.get(u));
+  MOEOPT_ASSIGN_OR_RETURN(s.down, w.get(d));
+  s.gate_scale = w.fp8_scale(g);
+  s.up_scale = w.fp8_scale(u);
+  s.down_scale = w.fp8_scale(d);
   return s;
 }
 
 Result<ops::ExpertWeights> load_experts(const WeightStore& w, const std::string& moe_prefix,
                                         int64_t num_experts, bool mixtral_names) {
   if (const ops::ExpertWeights* st = w.stacked_experts(moe_prefix)) return *st;
-  std::vector<TensorView> gate, up, down;
+  std::vector<TensorView> gate, up, down, gate_s, up_s, down_s;
   for (int64_t e = 0; e < num_experts; ++e) {
     MOEOPT_ASSIGN_OR_RETURN(SwigluWeights s,
                             load_swiglu(w, fmt::format("{}.experts.{}", moe_prefix, e), mixtral_names));
     gate.push_back(s.gate);
     up.push_back(s.up);
     down.push_back(s.down);
+    if (s.gate_scale) gate_s.push_back(*s.gate_scale);
+    if (s.up_scale) up_s.push_back(*s.up_scale);
+    if (s.down_scale) down_s.push_back(*s.down_scale);
   }
-  ops::ExpertWeights ew = ops::ExpertWeights::per_expert(std::move(gate), std::move(up), std::move(down));
+  ops::ExpertWeights ew = ops::ExpertWeights::per_expert_fp8(
+      std::move(gate), std::move(up), std::move(down), std::move(gate_s), std::move(up_s),
+      std::move(down_s));
   MOEOPT_RETURN_IF_ERROR(ops::validate_expert_weights("load_experts", ew));
   return ew;
 }
@@ -169,9 +186,12 @@ std::optional<TensorView> concat_rows(std::initializer_list<const TensorView*> p
 }  // namespace
 
 void fuse_adjacent_weights(DecoderWeights& w) {
-  auto fuse_swiglu = [](SwigluWeights& s) { s.gate_up = concat_rows({&s.gate, &s.up}); };
+  auto fuse_swiglu = [](SwigluWeights& s) {
+    if (!s.gate_scale) s.gate_up = concat_rows({&s.gate, &s.up});
+  };
   for (DecoderLayerWeights& L : w.layers) {
     AttentionWeights& a = L.attn;
+    if (a.q_scale || a.k_scale || a.v_scale) continue;  // fp8: no fused views
     a.qkv = concat_rows({&a.q, &a.k, &a.v});
     if (a.q_bias && a.k_bias && a.v_bias) {
       a.qkv_bias = concat_rows({&*a.q_bias, &*a.k_bias, &*a.v_bias});
@@ -313,11 +333,13 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
     if (sw.gate_up) {
       MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, *sw.gate_up, std::nullopt, g));
     } else {
-      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, sw.gate, std::nullopt, cols(g, 0, W)));
-      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, sw.up, std::nullopt, cols(g, W, 2 * W)));
+      MOEOPT_RETURN_IF_ERROR(
+          ops::linear(ctx, x, {sw.gate, sw.gate_scale}, std::nullopt, cols(g, 0, W)));
+      MOEOPT_RETURN_IF_ERROR(
+          ops::linear(ctx, x, {sw.up, sw.up_scale}, std::nullopt, cols(g, W, 2 * W)));
     }
     MOEOPT_RETURN_IF_ERROR(ops::silu_and_mul(ctx, g, a));
-    return ops::linear(ctx, a, sw.down, std::nullopt, out);
+    return ops::linear(ctx, a, {sw.down, sw.down_scale}, std::nullopt, out);
   };
 
   for (size_t l = 0; l < w_.layers.size(); ++l) {
@@ -334,9 +356,9 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
     if (L.attn.qkv) {
       MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, *L.attn.qkv, L.attn.qkv_bias, qkv));
     } else {
-      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, L.attn.q, L.attn.q_bias, q));
-      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, L.attn.k, L.attn.k_bias, k));
-      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, L.attn.v, L.attn.v_bias, v));
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, {L.attn.q, L.attn.q_scale}, L.attn.q_bias, q));
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, {L.attn.k, L.attn.k_scale}, L.attn.k_bias, k));
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, {L.attn.v, L.attn.v_scale}, L.attn.v_bias, v));
     }
     TensorView q3 = heads_view(q, Hq, D), k3 = heads_view(k, Hkv, D), v3 = heads_view(v, Hkv, D);
     if (L.attn.q_norm) {
@@ -352,7 +374,7 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
     MOEOPT_RETURN_IF_ERROR(ops::paged_attention(ctx, q3, kv[l].k, kv[l].v, block_table, ctx_lens,
                                                 qsl, ap, attn));
     MOEOPT_RETURN_IF_ERROR(
-        ops::linear(ctx, attn.reshaped({T, Hq * D}), L.attn.o, L.attn.o_bias, delta));
+        ops::linear(ctx, attn.reshaped({T, Hq * D}), {L.attn.o, L.attn.o_scale}, L.attn.o_bias, delta));
     MOEOPT_RETURN_IF_ERROR(
         ops::add_rms_norm(ctx, delta, residual, L.post_attention_norm, eps, x));
 
@@ -364,14 +386,24 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
     const MoeBlockWeights& m = *L.moe;
     MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, m.router, std::nullopt, router_logits));
     MOEOPT_RETURN_IF_ERROR(ops::moe_forward(ctx, x, router_logits, m.experts, m.params, delta));
-    if (b.expert_token_counts && !on_device) {
-      // Routing statistics only: route once more (cheap next to the experts) and count.
-      // Not on a device yet: that would cost a device-to-host copy per layer.
+    if (b.expert_token_counts) {
+      // Routing statistics only: route once more (cheap next to the experts) and count on
+      // the host. On a device that copies the ids back (a sync per layer), so the engine
+      // asks for it there only on the steps it is told to (Engine::count_expert_tokens) and
+      // the device runner runs those steps eagerly.
       const int64_t E = m.router.shape[0], topk = m.params.route.top_k;
-      HostTensor eids(DType::kI32, {T, topk}), wts(DType::kF32, {T, topk});
-      MOEOPT_RETURN_IF_ERROR(ops::moe_route(ctx, router_logits, m.params.route, eids.view(), wts.view()));
+      MOEOPT_ASSIGN_OR_RETURN(TensorView eids, tmp(DType::kI32, {T, topk}));
+      MOEOPT_ASSIGN_OR_RETURN(TensorView wts, tmp(DType::kF32, {T, topk}));
+      MOEOPT_RETURN_IF_ERROR(ops::moe_route(ctx, router_logits, m.params.route, eids, wts));
+      std::vector<int32_t> host_ids(size_t(T * topk));
+      if (on_device) {
+        MOEOPT_RETURN_IF_ERROR(ctx.device_backend->copy_to_host(ctx, host_ids.data(), eids.data,
+                                                                host_ids.size() * 4));
+      } else {
+        std::copy_n(eids.ptr<int32_t>(), host_ids.size(), host_ids.begin());
+      }
       int64_t* row = b.expert_token_counts + int64_t(l) * E;
-      for (int64_t i = 0; i < T * topk; ++i) ++row[eids.ptr<int32_t>()[i]];
+      for (int32_t e : host_ids) ++row[e];
     }
     if (m.shared) {
       MOEOPT_RETURN_IF_ERROR(swiglu(*m.shared, shared_out));
