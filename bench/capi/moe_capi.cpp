@@ -1,4 +1,4 @@
-// C ABI over the CUDA MoE layer (src/moeopt/backend/cuda/moe.h), built as the shared library
+// C ABI over the CUDA MoE layer (src/moeopt/backend/cuda/moe.h) and the routing op, built as the shared library
 // libmoeopt_moe_capi.so so that bench/moe_layer.py can drive our kernels and the PyTorch peer
 // from one Python process on literally the same device tensors (pointers from
 // tensor.data_ptr(), stream from torch.cuda.current_stream().cuda_stream).
@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <string>
 
+#include "moeopt/backend/cuda/cuda_backend.h"
 #include "moeopt/backend/cuda/moe.h"
+#include "moeopt/ops/moe.h"
 
 namespace {
 thread_local std::string g_last_error;
@@ -39,21 +41,38 @@ MOEOPT_CAPI int moeopt_moe_auto_tile(int64_t num_tokens, int64_t top_k, int64_t 
 }
 
 MOEOPT_CAPI int moeopt_moe_workspace_bytes(int64_t m, int64_t h, int64_t i, int64_t e, int64_t k,
-                               uint64_t* bytes) {
-  const moeopt::cuda::MoeDims d{m, h, i, e, k};
-  if (int rc = report(moeopt::cuda::moe_check_dims(d))) return rc;
-  *bytes = moeopt::cuda::moe_workspace_bytes(d);
+                                           uint64_t* bytes) {
+  const auto plan = moeopt::cuda::moe_layer_plan(moeopt::cuda::MoeDims{m, h, i, e, k});
+  if (int rc = report(plan.status())) return rc;
+  *bytes = plan->bytes;
   return 0;
 }
 
-// tile: -1 = heuristic, else a MoeGemmTile value (bits 4..7: GEMM 2's tile + 1). flags: bit 0 = no programmatic dependent launch,
-// bit 1 = two-kernel permutation even for few assignments, bit 2 = PDL at every size,
-// bit 3 = force the persistent one-kernel path, bit 4 = force the multi-kernel path.
-MOEOPT_CAPI int moeopt_moe_experts(int64_t m, int64_t h, int64_t i, int64_t e, int64_t k, const void* x,
-                       const int32_t* expert_ids, const float* expert_weights, const void* w13,
-                       const void* w2, const void* residual, void* out, void* workspace,
-                       uint64_t workspace_bytes, void* stream, int tile, int flags) {
-  moeopt::cuda::MoeExpertsArgs a;
+// tile: -1 = heuristic, else a MoeGemmTile value (bits 4..7: GEMM 2's tile + 1, 0 = the
+// default pairing). flags: bit 0 = no programmatic dependent launch, bit 1 = two-kernel
+// permutation even for few assignments.
+MOEOPT_CAPI int moeopt_moe_experts(int64_t m, int64_t h, int64_t i, int64_t e, int64_t k,
+                                   const void* x, const int32_t* expert_ids,
+                                   const float* expert_weights, const void* w13, const void* w2,
+                                   const void* residual, void* out, void* workspace,
+                                   uint64_t workspace_bytes, void* stream, int tile, int flags) {
+  moeopt::cuda::MoeTileChoice tiles;
+  if (tile >= 0) {
+    const int t1 = tile & 15, t2 = (tile >> 4) & 15;
+    if (t1 >= moeopt::cuda::kNumMoeGemmTiles || t2 > moeopt::cuda::kNumMoeGemmTiles) {
+      g_last_error = "moe: tile index out of range";
+      return int(moeopt::ErrorCode::kInvalidArgument);
+    }
+    tiles.tile = moeopt::cuda::MoeGemmTile(t1);
+    if (t2 > 0) tiles.tile2 = moeopt::cuda::MoeGemmTile(t2 - 1);
+  }
+  const auto plan = moeopt::cuda::moe_layer_plan(moeopt::cuda::MoeDims{m, h, i, e, k}, tiles);
+  if (int rc = report(plan.status())) return rc;
+  if (workspace_bytes < plan->bytes) {
+    g_last_error = "moe: workspace smaller than moeopt_moe_workspace_bytes()";
+    return int(moeopt::ErrorCode::kInvalidArgument);
+  }
+  moeopt::cuda::MoeLayerArgs a;
   a.x = x;
   a.expert_ids = expert_ids;
   a.expert_weights = expert_weights;
@@ -62,38 +81,32 @@ MOEOPT_CAPI int moeopt_moe_experts(int64_t m, int64_t h, int64_t i, int64_t e, i
   a.residual = residual;
   a.out = out;
   a.workspace = workspace;
-  a.workspace_bytes = workspace_bytes;
   a.stream = stream;
   a.programmatic_dependent_launch = (flags & 1) == 0;
   a.single_block_permute = (flags & 2) == 0;
-  a.pdl_everywhere = (flags & 4) != 0;
-  if ((flags & 8) != 0) a.persistent = true;
-  if ((flags & 16) != 0) a.persistent = false;
-  if (tile >= 0) {
-    // Low 4 bits: GEMM 1 tile; bits 4..7: GEMM 2 tile + 1 (0 = the default pairing).
-    const int t1 = tile & 15, t2 = (tile >> 4) & 15;
-    if (t1 >= moeopt::cuda::kNumMoeGemmTiles || t2 > moeopt::cuda::kNumMoeGemmTiles) {
-      g_last_error = "moe: tile index out of range";
-      return int(moeopt::ErrorCode::kInvalidArgument);
-    }
-    a.tile = moeopt::cuda::MoeGemmTile(t1);
-    if (t2 > 0) a.tile2 = moeopt::cuda::MoeGemmTile(t2 - 1);
-  }
-  return report(moeopt::cuda::moe_experts_forward(moeopt::cuda::MoeDims{m, h, i, e, k}, a));
+  return report(moeopt::cuda::moe_layer_run(*plan, a));
 }
 
-MOEOPT_CAPI int moeopt_moe_route(int64_t m, int64_t h, int64_t e, int64_t k, const void* x,
-                     const void* router_w, int renormalize, int32_t* expert_ids,
-                     float* expert_weights, float* logits, void* stream) {
-  moeopt::cuda::MoeRouteArgs a;
-  a.x = x;
-  a.router_w = router_w;
-  a.renormalize = renormalize != 0;
-  a.expert_ids = expert_ids;
-  a.expert_weights = expert_weights;
-  a.logits = logits;
-  a.stream = stream;
-  return report(moeopt::cuda::moe_route_topk(moeopt::cuda::MoeDims{m, h, 8, e, k}, a));
+// The product's routing step on given router logits [m, e] f32 (ops::moe_route on the CUDA
+// backend: softmax, top-k, optional renormalisation) into expert_ids / expert_weights [m, k].
+MOEOPT_CAPI int moeopt_moe_route(int64_t m, int64_t e, int64_t k, const float* logits,
+                                 int renormalize, int32_t* expert_ids, float* expert_weights,
+                                 void* stream) {
+  using moeopt::DType;
+  using moeopt::Device;
+  using moeopt::TensorView;
+  static moeopt::cuda::CudaBackend backend;
+  moeopt::ops::Context ctx;
+  ctx.stream = stream;
+  ctx.device_backend = &backend;
+  moeopt::ops::RouteParams p;
+  p.top_k = int(k);
+  p.renormalize = renormalize != 0;
+  const TensorView l =
+      TensorView::contiguous(const_cast<float*>(logits), DType::kF32, {m, e}, Device::kCuda);
+  const TensorView ids = TensorView::contiguous(expert_ids, DType::kI32, {m, k}, Device::kCuda);
+  const TensorView w = TensorView::contiguous(expert_weights, DType::kF32, {m, k}, Device::kCuda);
+  return report(moeopt::ops::moe_route(ctx, l, p, ids, w));
 }
 
 }  // extern "C"

@@ -20,9 +20,7 @@
 #include "bench_commands.h"
 #include "commands.h"
 
-#if MOEOPT_HAVE_CUDA
-#include "moeopt/backend/cuda/moe_bench.h"
-#endif
+#include "cmd_bench_moe_run.h"
 
 namespace moeopt::cli {
 namespace {
@@ -50,7 +48,7 @@ Result<std::vector<std::string>> split_list(const std::string& s, const char* fl
 int run_bench_moe(const BenchMoeArgs& a) {
   const char* cmd = "bench moe";
 #if MOEOPT_HAVE_CUDA
-  cuda::MoeBenchOptions o;
+  MoeBenchOptions o;
   auto ms = split_list(a.ms, "--ms");
   if (!ms.ok()) return report_error(cmd, ms.status());
   o.ms.clear();
@@ -71,7 +69,7 @@ int run_bench_moe(const BenchMoeArgs& a) {
   o.top_k = a.topk;
   o.reps = a.reps;
   o.seed = a.seed;
-  auto rep = cuda::run_moe_bench(o);
+  auto rep = run_moe_bench(o);
   if (!rep.ok()) return report_error(cmd, rep.status());
 
   if (a.json) {

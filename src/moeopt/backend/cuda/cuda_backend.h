@@ -37,8 +37,6 @@
 
 namespace moeopt::cuda {
 
-struct MoeDims;  // moe.h
-
 class CudaBackend final : public ops::DeviceBackend {
  public:
   CudaBackend() = default;
@@ -133,8 +131,7 @@ class CudaBackend final : public ops::DeviceBackend {
   static Result<size_t> sample_workspace_bytes(int64_t rows, int64_t vocab,
                                                int64_t penalty_entries);
 
-  // ---- MoE (cuda_moe_ops.cpp).
-
+  // ---- MoE (cuda_moe_ops.cpp: the family's one host entry; the fused layer is moe.h).
   Status moe_route(const ops::Context& ctx, const TensorView& router_logits,
                    const ops::RouteParams& params, const TensorView& expert_ids,
                    const TensorView& expert_weights) override;
@@ -157,10 +154,6 @@ class CudaBackend final : public ops::DeviceBackend {
                                             int64_t num_experts, int64_t top_k);
 
  private:
-  // moe_forward on natively laid out tensors (stacked bf16, H and I multiples of 8).
-  Status moe_forward_native(const ops::Context& ctx, const void* x, const TensorView& router_logits,
-                            const void* w13, const void* w2, const ops::RouteParams& route,
-                            const MoeDims& d, void* ws, void* out);
   // ctx.workspace if large enough, else this backend's own buffer (grown as needed).
   Result<void*> scratch(const ops::Context& ctx, size_t bytes, const char* op);
 

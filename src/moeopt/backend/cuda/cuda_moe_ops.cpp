@@ -1,7 +1,12 @@
-// CudaBackend's MoE ops (cuda_backend.h): argument checks for what the kernels support, the
-// workspace layout of each op, and the launch sequences. Plain C++ (no nvcc); kernels are
-// launched through moe_launch.h. The generic checks (shapes, devices, index dtypes) already
-// happened in ops/moe.cpp before these are called.
+// The CUDA MoE family's one host entry: CudaBackend's MoE ops (cuda_backend.h) and the fused
+// layer of moe.h — for each op the checks of what the kernels take beyond what ops/moe.cpp
+// already validated, the workspace plan, and the launch sequence. Plain C++ (no nvcc);
+// kernels are launched through moe_launch.h.
+//
+// What ops/moe.cpp validated before a call lands here: devices, shapes, contiguity and (for
+// moe_route) the routing parameters; for moe_forward only the weights, devices and shapes —
+// it dispatches before its routing checks, so moe_forward checks the routing parameters here
+// (top_k through moe_layer_plan, grouping and bias through check_grouping).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -9,10 +14,10 @@
 
 #include "moeopt/backend/cuda/cuda_backend.h"
 #include "moeopt/backend/cuda/cuda_check.h"
+#include "moeopt/backend/cuda/memory_launch.h"
 #include "moeopt/backend/cuda/moe.h"
 #include "moeopt/backend/cuda/moe_heuristics.h"
 #include "moeopt/backend/cuda/moe_launch.h"
-#include "moeopt/backend/cuda/memory_launch.h"
 #include "moeopt/ops/check.h"
 
 namespace moeopt::cuda {
@@ -23,37 +28,29 @@ namespace k = kernels;
 constexpr size_t kAlign = 256;
 size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 constexpr int64_t kInt32Limit = int64_t(1) << 31;
+static_assert(k::kRouteMaxExperts >= ops::kMaxExperts && k::kPermuteMaxExperts >= ops::kMaxExperts,
+              "the CUDA router and permutation take every expert count ops/moe.h allows");
 
-// Stacked bf16 experts with 16-byte rows: what the grouped GEMMs read.
-Status need_bf16_stacked(const char* op, const ops::ExpertWeights& w) {
-  if (!w.is_stacked())
-    return make_error(ErrorCode::kUnsupported,
-                      "{}: the CUDA backend takes stacked expert weights (w13 [E, 2I, H], "
-                      "w2 [E, H, I]); per-expert tensors are not supported yet",
-                      op);
-  MOEOPT_RETURN_IF_ERROR(need_dtype(op, "w13", w.w13, DType::kBF16));
-  MOEOPT_RETURN_IF_ERROR(need_dtype(op, "w2", w.w2, DType::kBF16));
-  MOEOPT_RETURN_IF_ERROR(need_dense(op, "w13", w.w13));
-  MOEOPT_RETURN_IF_ERROR(need_dense(op, "w2", w.w2));
-  const int64_t h = w.hidden(), i = w.intermediate();
-  if (h % 8 != 0 || i % 8 != 0)
-    return make_error(ErrorCode::kUnsupported,
-                      "{}: hidden {} and intermediate {} must be multiples of 8 on CUDA "
-                      "(16-byte rows)",
-                      op, h, i);
-  if (h * i * 2 >= kInt32Limit)
-    return make_error(ErrorCode::kUnsupported, "{}: hidden*intermediate*2 must be < 2^31", op);
-  return Status::ok_status();
+// Regions laid out one after another, each kAlign-aligned.
+struct Bump {
+  size_t at = 0;
+  size_t take(size_t bytes) {
+    const size_t off = at;
+    at += align_up(bytes);
+    return off;
+  }
+};
+
+unsigned char* at(void* base, size_t off) { return static_cast<unsigned char*>(base) + off; }
+
+// Tiles of an expert-sorted row range: sum_e ceil(rows_e / tile_rows) <= (R + E*(tile_rows-1))
+// / tile_rows, and never more than R.
+int64_t max_tiles_of(int64_t rows, int64_t num_experts, int tile_rows) {
+  return std::min<int64_t>(rows, (rows + num_experts * (tile_rows - 1)) / tile_rows);
 }
 
-Status check_route_params(const char* op, const ops::RouteParams& p, int64_t e) {
-  if (e < 1 || e > k::kRouteMaxExperts)
-    return make_error(ErrorCode::kUnsupported, "{}: {} experts, the CUDA router takes 1..{}", op,
-                      e, k::kRouteMaxExperts);
-  if (p.top_k < 1 || p.top_k > ops::kMaxTopK || p.top_k > e)
-    return make_error(ErrorCode::kInvalidArgument,
-                      "{}: top_k {} must be in [1, min({}, num_experts {})]", op, p.top_k,
-                      ops::kMaxTopK, e);
+// moe_forward's grouping and correction bias (top_k is the layer plan's).
+Status check_grouping(const char* op, const ops::RouteParams& p, int64_t e) {
   if (p.grouping != ops::ExpertGrouping::kNone) {
     if (p.n_group < 1 || e % p.n_group != 0 || p.topk_group < 1 || p.topk_group > p.n_group)
       return make_error(ErrorCode::kInvalidArgument,
@@ -113,52 +110,264 @@ Status launch_route(const char* op, const ops::Context& ctx, const TensorView& l
                      "route launch");
 }
 
-// moe_experts' scratch: h [R, I] bf16, then the tile table.
-struct ExpertsLayout {
+// Stacked bf16 experts with 16-byte rows, as the grouped GEMMs read them (shapes, contiguity
+// and the dtype family were validated by ops/).
+Status need_gemm_experts(const char* op, const ops::ExpertWeights& w) {
+  if (!w.is_stacked())
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: the CUDA backend takes stacked expert weights (w13 [E, 2I, H], "
+                      "w2 [E, H, I]); per-expert tensors are not supported yet",
+                      op);
+  MOEOPT_RETURN_IF_ERROR(need_dtype(op, "w13", w.w13, DType::kBF16));
+  MOEOPT_RETURN_IF_ERROR(need_dtype(op, "w2", w.w2, DType::kBF16));
+  MOEOPT_RETURN_IF_ERROR(need_dense(op, "w13", w.w13));
+  MOEOPT_RETURN_IF_ERROR(need_dense(op, "w2", w.w2));
+  const int64_t h = w.hidden(), i = w.intermediate();
+  if (h % 8 != 0 || i % 8 != 0)
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: hidden {} and intermediate {} must be multiples of 8 on CUDA "
+                      "(16-byte rows)",
+                      op, h, i);
+  if (h * i * 2 >= kInt32Limit)
+    return make_error(ErrorCode::kUnsupported, "{}: hidden*intermediate*2 must be < 2^31", op);
+  return Status::ok_status();
+}
+
+// moe_experts' workspace: h [R, I] bf16, then the tile table of the given permutation.
+struct ExpertsPlan {
   MoeGemmTile tile;
   int tile_rows;
   int64_t max_tiles;
-  size_t h_off, tile_expert_off, tile_row_off, num_tiles_off, total;
+  size_t h, tile_expert, tile_row_begin, num_tiles, bytes;
 };
 
-ExpertsLayout experts_layout(int64_t rows, int64_t inter, int64_t num_experts) {
-  ExpertsLayout l{};
+ExpertsPlan experts_plan(int64_t rows, int64_t inter, int64_t num_experts) {
+  ExpertsPlan l{};
   // Rows per expert decide the tile, as in the fused layer (moe_heuristics.h).
   l.tile = choose_moe_gemm_tile(rows, 1, num_experts);
   l.tile_rows = moe_gemm_tile_rows(l.tile);
-  // Tiles: sum_e ceil(rows_e / tile_rows) <= (R + E*(tile_rows-1)) / tile_rows, and <= R.
-  l.max_tiles = std::min<int64_t>(rows, (rows + num_experts * (l.tile_rows - 1)) / l.tile_rows);
-  size_t at = 0;
-  l.h_off = at;
-  at += align_up(size_t(rows) * size_t(inter) * 2);
-  l.tile_expert_off = at;
-  at += align_up(size_t(std::max<int64_t>(l.max_tiles, 1)) * 4);
-  l.tile_row_off = at;
-  at += align_up(size_t(std::max<int64_t>(l.max_tiles, 1)) * 4);
-  l.num_tiles_off = at;
-  at += align_up(4);
-  l.total = at;
+  l.max_tiles = max_tiles_of(rows, num_experts, l.tile_rows);
+  const size_t tiles = size_t(std::max<int64_t>(l.max_tiles, 1));
+  Bump b;
+  l.h = b.take(size_t(rows) * size_t(inter) * 2);
+  l.tile_expert = b.take(tiles * 4);
+  l.tile_row_begin = b.take(tiles * 4);
+  l.num_tiles = b.take(4);
+  l.bytes = b.at;
   return l;
 }
 
-// moe_forward's scratch: expert_ids [M, k], expert_weights [M, k], then the layer workspace.
-struct ForwardLayout {
-  size_t ids_off, weights_off, layer_off, total;
+// Stacked bf16 experts the grouped GEMMs take as they are.
+bool native_experts(const ops::ExpertWeights& w) {
+  return w.is_stacked() && w.w13.dtype == DType::kBF16 && w.w2.dtype == DType::kBF16 &&
+         w.hidden() % 8 == 0 && w.intermediate() % 8 == 0 &&
+         (reinterpret_cast<uintptr_t>(w.w13.data) & 15u) == 0 &&
+         (reinterpret_cast<uintptr_t>(w.w2.data) & 15u) == 0;
+}
+
+int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
+
+// moe_forward's repack workspace for expert layouts the GEMMs do not take: a zero-padded bf16
+// stack (w13 [E, 2Ip, Hp], w2 [E, Hp, Ip]), x and out [M, Hp], and a staging matrix for
+// converting one expert matrix to bf16; the layer's own workspace follows (at `layer`).
+struct RepackPlan {
+  int64_t hp, ip;
+  size_t w13, w2, x, out, stage, layer;
 };
-
-ForwardLayout forward_layout(const MoeDims& d) {
-  ForwardLayout l{};
-  const size_t a = size_t(d.num_tokens * d.top_k);
-  l.ids_off = 0;
-  l.weights_off = align_up(a * 4);
-  l.layer_off = l.weights_off + align_up(a * 4);
-  l.total = l.layer_off + moe_workspace_bytes(d);
+RepackPlan repack_plan(int64_t m, int64_t h, int64_t inter, int64_t e) {
+  RepackPlan l{};
+  l.hp = round8(h);
+  l.ip = round8(inter);
+  Bump b;
+  l.w13 = b.take(size_t(e * 2 * l.ip * l.hp) * 2);
+  l.w2 = b.take(size_t(e * l.hp * l.ip) * 2);
+  l.x = b.take(size_t(m * l.hp) * 2);
+  l.out = b.take(size_t(m * l.hp) * 2);
+  l.stage = b.take(size_t(inter * h) * 2);
+  l.layer = b.at;
   return l;
 }
 
-unsigned char* at(void* base, size_t off) { return static_cast<unsigned char*>(base) + off; }
+detail::ElemType elem_of(DType t) {
+  return t == DType::kF32 ? detail::ElemType::kF32
+                          : t == DType::kF16 ? detail::ElemType::kF16 : detail::ElemType::kBF16;
+}
+
+// Copies a [rows, cols] matrix (any float dtype, contiguous) into bf16 rows of `dst_pitch`
+// elements, converting through the staging buffer when it is not bf16 already.
+Status place_matrix(const char* op, const TensorView& src, void* dst, int64_t dst_pitch,
+                    void* stage, cudaStream_t s) {
+  const int64_t rows = src.shape[0], cols = src.shape[1];
+  const void* from = src.data;
+  if (src.dtype != DType::kBF16) {
+    MOEOPT_RETURN_IF_ERROR(cuda_status(detail::launch_convert(src.data, elem_of(src.dtype), stage,
+                                                              detail::ElemType::kBF16, rows * cols, s),
+                                       op, "convert weights"));
+    from = stage;
+  }
+  return cuda_status(cudaMemcpy2DAsync(dst, size_t(dst_pitch) * 2, from, size_t(cols) * 2,
+                                       size_t(cols) * 2, size_t(rows), cudaMemcpyDeviceToDevice, s),
+                     op, "pack weights");
+}
+
+// Route into the plan's routing regions, then the fused layer.
+Status route_and_run(const char* op, const ops::Context& ctx, const TensorView& router_logits,
+                     const ops::RouteParams& route, const MoeLayerPlan& plan, void* ws,
+                     const void* x, const void* w13, const void* w2, void* out) {
+  auto* ids = moe_region<int32_t>(ws, plan.expert_ids);
+  auto* wts = moe_region<float>(ws, plan.expert_weights);
+  MOEOPT_RETURN_IF_ERROR(launch_route(op, ctx, router_logits, route, ids, wts));
+  MoeLayerArgs a;
+  a.x = x;
+  a.expert_ids = ids;
+  a.expert_weights = wts;
+  a.w13 = w13;
+  a.w2 = w2;
+  a.out = out;
+  a.workspace = ws;
+  a.stream = ctx.stream;
+  return moe_layer_run(plan, a);
+}
 
 }  // namespace
+
+// ---- the fused layer (moe.h) -------------------------------------------------------------
+
+Result<MoeLayerPlan> moe_layer_plan(const MoeDims& d, const MoeTileChoice& tiles) {
+  if (d.num_tokens < 1)
+    return make_error(ErrorCode::kInvalidArgument, "moe: num_tokens must be >= 1, got {}",
+                      d.num_tokens);
+  if (d.hidden < 8 || d.hidden % 8 != 0)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "moe: hidden must be a positive multiple of 8, got {}", d.hidden);
+  if (d.inter < 8 || d.inter % 8 != 0)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "moe: inter (moe_intermediate_size) must be a positive multiple of 8, got {}",
+                      d.inter);
+  if (d.num_experts < 1 || d.num_experts > ops::kMaxExperts)
+    return make_error(ErrorCode::kUnsupported, "moe: num_experts must be in [1, {}], got {}",
+                      ops::kMaxExperts, d.num_experts);
+  if (d.top_k < 1 || d.top_k > ops::kMaxTopK || d.top_k > d.num_experts)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "moe: top_k must be in [1, min({}, num_experts={})], got {}", ops::kMaxTopK,
+                      d.num_experts, d.top_k);
+  if (d.num_tokens * d.top_k >= kInt32Limit)
+    return make_error(ErrorCode::kUnsupported, "moe: num_tokens*top_k must be < 2^31, got {}",
+                      d.num_tokens * d.top_k);
+  if (d.hidden * d.inter * 2 >= kInt32Limit)
+    return make_error(ErrorCode::kUnsupported, "moe: hidden*inter*2 must be < 2^31");
+  MoeLayerPlan p;
+  p.dims = d;
+  p.tile = tiles.tile ? *tiles.tile : choose_moe_gemm_tile(d.num_tokens, d.top_k, d.num_experts);
+  p.tile2 = tiles.tile2 ? *tiles.tile2 : moe_gemm2_tile(p.tile);
+  p.tile_rows = moe_gemm_tile_rows(p.tile);
+  if (moe_gemm_tile_rows(p.tile2) != p.tile_rows)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "moe: GEMM 2 tile {} has {} token rows, GEMM 1 tile {} has {}",
+                      moe_gemm_tile_name(p.tile2), moe_gemm_tile_rows(p.tile2),
+                      moe_gemm_tile_name(p.tile), p.tile_rows);
+  const int64_t assignments = d.num_tokens * d.top_k;
+  p.max_tiles = max_tiles_of(assignments, d.num_experts, p.tile_rows);
+  const size_t A = size_t(assignments), E = size_t(d.num_experts);
+  Bump b;
+  p.expert_ids = b.take(A * 4);
+  p.expert_weights = b.take(A * 4);
+  p.tokens_per_expert = b.take(E * 4);
+  p.expert_offsets = b.take((E + 1) * 4);
+  p.num_tiles = b.take(4);
+  p.tile_expert = b.take(size_t(p.max_tiles) * 4);
+  p.tile_row_begin = b.take(size_t(p.max_tiles) * 4);
+  p.permuted_row_to_token = b.take(A * 4);
+  p.permuted_row_weight = b.take(A * 4);
+  p.token_to_permuted_row = b.take(A * 4);
+  p.h = b.take(A * size_t(d.inter) * 2);
+  p.y = b.take(A * size_t(d.hidden) * 2);
+  p.bytes = b.at;
+  return p;
+}
+
+Status moe_layer_run(const MoeLayerPlan& plan, const MoeLayerArgs& a) {
+  constexpr const char* op = "moe";
+  const MoeDims& d = plan.dims;
+  void* ws = a.workspace;
+  auto stream = static_cast<cudaStream_t>(a.stream);
+  const bool pdl =
+      a.programmatic_dependent_launch && moe_use_pdl(d.num_tokens, d.top_k, d.num_experts);
+  const int64_t assignments = d.num_tokens * d.top_k;
+  auto* expert_offsets = moe_region<int32_t>(ws, plan.expert_offsets);
+  auto* tile_expert = moe_region<int32_t>(ws, plan.tile_expert);
+  auto* tile_row_begin = moe_region<int32_t>(ws, plan.tile_row_begin);
+  auto* num_tiles = moe_region<int32_t>(ws, plan.num_tiles);
+  auto* row_to_token = moe_region<int32_t>(ws, plan.permuted_row_to_token);
+  auto* row_weight = moe_region<float>(ws, plan.permuted_row_weight);
+  auto* token_to_row = moe_region<int32_t>(ws, plan.token_to_permuted_row);
+  auto* h = moe_region<__nv_bfloat16>(ws, plan.h);
+  auto* y = moe_region<__nv_bfloat16>(ws, plan.y);
+
+  k::PermuteParams pp{};
+  pp.expert_ids = a.expert_ids;
+  pp.expert_weights = a.expert_weights;
+  pp.tokens_per_expert = moe_region<int32_t>(ws, plan.tokens_per_expert);
+  pp.expert_offsets = expert_offsets;
+  pp.permuted_row_to_token = row_to_token;
+  pp.permuted_row_weight = row_weight;
+  pp.token_to_permuted_row = token_to_row;
+  pp.tile_expert = tile_expert;
+  pp.tile_row_begin = tile_row_begin;
+  pp.num_tiles = num_tiles;
+  pp.num_assignments = int(assignments);
+  pp.top_k = int(d.top_k);
+  pp.num_experts = int(d.num_experts);
+  pp.tile_rows = plan.tile_rows;
+  pp.pad_rows_to = 1;
+  pp.capacity = 0;
+  pp.single_block = a.single_block_permute;
+  MOEOPT_RETURN_IF_ERROR(
+      cuda_status(detail::launch_moe_permute(pp, pdl, stream), op, "permute launch"));
+
+  k::GroupedGemmParams g1{};
+  g1.act = static_cast<const __nv_bfloat16*>(a.x);
+  g1.row_to_token = row_to_token;
+  g1.weight = static_cast<const __nv_bfloat16*>(a.w13);
+  g1.row_weight = nullptr;
+  g1.out = h;
+  g1.expert_offsets = expert_offsets;
+  g1.tile_expert = tile_expert;
+  g1.tile_row_begin = tile_row_begin;
+  g1.num_tiles = num_tiles;
+  g1.K = int(d.hidden);
+  g1.N_out = int(d.inter);
+  g1.num_tokens = int(d.num_tokens);
+  g1.num_rows = int(assignments);
+  MOEOPT_RETURN_IF_ERROR(cuda_status(
+      detail::launch_moe_grouped_gemm(plan.tile, true, g1, int(plan.max_tiles), pdl, stream), op,
+      "gemm1 launch"));
+
+  k::GroupedGemmParams g2 = g1;
+  g2.act = h;
+  g2.row_to_token = nullptr;
+  g2.weight = static_cast<const __nv_bfloat16*>(a.w2);
+  g2.row_weight = row_weight;
+  g2.out = y;
+  g2.K = int(d.inter);
+  g2.N_out = int(d.hidden);
+  MOEOPT_RETURN_IF_ERROR(cuda_status(
+      detail::launch_moe_grouped_gemm(plan.tile2, false, g2, int(plan.max_tiles), pdl, stream),
+      op, "gemm2 launch"));
+
+  k::CombineParams cp{};
+  cp.y = y;
+  cp.token_to_permuted_row = token_to_row;
+  cp.residual = static_cast<const __nv_bfloat16*>(a.residual);
+  cp.out = static_cast<__nv_bfloat16*>(a.out);
+  cp.num_tokens = int(d.num_tokens);
+  cp.hidden = int(d.hidden);
+  cp.top_k = int(d.top_k);
+  cp.num_rows = int(assignments);
+  return cuda_status(detail::launch_moe_combine(cp, pdl, stream), op, "combine launch");
+}
+
+// ---- CudaBackend -------------------------------------------------------------------------
 
 CudaBackend::~CudaBackend() {
   if (own_ != nullptr) cudaFree(own_);
@@ -166,12 +375,14 @@ CudaBackend::~CudaBackend() {
 }
 
 size_t CudaBackend::moe_experts_workspace_bytes(int64_t rows, int64_t inter, int64_t num_experts) {
-  return experts_layout(rows, inter, num_experts).total;
+  return experts_plan(rows, inter, num_experts).bytes;
 }
 
 size_t CudaBackend::moe_forward_workspace_bytes(int64_t num_tokens, int64_t hidden, int64_t inter,
                                                 int64_t num_experts, int64_t top_k) {
-  return forward_layout(MoeDims{num_tokens, hidden, inter, num_experts, top_k}).total;
+  const Result<MoeLayerPlan> p =
+      moe_layer_plan(MoeDims{num_tokens, hidden, inter, num_experts, top_k});
+  return p.ok() ? p->bytes : 0;
 }
 
 Result<void*> CudaBackend::scratch(const ops::Context& ctx, size_t bytes, const char* op) {
@@ -203,9 +414,8 @@ Status CudaBackend::moe_route(const ops::Context& ctx, const TensorView& router_
                               const ops::RouteParams& params, const TensorView& expert_ids,
                               const TensorView& expert_weights) {
   constexpr const char* op = "moe_route";
-  const int64_t m = router_logits.shape[0], e = router_logits.shape[1];
-  MOEOPT_RETURN_IF_ERROR(check_route_params(op, params, e));
-  if (m >= kInt32Limit / ops::kMaxTopK)
+  const int64_t m = router_logits.shape[0];
+  if (m * params.top_k >= kInt32Limit)
     return make_error(ErrorCode::kUnsupported, "{}: {} tokens is too many for one call", op, m);
   if (m == 0) return Status::ok_status();
   return launch_route(op, ctx, router_logits, params, expert_ids.ptr<int32_t>(),
@@ -248,7 +458,7 @@ Status CudaBackend::moe_experts(const ops::Context& ctx, const TensorView& x,
                                 const ops::ExpertWeights& weights,
                                 const ops::MoePermutation& perm, const TensorView& out_rows) {
   constexpr const char* op = "moe_experts";
-  MOEOPT_RETURN_IF_ERROR(need_bf16_stacked(op, weights));
+  MOEOPT_RETURN_IF_ERROR(need_gemm_experts(op, weights));
   MOEOPT_RETURN_IF_ERROR(need_dtype(op, "x", x, DType::kBF16));
   MOEOPT_RETURN_IF_ERROR(need_dense(op, "x", x));
   MOEOPT_RETURN_IF_ERROR(need_dtype(op, "out_rows", out_rows, DType::kBF16));
@@ -261,12 +471,12 @@ Status CudaBackend::moe_experts(const ops::Context& ctx, const TensorView& x,
   if (m >= kInt32Limit || r >= kInt32Limit)
     return make_error(ErrorCode::kUnsupported, "{}: {} tokens / {} rows must be < 2^31", op, m, r);
   if (r == 0) return Status::ok_status();
-  const ExpertsLayout l = experts_layout(r, inter, e);
-  MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, l.total, op));
-  auto* tile_expert = reinterpret_cast<int32_t*>(at(ws, l.tile_expert_off));
-  auto* tile_row = reinterpret_cast<int32_t*>(at(ws, l.tile_row_off));
-  auto* num_tiles = reinterpret_cast<int32_t*>(at(ws, l.num_tiles_off));
-  auto* h_rows = reinterpret_cast<__nv_bfloat16*>(at(ws, l.h_off));
+  const ExpertsPlan l = experts_plan(r, inter, e);
+  MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, l.bytes, op));
+  auto* tile_expert = moe_region<int32_t>(ws, l.tile_expert);
+  auto* tile_row = moe_region<int32_t>(ws, l.tile_row_begin);
+  auto* num_tiles = moe_region<int32_t>(ws, l.num_tiles);
+  auto* h_rows = moe_region<__nv_bfloat16>(ws, l.h);
   const cudaStream_t stream = stream_of(ctx);
 
   k::TilesParams tp{};
@@ -346,92 +556,6 @@ Status CudaBackend::moe_combine(const ops::Context& ctx, const TensorView& rows,
   return cuda_status(detail::launch_moe_combine(cp, false, stream_of(ctx)), op, "combine launch");
 }
 
-namespace {
-
-// Stacked bf16 experts the grouped GEMMs take as they are.
-bool native_experts(const ops::ExpertWeights& w) {
-  return w.is_stacked() && w.w13.dtype == DType::kBF16 && w.w2.dtype == DType::kBF16 &&
-         w.hidden() % 8 == 0 && w.intermediate() % 8 == 0 &&
-         (reinterpret_cast<uintptr_t>(w.w13.data) & 15u) == 0 &&
-         (reinterpret_cast<uintptr_t>(w.w2.data) & 15u) == 0;
-}
-
-int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
-
-// Bytes of a padded bf16 stack (w13 [E, 2Ip, Hp], w2 [E, Hp, Ip]), x and out [M, Hp], and a
-// staging matrix for converting one expert matrix to bf16.
-struct RepackLayout {
-  int64_t hp, ip;
-  size_t w13_off, w2_off, x_off, out_off, stage_off, total;
-};
-RepackLayout repack_layout(int64_t m, int64_t h, int64_t inter, int64_t e) {
-  RepackLayout l{};
-  l.hp = round8(h);
-  l.ip = round8(inter);
-  size_t off = 0;
-  auto take = [&](size_t bytes) {
-    size_t at = off;
-    off = align_up(off + bytes);
-    return at;
-  };
-  l.w13_off = take(size_t(e * 2 * l.ip * l.hp) * 2);
-  l.w2_off = take(size_t(e * l.hp * l.ip) * 2);
-  l.x_off = take(size_t(m * l.hp) * 2);
-  l.out_off = take(size_t(m * l.hp) * 2);
-  l.stage_off = take(size_t(inter * h) * 2);
-  l.total = off;
-  return l;
-}
-
-detail::ElemType elem_of(DType t) {
-  return t == DType::kF32 ? detail::ElemType::kF32
-                          : t == DType::kF16 ? detail::ElemType::kF16 : detail::ElemType::kBF16;
-}
-
-// Copies a [rows, cols] matrix (any float dtype, contiguous) into bf16 rows of `dst_pitch`
-// elements, converting through the staging buffer when it is not bf16 already.
-Status place_matrix(const char* op, const TensorView& src, void* dst, int64_t dst_pitch,
-                    void* stage, cudaStream_t s) {
-  const int64_t rows = src.shape[0], cols = src.shape[1];
-  const void* from = src.data;
-  if (src.dtype != DType::kBF16) {
-    MOEOPT_RETURN_IF_ERROR(cuda_status(detail::launch_convert(src.data, elem_of(src.dtype), stage,
-                                                              detail::ElemType::kBF16, rows * cols, s),
-                                       op, "convert weights"));
-    from = stage;
-  }
-  return cuda_status(cudaMemcpy2DAsync(dst, size_t(dst_pitch) * 2, from, size_t(cols) * 2,
-                                       size_t(cols) * 2, size_t(rows), cudaMemcpyDeviceToDevice, s),
-                     op, "pack weights");
-}
-
-}  // namespace
-
-// Route + grouped GEMMs + combine on validated, natively laid out tensors; `ws` holds
-// forward_layout(d).total bytes.
-Status CudaBackend::moe_forward_native(const ops::Context& ctx, const void* x,
-                                       const TensorView& router_logits, const void* w13,
-                                       const void* w2, const ops::RouteParams& route,
-                                       const MoeDims& d, void* ws, void* out) {
-  constexpr const char* op = "moe_forward";
-  const ForwardLayout l = forward_layout(d);
-  auto* ids = reinterpret_cast<int32_t*>(at(ws, l.ids_off));
-  auto* wts = reinterpret_cast<float*>(at(ws, l.weights_off));
-  MOEOPT_RETURN_IF_ERROR(launch_route(op, ctx, router_logits, route, ids, wts));
-  MoeExpertsArgs a;
-  a.x = x;
-  a.expert_ids = ids;
-  a.expert_weights = wts;
-  a.w13 = w13;
-  a.w2 = w2;
-  a.residual = nullptr;
-  a.out = out;
-  a.workspace = at(ws, l.layer_off);
-  a.workspace_bytes = l.total - l.layer_off;
-  a.stream = ctx.stream;
-  return moe_experts_forward(d, a);
-}
-
 Status CudaBackend::moe_forward(const ops::Context& ctx, const TensorView& x,
                                 const TensorView& router_logits,
                                 const ops::ExpertWeights& weights, const ops::MoeParams& params,
@@ -442,55 +566,53 @@ Status CudaBackend::moe_forward(const ops::Context& ctx, const TensorView& x,
   MOEOPT_RETURN_IF_ERROR(ops::expect_dtype(op, "router_logits", router_logits, {DType::kF32}));
   MOEOPT_RETURN_IF_ERROR(ops::expect_rows(op, "router_logits", router_logits));
   const int64_t e = weights.num_experts();
-  MOEOPT_RETURN_IF_ERROR(check_route_params(op, params.route, e));
+  MOEOPT_RETURN_IF_ERROR(check_grouping(op, params.route, e));
   const int64_t m = x.shape[0], h = weights.hidden(), inter = weights.intermediate();
+  const int64_t top_k = params.route.top_k;
   if (m == 0) return Status::ok_status();
   // params.pad_rows_to only shapes the CPU's intermediate buffers: the fused path masks each
   // expert's partial tile instead of padding rows in memory, with the same result.
   if (native_experts(weights)) {
     MOEOPT_RETURN_IF_ERROR(need_dense(op, "x", x));
     MOEOPT_RETURN_IF_ERROR(need_dense(op, "out", out));
-    MOEOPT_RETURN_IF_ERROR(need_bf16_stacked(op, weights));
-    const MoeDims d{m, h, inter, e, params.route.top_k};
-    MOEOPT_RETURN_IF_ERROR(moe_check_dims(d));
-    MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, forward_layout(d).total, op));
-    return moe_forward_native(ctx, x.data, router_logits, weights.w13.data, weights.w2.data,
-                              params.route, d, ws, out.data);
+    MOEOPT_ASSIGN_OR_RETURN(const MoeLayerPlan plan,
+                            moe_layer_plan(MoeDims{m, h, inter, e, top_k}));
+    MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, plan.bytes, op));
+    return route_and_run(op, ctx, router_logits, params.route, plan, ws, x.data,
+                         weights.w13.data, weights.w2.data, out.data);
   }
   // Anything else (per-expert tensors, f16/f32 weights, H or I not a multiple of 8): repack
   // into a zero-padded bf16 stack, pad x, run the native path, copy the H real columns out.
   // Zero rows and columns change nothing (silu(0) * 0 = 0; zero columns add 0). This costs a
   // copy of every expert per call: a correctness path for odd inputs, never the engine's
   // (model/device_weights.h lays weights out natively).
-  const RepackLayout r = repack_layout(m, h, inter, e);
-  const MoeDims d{m, r.hp, r.ip, e, params.route.top_k};
-  MOEOPT_RETURN_IF_ERROR(moe_check_dims(d));
-  const size_t fwd_off = align_up(r.total);
-  MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, fwd_off + forward_layout(d).total, op));
+  const RepackPlan r = repack_plan(m, h, inter, e);
+  MOEOPT_ASSIGN_OR_RETURN(const MoeLayerPlan plan,
+                          moe_layer_plan(MoeDims{m, r.hp, r.ip, e, top_k}));
+  MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, r.layer + plan.bytes, op));
   cudaStream_t s = stream_of(ctx);
-  unsigned char* base = static_cast<unsigned char*>(ws);
-  MOEOPT_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(base, 0, r.stage_off, s), op, "zero the repack"));
-  void* stage = base + r.stage_off;
+  MOEOPT_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(ws, 0, r.stage, s), op, "zero the repack"));
+  void* stage = at(ws, r.stage);
   for (int64_t i = 0; i < e; ++i) {
     const TensorView gate = weights.gate_proj(i), up = weights.up_proj(i), down = weights.down_proj(i);
     for (const TensorView* t : {&gate, &up, &down})
       if (!t->is_contiguous() || t->device != Device::kCuda)
         return make_error(ErrorCode::kUnsupported, "{}: expert {} is not a contiguous GPU tensor", op, i);
-    auto* w13e = base + r.w13_off + size_t(i * 2 * r.ip * r.hp) * 2;
+    unsigned char* w13e = at(ws, r.w13 + size_t(i * 2 * r.ip * r.hp) * 2);
     MOEOPT_RETURN_IF_ERROR(place_matrix(op, gate, w13e, r.hp, stage, s));
     MOEOPT_RETURN_IF_ERROR(place_matrix(op, up, w13e + size_t(r.ip * r.hp) * 2, r.hp, stage, s));
     MOEOPT_RETURN_IF_ERROR(
-        place_matrix(op, down, base + r.w2_off + size_t(i * r.hp * r.ip) * 2, r.ip, stage, s));
+        place_matrix(op, down, at(ws, r.w2 + size_t(i * r.hp * r.ip) * 2), r.ip, stage, s));
   }
   const int64_t xs = ops::row_stride(x), os = ops::row_stride(out);
   MOEOPT_RETURN_IF_ERROR(cuda_status(
-      cudaMemcpy2DAsync(base + r.x_off, size_t(r.hp) * 2, x.data, size_t(xs) * 2, size_t(h) * 2,
+      cudaMemcpy2DAsync(at(ws, r.x), size_t(r.hp) * 2, x.data, size_t(xs) * 2, size_t(h) * 2,
                         size_t(m), cudaMemcpyDeviceToDevice, s),
       op, "pad x"));
-  MOEOPT_RETURN_IF_ERROR(moe_forward_native(ctx, base + r.x_off, router_logits, base + r.w13_off,
-                                            base + r.w2_off, params.route, d, base + fwd_off,
-                                            base + r.out_off));
-  return cuda_status(cudaMemcpy2DAsync(out.data, size_t(os) * 2, base + r.out_off, size_t(r.hp) * 2,
+  MOEOPT_RETURN_IF_ERROR(route_and_run(op, ctx, router_logits, params.route, plan,
+                                       at(ws, r.layer), at(ws, r.x), at(ws, r.w13), at(ws, r.w2),
+                                       at(ws, r.out)));
+  return cuda_status(cudaMemcpy2DAsync(out.data, size_t(os) * 2, at(ws, r.out), size_t(r.hp) * 2,
                                        size_t(h) * 2, size_t(m), cudaMemcpyDeviceToDevice, s),
                      op, "unpad out");
 }

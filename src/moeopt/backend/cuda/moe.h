@@ -1,18 +1,24 @@
-// CUDA MoE layer (BF16): router + top-k, permutation, grouped expert GEMMs, combine.
+// The fused CUDA MoE layer on raw device pointers: its envelope, its workspace plan and its
+// launch sequence. Part of the MoE family's one host entry, cuda_moe_ops.cpp, which
+// implements CudaBackend's MoE ops (cuda_backend.h) with it; `moeopt bench moe`, bench/capi
+// and the GPU tests call it directly with routing they made themselves.
 //
-// The layer for M tokens, hidden H, expert width I, E experts, top-k:
-//   moe_route_topk:      x [M, H] · Wr [E, H]^T -> softmax -> top-k ids/weights [M, k]
-//   moe_experts_forward: permute (GPU, no host round trip) -> GEMM1 x·W13[e]^T with
-//                        SiLU(gate)·up -> GEMM2 h·W2[e]^T times the routing weight ->
-//                        combine (sum of each token's k rows, + residual if given);
-//                        or, on request, all of it as one persistent kernel (moe_persistent.h)
-// Every call only enqueues work on `stream` (no synchronisation, no allocation), so a step
-// is CUDA-graph capturable once the workspace is allocated (plan/run split: the caller sizes
-// the workspace with moe_workspace_bytes for the largest M it will run).
+// For M tokens, hidden H, expert width I, E experts, top-k, given the routing
+// (expert_ids [M, k], expert_weights [M, k]):
+//   permute (on the GPU, no host round trip) -> GEMM 1 x·W13[e]^T with SiLU(gate)·up ->
+//   GEMM 2 h·W2[e]^T times the routing weight -> combine (sum of each token's k rows,
+//   + residual if given), the kernels linked by programmatic dependent launch.
+//
+// plan/run: moe_layer_plan() checks the dims against what the kernels take (the only check
+// of the layer's dims; one-line errors naming the field), picks the GEMM tiles and lays out
+// the workspace; moe_layer_run() only enqueues kernels on the stream (no allocation, no
+// synchronisation, no checks), so it is CUDA-graph capturable. Region sizes grow with M, so
+// a workspace of plan(largest M).bytes serves every smaller M (plan again per M: it is
+// arithmetic only).
 //
 // Pointers are device pointers, 16-byte aligned; bf16 tensors are passed as void*.
 // Weight layouts (ENK, row-major, the HF per-expert Linear weights stacked):
-//   router_w [E, H]; w13 [E, 2I, H] (gate_proj rows then up_proj rows); w2 [E, H, I].
+//   w13 [E, 2I, H] (gate_proj rows then up_proj rows); w2 [E, H, I].
 #pragma once
 
 #include <cstddef>
@@ -32,74 +38,67 @@ struct MoeDims {
   int64_t top_k = 0;        // k
 };
 
-// Typed view of the workspace regions (device pointers), for tests and debugging.
-struct MoeWorkspaceView {
-  int32_t* tokens_per_expert;      // [E]
-  int32_t* expert_offsets;         // [E + 1]
-  int32_t* num_tiles;              // [1]
-  int32_t* tile_expert;            // [M*k]
-  int32_t* tile_row_begin;         // [M*k]
-  int32_t* permuted_row_to_token;  // [M*k]
-  float* permuted_row_weight;      // [M*k]
-  int32_t* token_to_permuted_row;      // [M*k]
-  void* h;                         // [M*k, I] bf16: SiLU(gate)*up, permuted rows
-  void* y;                         // [M*k, H] bf16: weighted expert outputs, permuted rows
-  // Persistent path (moe_persistent.h): counters, then f32 partial rows
-  // [min(M*k, kPersistentMaxPairs), H]; h above is reused as its [M*k, I] bf16 buffer.
-  int32_t* persistent_counters;
-  float* persistent_y;
+struct MoeTileChoice {
+  std::optional<MoeGemmTile> tile;   // GEMM 1's tile; default choose_moe_gemm_tile()
+  std::optional<MoeGemmTile> tile2;  // GEMM 2's (same token rows); default moe_gemm2_tile()
 };
 
-// Checks the dims against what the kernels support (one-line error naming the field).
-Status moe_check_dims(const MoeDims& d);
-size_t moe_workspace_bytes(const MoeDims& d);
-MoeWorkspaceView moe_workspace_view(const MoeDims& d, void* workspace);
-
-struct MoeRouteArgs {
-  const void* x = nullptr;         // [M, H] bf16
-  const void* router_w = nullptr;  // [E, H] bf16
-  bool renormalize = true;         // norm_topk_prob
-  int32_t* expert_ids = nullptr;   // [M, k] int32 out
-  float* expert_weights = nullptr; // [M, k] f32 out
-  // [M, E] f32 out. Optional, but without it small M runs the fused router on a few SMs
-  // (latency-bound); with it, M < 132*16 uses the split logits -> top-k path.
-  float* logits = nullptr;
-  void* stream = nullptr;          // cudaStream_t
-  bool programmatic_dependent_launch = true;  // PDL (sm_90): overlap with the previous kernel
+// Byte offsets of the workspace regions (A = M*k assignments), each 256-byte aligned:
+//   expert_ids            [A] int32  routing, when the caller routes into the workspace
+//   expert_weights        [A] f32      (CudaBackend::moe_forward); unused otherwise
+//   tokens_per_expert     [E] int32
+//   expert_offsets        [E + 1] int32
+//   num_tiles             [1] int32
+//   tile_expert           [max_tiles] int32   tile table (moe_permute.cuh)
+//   tile_row_begin        [max_tiles] int32
+//   permuted_row_to_token [A] int32
+//   permuted_row_weight   [A] f32
+//   token_to_permuted_row [A] int32
+//   h                     [A, I] bf16   SiLU(gate)*up, permuted rows
+//   y                     [A, H] bf16   weighted expert outputs, permuted rows
+struct MoeLayerPlan {
+  MoeDims dims;
+  MoeGemmTile tile = MoeGemmTile::kBm32Bn8;
+  MoeGemmTile tile2 = MoeGemmTile::kBm32Bn8;
+  int tile_rows = 0;      // token rows per tile (both GEMMs)
+  int64_t max_tiles = 0;  // upper bound of the tile table's length
+  size_t expert_ids = 0, expert_weights = 0, tokens_per_expert = 0, expert_offsets = 0,
+         num_tiles = 0, tile_expert = 0, tile_row_begin = 0, permuted_row_to_token = 0,
+         permuted_row_weight = 0, token_to_permuted_row = 0, h = 0, y = 0;
+  size_t bytes = 0;       // total
 };
-Status moe_route_topk(const MoeDims& d, const MoeRouteArgs& a);
 
-struct MoeExpertsArgs {
-  const void* x = nullptr;              // [M, H] bf16
-  const int32_t* expert_ids = nullptr;  // [M, k] int32
-  const float* expert_weights = nullptr;// [M, k] f32
-  const void* w13 = nullptr;            // [E, 2I, H] bf16
-  const void* w2 = nullptr;             // [E, H, I] bf16
-  const void* residual = nullptr;       // [M, H] bf16, optional (may equal out)
-  void* out = nullptr;                  // [M, H] bf16
-  void* workspace = nullptr;
-  size_t workspace_bytes = 0;
-  void* stream = nullptr;               // cudaStream_t
-  std::optional<MoeGemmTile> tile;      // override the heuristic (benchmarks, tests)
-  // GEMM 2's tile when it should differ from GEMM 1's (same token rows: they share the tile
-  // table); default: moe_gemm2_tile() of GEMM 1's.
-  std::optional<MoeGemmTile> tile2;
+// Errors (kInvalidArgument / kUnsupported): M < 1, H or I not a positive multiple of 8,
+// E outside [1, 512], k outside [1, min(32, E)], M*k or H*I*2 >= 2^31, a GEMM 2 tile with
+// other token rows than GEMM 1's.
+Result<MoeLayerPlan> moe_layer_plan(const MoeDims& d, const MoeTileChoice& tiles = {});
+
+// Typed pointer into a planned workspace.
+template <class T>
+T* moe_region(void* workspace, size_t offset) {
+  return reinterpret_cast<T*>(static_cast<unsigned char*>(workspace) + offset);
+}
+
+struct MoeLayerArgs {
+  const void* x = nullptr;               // [M, H] bf16
+  const int32_t* expert_ids = nullptr;   // [M, k] int32
+  const float* expert_weights = nullptr; // [M, k] f32
+  const void* w13 = nullptr;             // [E, 2I, H] bf16
+  const void* w2 = nullptr;              // [E, H, I] bf16
+  const void* residual = nullptr;        // [M, H] bf16, optional (may equal out)
+  void* out = nullptr;                   // [M, H] bf16
+  void* workspace = nullptr;             // plan.bytes
+  void* stream = nullptr;                // cudaStream_t
   // Programmatic dependent launch (sm_90): each kernel of the chain launches while its
   // predecessor drains and waits on-device for its inputs; GEMM 2 prefetches weights first.
-  // true = where moe_use_pdl() says it pays; false = never.
+  // moe_use_pdl() says where it pays (everywhere measured); false for A/B benchmarks.
   bool programmatic_dependent_launch = true;
-  // Few assignments (M*k <= 512): the permutation runs as one single-block kernel instead of
+  // Few assignments (M*k <= 512): the permutation as one single-block kernel instead of
   // count + place (false = always two kernels; for A/B benchmarks).
   bool single_block_permute = true;
-  // PDL even where moe_use_pdl() says no (A/B benchmarks of that heuristic).
-  bool pdl_everywhere = false;
-  // The whole expert path as one persistent kernel (moe_persistent.h; M*k <= 256) instead of
-  // permute -> GEMM 1 -> GEMM 2 -> combine. Unset: moe.cpp's choice (for now always the
-  // multi-kernel path, which measured faster); true/false forces it (A/B benchmarks, tests).
-  // That path fills none of the permutation regions of the workspace view, and ignores
-  // tile/tile2/single_block_permute/pdl_everywhere.
-  std::optional<bool> persistent;
 };
-Status moe_experts_forward(const MoeDims& d, const MoeExpertsArgs& a);
+
+// Enqueues permute -> GEMM 1 -> GEMM 2 -> combine for a plan made for these dims.
+Status moe_layer_run(const MoeLayerPlan& plan, const MoeLayerArgs& a);
 
 }  // namespace moeopt::cuda

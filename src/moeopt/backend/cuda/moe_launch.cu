@@ -12,7 +12,6 @@
 #include "moeopt/backend/cuda/kernels/moe_wgmma_gemm.cuh"
 #include "moeopt/backend/cuda/kernels/moe_permute.cuh"
 #include "moeopt/backend/cuda/kernels/moe_route_logits.cuh"
-#include "moeopt/backend/cuda/kernels/moe_router.cuh"
 
 namespace moeopt::cuda::detail {
 namespace k = moeopt::cuda::kernels;
@@ -33,9 +32,6 @@ using WgmmaBn64 = k::WgmmaTile<64, 5>;    // 217 KiB
 using WgmmaBn128 = k::WgmmaTile<128, 4>;  // 225 KiB
 
 namespace {
-
-// Below this many token blocks the fused router would leave most SMs idle: split it.
-constexpr int kRouterSplitBelowBlocks = 132;
 
 template <class T, bool kGated>
 cudaError_t launch_gemm(const k::GroupedGemmParams& p, int max_tiles, bool pdl,
@@ -145,56 +141,7 @@ cudaError_t launch_wgmma_gated(bool gated, const k::GroupedGemmParams& p, int ma
                : launch_wgmma_gemm<T, false>(p, max_tiles, pdl, stream);
 }
 
-template <int TOK>
-cudaError_t launch_router(const k::RouterParams& p, bool pdl, cudaStream_t stream) {
-  const int blocks = (p.num_tokens + TOK - 1) / TOK;
-  if (blocks < kRouterSplitBelowBlocks && p.logits_out != nullptr) {
-    const size_t smem = size_t(TOK) * p.hidden * 2;
-    auto logits = k::moe_router_logits_kernel<TOK>;
-    cudaError_t e =
-        cudaFuncSetAttribute(logits, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-    if (e != cudaSuccess) return e;
-    const dim3 grid(blocks, (p.num_experts + k::kRouterExpertsPerBlock - 1) /
-                                k::kRouterExpertsPerBlock);
-    e = launch_ex(logits, grid, dim3(k::kRouterThreads), smem, pdl, stream, p);
-    if (e != cudaSuccess) return e;
-    constexpr int kTokPerBlock = k::kRouterThreads / 32;
-    return launch_ex(k::moe_router_topk_from_logits_kernel,
-                  dim3((p.num_tokens + kTokPerBlock - 1) / kTokPerBlock),
-                  dim3(k::kRouterThreads), 0, pdl, stream, p);
-  }
-  const size_t smem = router_smem_bytes(TOK, p.hidden, p.num_experts);
-  auto kernel = k::moe_router_topk_kernel<TOK>;
-  cudaError_t e =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-  if (e != cudaSuccess) return e;
-  return launch_ex(kernel, dim3(blocks), dim3(k::kRouterThreads), smem, pdl, stream, p);
-}
-
 }  // namespace
-
-size_t router_smem_bytes(int tokens_per_block, int hidden, int num_experts) {
-  return size_t(tokens_per_block) * hidden * 2 + size_t(tokens_per_block) * num_experts * 4;
-}
-
-int router_tokens_per_block(int hidden, int num_experts) {
-  // Largest of 16/8/4/2/1 whose staging fits in 96 KiB of shared memory.
-  for (int t : {16, 8, 4, 2, 1})
-    if (router_smem_bytes(t, hidden, num_experts) <= 96 * 1024) return t;
-  return 0;  // too wide: the caller reports it
-}
-
-cudaError_t launch_moe_router_topk(const k::RouterParams& p, int tokens_per_block, bool pdl,
-                                   cudaStream_t stream) {
-  switch (tokens_per_block) {
-    case 16: return launch_router<16>(p, pdl, stream);
-    case 8: return launch_router<8>(p, pdl, stream);
-    case 4: return launch_router<4>(p, pdl, stream);
-    case 2: return launch_router<2>(p, pdl, stream);
-    case 1: return launch_router<1>(p, pdl, stream);
-    default: return cudaErrorInvalidValue;  // an int, not an enum: the caller validated it
-  }
-}
 
 cudaError_t launch_moe_permute(const k::PermuteParams& p, bool pdl, cudaStream_t stream) {
   if (p.single_block && p.num_assignments <= k::kPermuteSmallMax)

@@ -1,6 +1,6 @@
 // Raw launchers of the MoE kernels (internal to backend/cuda). They only pick the template
-// instance and grid; argument validation happens in moe.cpp, which is compiled as plain C++
-// (the engine's Status/fmt headers do not go through nvcc).
+// instance and grid; argument validation happens in cuda_moe_ops.cpp, which is compiled as
+// plain C++ (the engine's Status/fmt headers do not go through nvcc).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,14 +10,9 @@
 
 namespace moeopt::cuda::detail {
 
-// Tokens per router block for hidden size H and E experts (fits the shared-memory budget).
-int router_tokens_per_block(int hidden, int num_experts);
-size_t router_smem_bytes(int tokens_per_block, int hidden, int num_experts);
 // pdl: launch with programmatic dependent launch (the kernel may start while the previous
 // kernel in the stream finishes; every kernel waits with griddepcontrol before it reads what
 // its predecessor wrote).
-cudaError_t launch_moe_router_topk(const kernels::RouterParams& p, int tokens_per_block,
-                                   bool pdl, cudaStream_t stream);
 // Count + place (two kernels), or one single-block kernel when p.single_block and
 // num_assignments <= kPermuteSmallMax.
 cudaError_t launch_moe_permute(const kernels::PermuteParams& p, bool pdl, cudaStream_t stream);
@@ -27,8 +22,8 @@ cudaError_t launch_moe_grouped_gemm(MoeGemmTile tile, bool gated,
                                     cudaStream_t stream);
 cudaError_t launch_moe_combine(const kernels::CombineParams& p, bool pdl, cudaStream_t stream);
 
-// Ops-level pieces (cuda_moe_ops.cpp): routing from given logits, the tile table of an
-// existing permutation, zeroing the unused tail of out_rows.
+// Routing from given logits, the tile table of an existing permutation (ops-level
+// moe_experts), zeroing the unused tail of out_rows.
 cudaError_t launch_moe_route_from_logits(const kernels::RouteLogitsParams& p, cudaStream_t stream);
 cudaError_t launch_moe_tiles_from_offsets(const kernels::TilesParams& p, cudaStream_t stream);
 cudaError_t launch_moe_zero_tail_rows(const kernels::ZeroTailParams& p, cudaStream_t stream);

@@ -1,7 +1,7 @@
-// Parameter structs and launch constants of the MoE kernels (moe_router.cuh,
-// moe_permute.cuh, moe_grouped_gemm.cuh, moe_combine.cuh). Plain structs of raw device
-// pointers with their shapes and dtypes, includable from host C++ (no device code), so the
-// launchers' validation code does not need nvcc.
+// Parameter structs and launch constants of the MoE kernels (moe_route_logits.cuh,
+// moe_permute.cuh, moe_grouped_gemm.cuh, moe_wgmma_gemm.cuh, moe_combine.cuh). Plain structs
+// of raw device pointers with their shapes and dtypes, includable from host C++ (no device
+// code), so the launchers' validation code does not need nvcc.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -10,25 +10,10 @@
 
 namespace moeopt::cuda::kernels {
 
-// moe_router.cuh
+// moe_route_logits.cuh
 inline constexpr int kRouterThreads = 256;
 inline constexpr int kMaxExpertsPerLane = 16;  // E <= 512
 inline constexpr int kMaxTopK = 32;
-inline constexpr int kRouterExpertsPerBlock = 8;  // split path: one router row per warp
-
-struct RouterParams {
-  const __nv_bfloat16* x;         // [num_tokens, hidden] bf16, row-major
-  const __nv_bfloat16* router_w;  // [num_experts, hidden] bf16, row-major (HF gate.weight)
-  int32_t* expert_ids;            // [num_tokens, top_k] int32, descending probability
-  float* expert_weights;          // [num_tokens, top_k] f32 routing weights
-  float* logits_out;              // [num_tokens, num_experts] f32; fused path: optional output,
-                                  // split path: required (logits kernel -> top-k kernel)
-  int num_tokens;
-  int hidden;
-  int num_experts;
-  int top_k;
-  bool renormalize;  // divide the k selected probabilities by their sum
-};
 
 // moe_permute.cuh
 inline constexpr int kPermuteThreads = 1024;

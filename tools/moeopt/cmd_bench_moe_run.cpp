@@ -1,7 +1,8 @@
-// MoE layer benchmark (moe_bench.h): inputs made on the host with a fixed seed, uploaded once;
+// MoE layer benchmark (cmd_bench_moe_run.h): inputs made on the host with a fixed seed, uploaded once;
 // each M is timed as replays of a CUDA graph holding `inner` layer calls.
-#include "moeopt/backend/cuda/moe_bench.h"
-#include "moeopt/backend/cuda/card_peaks.h"
+#include "cmd_bench_moe_run.h"
+
+#if MOEOPT_HAVE_CUDA
 
 #include <cuda_runtime.h>
 
@@ -11,11 +12,14 @@
 #include <numeric>
 #include <random>
 
+#include "moeopt/backend/cuda/card_peaks.h"
 #include "moeopt/backend/cuda/moe.h"
 #include "moeopt/core/dtype.h"
 
-namespace moeopt::cuda {
+namespace moeopt::cli {
 namespace {
+
+using cuda::MoeDims;
 
 Status cuda_ok(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return Status::ok_status();
@@ -138,8 +142,8 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
       return make_error(ErrorCode::kInvalidArgument,
                         "bench moe: routing '{}' (expected uniform or zipf)", r);
   const int64_t max_m = *std::max_element(o.ms.begin(), o.ms.end());
-  const MoeDims dmax{max_m, o.hidden, o.inter, o.experts, o.top_k};
-  MOEOPT_RETURN_IF_ERROR(moe_check_dims(dmax));
+  MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan plan_max,
+                          cuda::moe_layer_plan(MoeDims{max_m, o.hidden, o.inter, o.experts, o.top_k}));
   for (int64_t m : o.ms)
     if (m < 1) return make_error(ErrorCode::kInvalidArgument, "bench moe: M must be >= 1");
 
@@ -149,8 +153,8 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
   MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaGetDeviceProperties(&prop, 0), "device query"));
   rep.card = prop.name;
   rep.sms = prop.multiProcessorCount;
-  rep.hbm_nominal_Bps = nominal_hbm_Bps(rep.card);
-  rep.tensor_nominal_flops = nominal_tensor_flops(rep.card);
+  rep.hbm_nominal_Bps = cuda::nominal_hbm_Bps(rep.card);
+  rep.tensor_nominal_flops = cuda::nominal_tensor_flops(rep.card);
 
   StreamAndEvents se;
   MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaStreamCreateWithFlags(&se.stream, cudaStreamNonBlocking), "stream"));
@@ -197,8 +201,7 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
   MOEOPT_RETURN_IF_ERROR(out.alloc(size_t(max_m * H) * 2, "out"));
   MOEOPT_RETURN_IF_ERROR(ids.alloc(size_t(max_m * K) * 4, "expert_ids"));
   MOEOPT_RETURN_IF_ERROR(wts.alloc(size_t(max_m * K) * 4, "expert_weights"));
-  const size_t ws_bytes = moe_workspace_bytes(dmax);
-  MOEOPT_RETURN_IF_ERROR(ws.alloc(ws_bytes, "workspace"));
+  MOEOPT_RETURN_IF_ERROR(ws.alloc(plan_max.bytes, "workspace"));
 
   const double bytes_per_expert = 3.0 * double(H) * double(I) * 2.0;
   std::mt19937_64 rng(o.seed);
@@ -213,8 +216,9 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
       for (int32_t id : hid) used[size_t(id)] = 1;
       const int64_t touched = std::count(used.begin(), used.end(), 1);
 
-      const MoeDims d{m, H, I, E, K};
-      MoeExpertsArgs a;
+      MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan plan,
+                              cuda::moe_layer_plan(MoeDims{m, H, I, E, K}));
+      cuda::MoeLayerArgs a;
       a.x = x.p;
       a.expert_ids = static_cast<const int32_t*>(ids.p);
       a.expert_weights = static_cast<const float*>(wts.p);
@@ -222,16 +226,15 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
       a.w2 = w2.p;
       a.out = out.p;
       a.workspace = ws.p;
-      a.workspace_bytes = ws_bytes;
       a.stream = se.stream;
       const int inner = m <= 512 ? 20 : 5;
       MOEOPT_ASSIGN_OR_RETURN(double us, time_graph(se, inner, o.reps,
-                                                    [&] { return moe_experts_forward(d, a); }));
+                                                    [&] { return cuda::moe_layer_run(plan, a); }));
       MoeBenchRow row;
       row.m = m;
       row.routing = routing;
       row.experts_touched = touched;
-      row.tile = moe_gemm_tile_name(choose_moe_gemm_tile(m, K, E));
+      row.tile = cuda::moe_gemm_tile_name(plan.tile);
       row.us = us;
       row.weight_bytes = double(touched) * bytes_per_expert;
       row.gbps = row.weight_bytes / us * 1e-3;
@@ -248,4 +251,6 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
   return rep;
 }
 
-}  // namespace moeopt::cuda
+}  // namespace moeopt::cli
+
+#endif  // MOEOPT_HAVE_CUDA

@@ -1,12 +1,12 @@
-// MoE layer benchmark on the GPU (`moeopt bench moe`): times the expert path of the fused
-// layer (moe_experts_forward: permutation, both grouped GEMMs, combine) at a list of token
+// MoE layer benchmark on the GPU (`moeopt bench moe`, cmd_bench_moe.cpp): times the expert
+// path of the fused layer (backend/cuda/moe.h: permutation, both grouped GEMMs, combine) at a list of token
 // counts M with uniform and Zipf routing, as CUDA-graph replays timed with CUDA events, and
 // reports each time against the card's HBM bound (unique experts touched x expert bytes /
 // bandwidth, both the nominal bandwidth and a device-to-device copy measured in the same
 // run) and tensor bound (6*M*k*H*I FLOPs / nominal BF16 dense peak).
 //
 // The PyTorch torch._grouped_mm peer is not part of this library benchmark: it runs in
-// bench/moe_layer.py on the same kernels (docs/perf.md). Only built with MOEOPT_CUDA.
+// bench/moe_layer.py on the same kernels (docs/perf.md). Only used with MOEOPT_CUDA.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +15,7 @@
 
 #include "moeopt/core/status.h"
 
-namespace moeopt::cuda {
+namespace moeopt::cli {
 
 struct MoeBenchOptions {
   std::vector<int64_t> ms{1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
@@ -56,4 +56,4 @@ struct MoeBenchReport {
 // failures (one line each).
 Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& options);
 
-}  // namespace moeopt::cuda
+}  // namespace moeopt::cli
