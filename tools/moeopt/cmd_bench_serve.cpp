@@ -33,6 +33,7 @@
 
 #include "bench_commands.h"
 #include "commands.h"
+#include "moeopt/core/json_limits.h"
 
 namespace moeopt::cli {
 namespace {
@@ -99,8 +100,9 @@ Result<std::string> first_model(const Target& t, const BenchServeArgs& a) {
   if (res->status != 200)
     return make_error(ErrorCode::kIoError, "GET /v1/models answered {}: {}", res->status,
                       res->body.substr(0, 200));
-  json j = json::parse(res->body, nullptr, false);
-  if (j.is_discarded() || !j.contains("data") || !j["data"].is_array() || j["data"].empty() ||
+  auto parsed = parse_json(res->body);  // nesting and size limits (core/json_limits.h)
+  json j = parsed.ok() ? std::move(parsed).value() : json();
+  if (!j.is_object() || !j.contains("data") || !j["data"].is_array() || j["data"].empty() ||
       !j["data"][0].contains("id") || !j["data"][0]["id"].is_string())
     return make_error(ErrorCode::kIoError, "GET /v1/models: no model listed");
   return j["data"][0]["id"].get<std::string>();
@@ -157,8 +159,9 @@ RequestResult run_one(const Target& t, const BenchServeArgs& a, const std::strin
         done = true;
         continue;
       }
-      json j = json::parse(payload, nullptr, false);
-      if (j.is_discarded()) continue;
+      auto parsed = parse_json(payload);
+      if (!parsed.ok() || !parsed->is_object()) continue;
+      json j = std::move(parsed).value();
       if (j.contains("error")) {
         error_body = payload;
         continue;

@@ -18,6 +18,7 @@
 
 #include "commands.h"
 #include "moeopt/core/file_io.h"
+#include "moeopt/core/json_limits.h"
 #include "moeopt/tokenizer/chat_template.h"
 
 namespace moeopt::cli {
@@ -41,11 +42,9 @@ Result<ojson> read_json_file(const std::string& path, const char* what) {
   } else {
     MOEOPT_ASSIGN_OR_RETURN(text, read_file(path, size_t(256) << 20));
   }
-  try {
-    return ojson::parse(text);
-  } catch (const std::exception& e) {
-    return make_error(ErrorCode::kInvalidArgument, "{} {}: invalid JSON: {}", what, path, e.what());
-  }
+  auto parsed = parse_ordered_json(text);  // nesting and size limits (core/json_limits.h)
+  if (!parsed.ok()) return parsed.status().with_context(fmt::format("{} {}", what, path));
+  return parsed;
 }
 
 std::string resolve_tokenizer_dir(const std::string& arg) {
@@ -76,12 +75,9 @@ int run(const ChatTemplateOptions& o) {
   }
   ojson kwargs = nullptr;
   if (!o.kwargs.empty()) {
-    try {
-      kwargs = ojson::parse(o.kwargs);
-    } catch (const std::exception& e) {
-      return report_error(cmd, make_error(ErrorCode::kInvalidArgument,
-                                          "--kwargs: invalid JSON: {}", e.what()));
-    }
+    auto parsed = parse_ordered_json(o.kwargs);
+    if (!parsed.ok()) return report_error(cmd, parsed.status().with_context("--kwargs"));
+    kwargs = std::move(parsed).value();
   }
   std::optional<std::string> template_text;
   if (!o.template_file.empty()) {

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "moeopt/core/json_limits.h"
 #include "moeopt/tokenizer/streaming_detokenizer.h"
 #include "moeopt/tokenizer/tokenizer.h"
 #include "moeopt/tokenizer/utf8.h"
@@ -45,8 +46,9 @@ int run_tokenize(const TokenizeOptions& opt) {
   size_t lineno = 0;
   while (std::getline(std::cin, line)) {
     ++lineno;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_string())
+    auto parsed = parse_json(line);  // nesting and size limits (core/json_limits.h)
+    json j = parsed.ok() ? std::move(parsed).value() : json();
+    if (!parsed.ok() || !j.is_string())
       return report_error("tokenize", make_error(ErrorCode::kInvalidArgument,
                                                  "stdin line {}: expected a JSON string", lineno));
     auto ids = tok->encode(j.get_ref<const std::string&>(), opt.add_special_tokens);
@@ -75,8 +77,9 @@ int run_detokenize(const TokenizeOptions& opt) {
   std::vector<int32_t> ids;
   while (std::getline(std::cin, line)) {
     ++lineno;
-    json j = json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_array())
+    auto parsed = parse_json(line);
+    json j = parsed.ok() ? std::move(parsed).value() : json();
+    if (!parsed.ok() || !j.is_array())
       return report_error("detokenize", make_error(ErrorCode::kInvalidArgument,
                                                    "stdin line {}: expected a JSON array of ids", lineno));
     ids.clear();

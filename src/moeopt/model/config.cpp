@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moeopt/core/file_io.h"
+#include "moeopt/core/json_limits.h"
 
 namespace moeopt {
 
@@ -794,6 +795,8 @@ Result<ModelConfig> parse_model_config(const json& j, const std::string& source_
 Result<ModelConfig> parse_model_config_text(const std::string& text, const std::string& source_name) {
   json j;
   try {
+    Status bounded = check_json_text(text);  // nesting and size limits (core/json_limits.h)
+    if (!bounded.ok()) return bounded.with_context(source_name);
     j = json::parse(text);
   } catch (const json::parse_error& e) {
     // e.what() is "[json.exception.parse_error.101] parse error at line 3, column 5: ..."

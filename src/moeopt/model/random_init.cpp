@@ -8,6 +8,7 @@
 
 #include "moeopt/core/file_io.h"
 #include "moeopt/core/hash.h"
+#include "moeopt/core/json_limits.h"
 #include "moeopt/core/thread_pool.h"
 #include "moeopt/model/safetensors.h"
 #include "moeopt/model/tensor_specs.h"
@@ -59,8 +60,9 @@ namespace {
 
 // Number of token ids a tokenizer.json defines (model vocab + added tokens).
 int64_t tokenizer_size(const std::string& json_text) {
-  auto j = nlohmann::json::parse(json_text, nullptr, false);
-  if (j.is_discarded()) return -1;
+  auto parsed = parse_json(json_text);  // nesting and size limits (core/json_limits.h)
+  if (!parsed.ok()) return -1;
+  nlohmann::json j = std::move(parsed).value();
   int64_t max_id = -1;
   if (j.contains("model") && j["model"].contains("vocab") && j["model"]["vocab"].is_object())
     for (auto& [k, v] : j["model"]["vocab"].items())

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moeopt/core/file_io.h"
+#include "moeopt/core/json_limits.h"
 #include "moeopt/model/safetensors.h"
 
 namespace moeopt {
@@ -41,6 +42,8 @@ Result<SafetensorsIndex> parse_safetensors_index(std::string_view json_text,
                                                  const std::string& source) {
   json root;
   try {
+    Status bounded = check_json_text(json_text);  // nesting and size limits (core/json_limits.h)
+    if (!bounded.ok()) return Status(ErrorCode::kCorruptData, source + ": " + bounded.message());
     root = json::parse(json_text.begin(), json_text.end());
   } catch (const json::exception& e) {
     std::string what = e.what();

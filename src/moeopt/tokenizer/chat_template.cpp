@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "moeopt/core/file_io.h"
+#include "moeopt/core/json_limits.h"
 #include "moeopt/tokenizer/jinja_builtins.h"
 #include "moeopt/tokenizer/jinja_interpreter.h"
 #include "moeopt/tokenizer/jinja_parser.h"
@@ -108,13 +109,9 @@ Result<ChatTemplate> ChatTemplate::load(const std::string& dir, bool for_tools,
   MOEOPT_ASSIGN_OR_RETURN(std::string config_text,
                           read_file_or_gz((fs::path(dir) / "tokenizer_config.json").string(),
                                           size_t(64) << 20));
-  ojson config;
-  try {
-    config = ojson::parse(config_text);
-  } catch (const std::exception& e) {
-    return make_error(ErrorCode::kInvalidArgument, "{}/tokenizer_config.json: invalid JSON: {}",
-                      dir, e.what());
-  }
+  auto parsed = parse_ordered_json(config_text);  // nesting and size limits (core/json_limits.h)
+  if (!parsed.ok()) return parsed.status().with_context(dir + "/tokenizer_config.json");
+  ojson config = std::move(parsed).value();
   fs::path jinja_file = fs::path(dir) / "chat_template.jinja";
   std::error_code ec;
   if (template_override) {
@@ -138,6 +135,14 @@ Result<std::string> ChatTemplate::render(const ojson& messages, const ojson& too
   if (messages.empty())
     return make_error(ErrorCode::kInvalidArgument,
                       "cannot apply a chat template to an empty conversation");
+  // Values built by a caller (not through parse_json) may be arbitrarily deep; everything
+  // below (copies, from_json, tojson) recurses once per level.
+  const JsonLimits limits;
+  for (auto [what, v] : {std::pair{"messages", &messages}, {"tools", &tools},
+                         {"chat template kwargs", &extra_kwargs}})
+    if (json_depth(*v, limits.max_depth) > limits.max_depth)
+      return make_error(ErrorCode::kInvalidArgument, "{} are nested deeper than {} levels", what,
+                        limits.max_depth);
   ojson normalized = ojson::array();
   for (size_t i = 0; i < messages.size(); ++i) {
     if (!messages[i].is_object())

@@ -42,8 +42,12 @@ Result<bool> contains(const Value& container, const Value& needle);
 // `args` is a tuple (one value per conversion), a dict (for %(name)s) or a single value.
 Result<std::string> percent_format(const std::string& fmt, const Value& args);
 
-// JSON data -> Value (objects keep their key order).
-Value from_json(const nlohmann::ordered_json& j);
+// JSON data -> Value (objects keep their key order). Recursion is capped: containers
+// nested deeper than kMaxFromJsonDepth become None. Callers that take JSON from outside
+// reject deep values before (ChatTemplate::render, core/json_limits.h), so the cap only
+// keeps a programming error from overflowing the stack.
+inline constexpr int kMaxFromJsonDepth = 256;
+Value from_json(const nlohmann::ordered_json& j, int depth = 0);
 // transformers' tojson: json.dumps(x, ensure_ascii, indent, separators, sort_keys).
 struct JsonDumpOptions {
   bool ensure_ascii = false;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moeopt/core/file_io.h"
+#include "moeopt/core/json_limits.h"
 #include "moeopt/tokenizer/added_vocabulary.h"
 #include "moeopt/tokenizer/bpe_model.h"
 #include "moeopt/tokenizer/decoder.h"
@@ -104,9 +105,11 @@ Status config_token(const json& cfg, const char* key, const std::string& where, 
 
 Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::string_view config_json,
                                        const std::string& where) {
-  json root = json::parse(tokenizer_json.begin(), tokenizer_json.end(), nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded() || !root.is_object())
-    return make_error(ErrorCode::kCorruptData, "{}: not a JSON object", where);
+  // Nesting and size limits (core/json_limits.h): the pipeline parsers recurse over the value.
+  auto parsed = parse_json(tokenizer_json);
+  if (!parsed.ok()) return Status(ErrorCode::kCorruptData, where + ": " + parsed.status().message());
+  json root = std::move(parsed).value();
+  if (!root.is_object()) return make_error(ErrorCode::kCorruptData, "{}: not a JSON object", where);
   Tokenizer t;
   auto field = [&](const char* key) -> const json& {
     static const json kNull;
@@ -135,8 +138,10 @@ Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::str
 
   if (!config_json.empty()) {
     const std::string cw = where + " tokenizer_config.json";
-    json cfg = json::parse(config_json.begin(), config_json.end(), nullptr, false);
-    if (cfg.is_discarded() || !cfg.is_object()) return make_error(ErrorCode::kCorruptData, "{}: not a JSON object", cw);
+    auto parsed_cfg = parse_json(config_json);
+    if (!parsed_cfg.ok()) return Status(ErrorCode::kCorruptData, cw + ": " + parsed_cfg.status().message());
+    json cfg = std::move(parsed_cfg).value();
+    if (!cfg.is_object()) return make_error(ErrorCode::kCorruptData, "{}: not a JSON object", cw);
     MOEOPT_RETURN_IF_ERROR(config_token(cfg, "bos_token", cw, &t.bos_token_));
     MOEOPT_RETURN_IF_ERROR(config_token(cfg, "eos_token", cw, &t.eos_token_));
     MOEOPT_RETURN_IF_ERROR(json_fields::get_opt_bool(cfg, "add_bos_token", cw, &t.add_bos_));
