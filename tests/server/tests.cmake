@@ -6,6 +6,11 @@ if(EXISTS ${_server_py})
     COMMAND ${_server_py} ${CMAKE_CURRENT_LIST_DIR}/test_server.py $<TARGET_FILE:moeopt_cli> ${PROJECT_SOURCE_DIR}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(server_openai_client PROPERTIES LABELS "server" TIMEOUT 400 RUN_SERIAL TRUE)
+  # Hostile clients (issue 19): deep JSON, framing, header limits, slow clients, memory bounds.
+  add_test(NAME server_hardening
+    COMMAND ${_server_py} ${CMAKE_CURRENT_LIST_DIR}/test_hardening.py $<TARGET_FILE:moeopt_cli> ${PROJECT_SOURCE_DIR}
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(server_hardening PROPERTIES LABELS "server" TIMEOUT 400 RUN_SERIAL TRUE)
 else()
   message(STATUS "tests/server: ${_server_py} missing (run scripts/setup.sh); server tests skipped")
 endif()

@@ -7,6 +7,7 @@
 // Startup prints a model summary, the profile's features and "Server running on
 // http://HOST:PORT". SIGINT/SIGTERM: stop accepting, let in-flight requests finish (up to
 // --shutdown-timeout seconds), exit 0.
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
@@ -47,6 +48,8 @@ struct ServeArgs {
   int64_t kv_cache_mib = 0;  // 0: 1024 on the CPU, the memory budget on the GPU
   int http_threads = 0;
   double shutdown_timeout = 30.0;
+  double header_timeout = 10, body_timeout = 30, idle_timeout = 5;
+  int max_connections = 4096;
   std::map<std::string, std::string> overrides;  // profile key -> value, from flags
 };
 
@@ -163,6 +166,11 @@ int run_serve(ServeArgs& a) {
   so.max_waiting_requests = k.max_waiting_requests;
   so.http_threads = a.http_threads;
   so.shutdown_timeout_s = a.shutdown_timeout;
+  so.header_timeout_s = a.header_timeout;
+  so.body_timeout_s = a.body_timeout;
+  so.idle_timeout_s = a.idle_timeout;
+  so.max_connections = a.max_connections;
+  so.max_reading_connections = std::max(1, std::min(1024, a.max_connections));
   print_summary(cfg, lm->source, so.served_model_name, **engine, *prof, so);
 
   auto srv = server::OpenAiServer::create(so, std::move(*engine), std::move(*tok), std::move(chat));
@@ -213,6 +221,17 @@ RunFn setup_serve(CLI::App& app) {
   sub->add_option("--shutdown-timeout", a->shutdown_timeout,
                   "seconds in-flight requests may take to finish after SIGINT/SIGTERM (default 30)")
       ->check(CLI::NonNegativeNumber);
+  sub->add_option("--header-timeout", a->header_timeout,
+                  "seconds a request's head may take to arrive, from its first byte (default 10; then 408)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--body-timeout", a->body_timeout,
+                  "seconds a request's body may take to arrive after its head (default 30; then 408)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--idle-timeout", a->idle_timeout, "seconds an idle keep-alive connection stays open (default 5)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--max-connections", a->max_connections,
+                  "open connections in all (default 4096; beyond: 503 and close)")
+      ->check(CLI::PositiveNumber);
   // One flag per profile key; values are parsed by the profile's own strict rules.
   for (const std::string& key : engine::profile_keys()) {
     std::string flag = "--" + flag_name(key);

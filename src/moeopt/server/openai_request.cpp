@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "moeopt/core/json_limits.h"
+
 namespace moeopt::server {
 namespace {
 
@@ -90,6 +92,8 @@ std::optional<ApiError> read_bool(const ojson& body, const char* key, bool& out)
     if (auto _e = (expr)) return _e; \
   } while (0)
 
+}  // namespace
+
 // Flattens a message's content parts ([{"type": "text", "text": ...}, ...]) to one string.
 std::optional<ApiError> normalize_messages(const ojson& in, ojson& out) {
   if (!in.is_array()) return wrong_type("messages", "an array", in);
@@ -127,12 +131,18 @@ std::optional<ApiError> normalize_messages(const ojson& in, ojson& out) {
     } else if (r != "assistant") {
       return bad_request(fmt::format("'{}.content' is missing", where), "messages");
     }
+    // An assistant turn that only calls tools has no (or null) content in OpenAI history;
+    // templates such as Qwen3's test `'</think>' in message.content`, so give them "".
+    if (content == m.end() || content->is_null()) {
+      if (r != "assistant" && r != "tool")
+        return bad_request(fmt::format("'{}.content' must be a string or an array of text parts", where),
+                           "messages");
+      copy["content"] = "";
+    }
     out.push_back(std::move(copy));
   }
   return std::nullopt;
 }
-
-}  // namespace
 
 ojson ApiError::to_json() const {
   ojson e = ojson::object();
@@ -152,8 +162,9 @@ ApiError bad_request(std::string message, std::string param) {
 }
 
 std::optional<ApiError> parse_json_object(const std::string& body, ojson& out) {
-  out = ojson::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (out.is_discarded()) return bad_request("the request body is not valid JSON");
+  auto parsed = parse_ordered_json(body, kBodyJsonLimits);
+  if (!parsed.ok()) return bad_request("the request body is not valid JSON: " + parsed.status().message());
+  out = std::move(parsed).value();
   if (!out.is_object())
     return bad_request(fmt::format("the request body must be a JSON object, got {}", type_name(out)));
   return std::nullopt;

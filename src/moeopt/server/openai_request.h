@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "moeopt/core/json_limits.h"
 #include "moeopt/engine/sampling_params.h"
 
 namespace moeopt::server {
@@ -64,8 +65,19 @@ struct ApiRequest {
 // Parses and checks a request body. Returns nullopt on success.
 std::optional<ApiError> parse_generation_request(const std::string& body, Endpoint endpoint, ApiRequest& out);
 
-// Parses any JSON object body (for /tokenize, /detokenize).
+// Limits on request bodies (core/json_limits.h): nesting depth 128, at most 1 Mi values
+// (a body of token ids for the longest context fits many times), so a body's parsed form
+// costs a bounded multiple of its size and nothing after parsing recurses deeply.
+inline constexpr JsonLimits kBodyJsonLimits{128, size_t(1) << 20};
+
+// Parses any JSON object body (for /tokenize, /detokenize). Deep nesting, too many values,
+// NUL bytes and bytes after the document are 400s.
 std::optional<ApiError> parse_json_object(const std::string& body, ojson& out);
+
+// Checks `messages` and flattens each message's text parts to one string (what the chat
+// endpoint and /tokenize pass to the template).
+std::optional<ApiError> normalize_messages(const ojson& in, ojson& out);
+
 
 // Reads an optional array of token ids (each in [0, 2^31)). `what` names the field.
 std::optional<ApiError> read_token_ids(const ojson& v, const std::string& what, std::vector<int32_t>& out);

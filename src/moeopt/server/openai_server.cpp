@@ -2,16 +2,16 @@
 #include "moeopt/server/openai_server.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cctype>
 #include <chrono>
 #include <thread>
 #include <unordered_set>
 
-#include <sys/socket.h>
-
 #include <fmt/format.h>
-#include <httplib.h>
 
 #include "moeopt/core/logging.h"
+#include "moeopt/server/http_server.h"
 #include "moeopt/server/openai_request.h"
 #include "moeopt/server/openai_response.h"
 #include "moeopt/server/output_assembler.h"
@@ -20,13 +20,15 @@ namespace moeopt::server {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using http::Request;
+using http::Response;
 
-void send_json(httplib::Response& res, int status, const ojson& j) {
+void send_json(Response& res, int status, const ojson& j) {
   res.status = status;
   res.set_content(j.dump(-1, ' ', false, ojson::error_handler_t::replace), "application/json");
 }
 
-void send_error(httplib::Response& res, const ApiError& e) {
+void send_error(Response& res, const ApiError& e) {
   if (e.status == 429) res.set_header("Retry-After", "1");
   send_json(res, e.status, e.to_json());
 }
@@ -53,6 +55,18 @@ std::string route_label(const std::string& path) {
   return "other";
 }
 
+// The client's X-Request-Id when it is short and plain, else a fresh one.
+std::string request_id_for(const Request& req) {
+  const std::string& given = req.header("X-Request-Id");
+  bool ok = !given.empty() && given.size() <= 128;
+  for (char c : given)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':')) ok = false;
+  if (ok) return given;
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = uint64_t(Clock::now().time_since_epoch().count());
+  return fmt::format("req-{:016x}", (salt * 0x9E3779B97F4A7C15ull) ^ counter.fetch_add(1));
+}
+
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -66,11 +80,22 @@ struct OpenAiServer::Impl {
   std::string model_name;
   int32_t max_model_len = 0, block_size = 16, num_blocks = 0;
   int64_t vocab = 0;
+  // Upper bound on the text bytes one token can stand for (longest vocabulary entry, times
+  // 4 for normalizers that compose characters): a text longer than max_model_len times this
+  // cannot fit, and is refused before it is tokenised.
+  size_t max_text_bytes = SIZE_MAX;
   std::unordered_set<int32_t> eos_ids;
   int64_t created = 0;
 
   explicit Impl(tokenizer::Tokenizer t) : tok(std::move(t)) {}
 
+  std::optional<ApiError> check_text_bytes(const std::string& text, const char* param) const {
+    if (text.size() <= max_text_bytes) return std::nullopt;
+    return bad_request(fmt::format("This model's maximum context length is {} tokens, but the prompt has {} "
+                                   "bytes of text (more than {} tokens can hold)",
+                                   max_model_len, text.size(), max_model_len),
+                       param);
+  }
   // Prompt token ids for a request, or the 400 that explains why there are none.
   std::optional<ApiError> build_prompt(const ApiRequest& ar, std::vector<int32_t>& ids) const;
   std::optional<ApiError> render_chat(const ojson& messages, const ojson& tools, bool add_generation_prompt,
@@ -97,6 +122,7 @@ std::optional<ApiError> OpenAiServer::Impl::build_prompt(const ApiRequest& ar,
       ids = ar.prompt_ids;
       return std::nullopt;
     }
+    if (auto e = check_text_bytes(ar.prompt_text, "prompt")) return e;
     auto enc = tok.encode(ar.prompt_text, /*add_special_tokens=*/true);
     if (!enc.ok()) return bad_request("prompt: " + enc.status().message(), "prompt");
     ids = std::move(*enc);
@@ -105,6 +131,7 @@ std::optional<ApiError> OpenAiServer::Impl::build_prompt(const ApiRequest& ar,
   std::string text;
   if (auto e = render_chat(ar.messages, ar.tools, ar.add_generation_prompt, ar.chat_template_kwargs, text))
     return e;
+  if (auto e = check_text_bytes(text, "messages")) return e;
   // The template already wrote the special tokens it wants.
   auto enc = tok.encode(text, /*add_special_tokens=*/false);
   if (!enc.ok()) return bad_request("messages: " + enc.status().message(), "messages");
@@ -177,28 +204,28 @@ Result<std::unique_ptr<OpenAiServer>> OpenAiServer::create(
   im.num_blocks = engine->blocks().num_blocks();
   im.vocab = engine->config().vocab_size;
   for (int64_t id : engine->config().eos_token_ids) im.eos_ids.insert(int32_t(id));
+  size_t longest = 1;
+  for (size_t id = 0; id < im.tok.vocab_size(); ++id)
+    if (auto t = im.tok.id_to_token(int32_t(id))) longest = std::max(longest, t->size());
+  im.max_text_bytes = size_t(std::max<int32_t>(im.max_model_len, 1)) * longest * 4;
   im.created = unix_now();
   const int max_seqs = engine->options().max_num_seqs;
   EngineServiceOptions so;
   so.max_in_flight = max_seqs + options.max_waiting_requests;
   s->service_ = std::make_unique<EngineService>(std::move(engine), so, &s->metrics_);
-  s->http_ = std::make_unique<httplib::Server>();
-  int threads = options.http_threads > 0 ? options.http_threads
-                                         : std::min(max_seqs + options.max_waiting_requests, 256) + 8;
-  s->http_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
-  s->http_->set_payload_max_length(options.max_body_bytes);
-  s->http_->set_keep_alive_max_count(1000);
-  s->http_->set_keep_alive_timeout(5);
-  s->http_->set_read_timeout(30);
-  // httplib's default sets SO_REUSEPORT, which lets a second server bind a port that is in
-  // use without an error; SO_REUSEADDR alone still allows a quick restart. The listening
-  // socket is remembered to enlarge its backlog after bind (see bind()).
-  OpenAiServer* self = s.get();
-  s->http_->set_socket_options([self](int sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    self->listen_fd_ = sock;
-  });
+  http::HttpOptions ho;
+  // Handler threads serve complete requests only (idle and arriving sockets cost no
+  // thread); enough for every request the engine admits plus a few tokenizer calls.
+  ho.handler_threads = options.http_threads > 0 ? options.http_threads
+                                                : std::min(max_seqs + options.max_waiting_requests, 256) + 8;
+  ho.max_queued = std::max(16, ho.handler_threads);
+  ho.max_body_bytes = options.max_body_bytes;
+  ho.header_timeout_s = options.header_timeout_s;
+  ho.body_timeout_s = options.body_timeout_s;
+  ho.idle_timeout_s = options.idle_timeout_s;
+  ho.max_connections = options.max_connections;
+  ho.max_reading = options.max_reading_connections;
+  s->http_ = std::make_unique<http::HttpServer>(ho);
   s->install_routes();
   return s;
 }
@@ -208,27 +235,21 @@ OpenAiServer::~OpenAiServer() {
 }
 
 Status OpenAiServer::bind() {
-  if (opt_.port == 0) {
-    int p = http_->bind_to_any_port(opt_.host);
-    if (p <= 0) return make_error(ErrorCode::kIoError, "cannot listen on {} (any port)", opt_.host);
-    port_ = p;
-  } else {
-    if (!http_->bind_to_port(opt_.host, opt_.port))
-      return make_error(ErrorCode::kIoError, "cannot listen on {}:{} (in use, or not a local address)",
-                        opt_.host, opt_.port);
-    port_ = opt_.port;
+  Status st = http_->bind(opt_.host, opt_.port);
+  if (!st.ok()) {
+    if (opt_.port == 0) return make_error(ErrorCode::kIoError, "cannot listen on {} (any port)", opt_.host);
+    return make_error(ErrorCode::kIoError, "cannot listen on {}:{} (in use, or not a local address)", opt_.host,
+                      opt_.port);
   }
-  // httplib listens with a backlog of 5: a burst of new connections (64 clients at once on
-  // a busy machine) overflows it and clients see resets. listen() again only resizes it.
-  if (listen_fd_ >= 0) ::listen(listen_fd_, 1024);
+  port_ = http_->port();
   return {};
 }
 
 Status OpenAiServer::run() {
   service_->start();
-  bool ok = http_->listen_after_bind();
+  Status st = http_->run();
   service_->stop();
-  if (!ok && !shutdown_started_) return make_error(ErrorCode::kIoError, "the HTTP listener failed");
+  if (!st.ok() && !shutdown_started_) return st.with_context("the HTTP listener failed");
   return {};
 }
 
@@ -242,7 +263,7 @@ void OpenAiServer::shutdown() {
   if (service_->in_flight() > 0)
     log::warn("shutdown: aborting {} request(s) still in flight", service_->in_flight());
   // Abort leftovers first so no handler thread waits for the engine, then stop listening
-  // (httplib joins its handler threads). A listener that has not started yet is waited for.
+  // (the HTTP layer joins its handler threads). A listener that has not started yet is waited for.
   service_->stop();
   for (int i = 0; i < 500 && !http_->is_running(); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -250,24 +271,21 @@ void OpenAiServer::shutdown() {
 }
 
 void OpenAiServer::install_routes() {
-  httplib::Server& h = *http_;
+  http::HttpServer& h = *http_;
   Impl& im = *impl_;
 
-  auto authorized = [this](const httplib::Request& req, httplib::Response& res) {
+  auto authorized = [this](const Request& req, Response& res) {
     if (opt_.api_key.empty()) return true;
-    std::string want = "Bearer " + opt_.api_key;
-    std::string got = req.get_header_value("Authorization");
-    // Constant-time comparison over the expected length.
-    unsigned diff = unsigned(got.size() != want.size());
-    for (size_t i = 0; i < want.size(); ++i) diff |= unsigned(char(i < got.size() ? got[i] : 0) ^ want[i]);
-    if (diff == 0) return true;
+    // The raw header value: scheme case-insensitive, the key byte for byte (no decoding).
+    const std::string& got = req.header("Authorization");
+    if (http::bearer_matches(got, opt_.api_key)) return true;
     send_error(res, api_error(401, "authentication_error",
                               got.empty() ? "missing API key: send 'Authorization: Bearer <key>'"
                                           : "invalid API key",
                               "", "invalid_api_key"));
     return false;
   };
-  auto check_model = [&im](const std::string& model, httplib::Response& res) {
+  auto check_model = [&im](const std::string& model, Response& res) {
     if (model.empty() || model == im.model_name) return true;
     send_error(res, api_error(404, "not_found_error",
                               fmt::format("The model `{}` does not exist; this server serves `{}`", model,
@@ -276,19 +294,11 @@ void OpenAiServer::install_routes() {
     return false;
   };
 
-  h.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-    metrics_.count_response(route_label(req.path), res.status);
+  h.set_logger([this](const Request& req, int status) { metrics_.count_response(route_label(req.path), status); });
+  h.set_fallback([](const Request& req, Response& res) {
+    send_error(res, api_error(404, "not_found_error", fmt::format("no route {} {}", req.method, req.path)));
   });
-  h.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req,
-                                                              httplib::Response& res) {
-    if (!res.body.empty() || res.status < 400) return httplib::Server::HandlerResponse::Unhandled;
-    if (res.status == 404)
-      send_error(res, api_error(404, "not_found_error", fmt::format("no route {} {}", req.method, req.path)));
-    else
-      send_error(res, api_error(res.status, "invalid_request_error", fmt::format("HTTP {}", res.status)));
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-  h.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+  h.set_exception_message([](std::exception_ptr ep) {
     std::string what = "internal error";
     try {
       if (ep) std::rethrow_exception(ep);
@@ -296,37 +306,48 @@ void OpenAiServer::install_routes() {
       what = std::string("internal error: ") + e.what();
     } catch (...) {
     }
-    send_error(res, api_error(500, "server_error", what));
+    return what;
   });
+  // Every route answers with X-Request-Id. `inline_route`: answered on the event loop.
+  auto add = [&h](const char* method, const char* path, http::Handler fn, bool inline_route = false,
+                  bool prefix = false) {
+    http::Handler wrapped = [fn = std::move(fn)](const Request& req, Response& res) {
+      fn(req, res);
+      res.set_header("X-Request-Id", request_id_for(req));
+    };
+    if (prefix)
+      h.route_prefix(method, path, std::move(wrapped), inline_route);
+    else
+      h.route(method, path, std::move(wrapped), inline_route);
+  };
 
-  h.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+  add("GET", "/health", [this](const Request&, Response& res) {
     std::string fatal = service_->fatal_error();
     if (!fatal.empty()) return send_json(res, 503, {{"status", "error"}, {"error", fatal}});
     if (draining_) return send_json(res, 503, {{"status", "shutting_down"}});
     send_json(res, 200, {{"status", "ok"}});
-  });
+  }, /*inline_route=*/true);
 
   auto model_card = [&im] {
     return ojson{{"id", im.model_name},  {"object", "model"},     {"created", im.created},
                  {"owned_by", "moeopt"}, {"root", im.model_name}, {"max_model_len", im.max_model_len}};
   };
-  h.Get("/v1/models", [authorized, model_card](const httplib::Request& req, httplib::Response& res) {
+  add("GET", "/v1/models", [authorized, model_card](const Request& req, Response& res) {
     if (!authorized(req, res)) return;
     send_json(res, 200, {{"object", "list"}, {"data", ojson::array({model_card()})}});
-  });
-  h.Get(R"(/v1/models/(.+))",
-        [authorized, model_card, check_model](const httplib::Request& req, httplib::Response& res) {
-          if (!authorized(req, res)) return;
-          if (!check_model(req.matches[1].str(), res)) return;
-          send_json(res, 200, model_card());
-        });
+  }, /*inline_route=*/true);
+  add("GET", "/v1/models/", [authorized, model_card, check_model](const Request& req, Response& res) {
+    if (!authorized(req, res)) return;
+    if (!check_model(req.match, res)) return;
+    send_json(res, 200, model_card());
+  }, /*inline_route=*/true, /*prefix=*/true);
 
-  h.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  add("GET", "/metrics", [this](const Request&, Response& res) {
     res.status = 200;
     res.set_content(metrics_.render(service_->snapshot(), impl_->model_name), "text/plain; version=0.0.4");
-  });
+  }, /*inline_route=*/true);
 
-  h.Post("/tokenize", [authorized, check_model, &im](const httplib::Request& req, httplib::Response& res) {
+  add("POST", "/tokenize", [authorized, check_model, &im](const Request& req, Response& res) {
     if (!authorized(req, res)) return;
     ojson j;
     if (auto e = parse_json_object(req.body, j)) return send_error(res, *e);
@@ -334,30 +355,34 @@ void OpenAiServer::install_routes() {
       return;
     std::string text;
     bool add_special = true;
-    if (j.contains("messages")) {
-      ApiRequest ar;
-      std::string body = ojson{{"messages", j["messages"]}}.dump();
-      if (auto e = parse_generation_request(body, Endpoint::kChat, ar)) return send_error(res, *e);
-      bool agp = j.value("add_generation_prompt", true);
-      if (auto e = im.render_chat(ar.messages, ojson(nullptr), agp, ojson(nullptr), text))
+    auto read_bool = [&j](const char* key, bool& out) -> std::optional<ApiError> {
+      auto it = j.find(key);
+      if (it == j.end() || it->is_null()) return std::nullopt;
+      if (!it->is_boolean()) return bad_request(fmt::format("'{}' must be a boolean", key), key);
+      out = it->get<bool>();
+      return std::nullopt;
+    };
+    if (auto it = j.find("messages"); it != j.end() && !it->is_null()) {
+      ojson messages;
+      if (auto e = normalize_messages(*it, messages)) return send_error(res, *e);
+      bool agp = true;
+      if (auto e = read_bool("add_generation_prompt", agp)) return send_error(res, *e);
+      if (auto e = im.render_chat(messages, ojson(nullptr), agp, ojson(nullptr), text))
         return send_error(res, *e);
       add_special = false;
-    } else if (j.contains("prompt") && j["prompt"].is_string()) {
-      text = j["prompt"].get<std::string>();
+    } else if (auto p = j.find("prompt"); p != j.end() && p->is_string()) {
+      text = p->get<std::string>();
     } else {
       return send_error(res, bad_request("'prompt' (a string) or 'messages' is required", "prompt"));
     }
-    if (j.contains("add_special_tokens")) {
-      if (!j["add_special_tokens"].is_boolean())
-        return send_error(res, bad_request("'add_special_tokens' must be a boolean", "add_special_tokens"));
-      add_special = j["add_special_tokens"].get<bool>();
-    }
+    if (auto e = read_bool("add_special_tokens", add_special)) return send_error(res, *e);
+    if (auto e = im.check_text_bytes(text, "prompt")) return send_error(res, *e);
     auto ids = im.tok.encode(text, add_special);
     if (!ids.ok()) return send_error(res, bad_request(ids.status().message(), "prompt"));
     send_json(res, 200, {{"tokens", *ids}, {"count", ids->size()}, {"max_model_len", im.max_model_len}});
   });
 
-  h.Post("/detokenize", [authorized, check_model, &im](const httplib::Request& req, httplib::Response& res) {
+  add("POST", "/detokenize", [authorized, check_model, &im](const Request& req, Response& res) {
     if (!authorized(req, res)) return;
     ojson j;
     if (auto e = parse_json_object(req.body, j)) return send_error(res, *e);
@@ -374,7 +399,7 @@ void OpenAiServer::install_routes() {
   });
 
   auto generate = [this, authorized, check_model](Endpoint ep) {
-    return [this, authorized, check_model, ep](const httplib::Request& req, httplib::Response& res) {
+    return [this, authorized, check_model, ep](const Request& req, Response& res) {
       if (!authorized(req, res)) return;
       if (draining_) return send_error(res, api_error(503, "server_error", "the server is shutting down"));
       Impl& im = *impl_;
@@ -385,7 +410,7 @@ void OpenAiServer::install_routes() {
       if (auto e = im.build_prompt(ar, ids)) return send_error(res, *e);
       if (auto e = im.check_lengths(ar, ids)) return send_error(res, *e);
 
-      Request r;
+      moeopt::Request r;
       r.prompt = ids;
       r.params = ar.params;
       auto submitted = service_->submit(std::move(r));
@@ -416,7 +441,7 @@ void OpenAiServer::install_routes() {
         // (any status). One that runs longer than kDirectWait switches to a chunked 200
         // response whose body starts with JSON whitespace written every second while
         // waiting: a write to a client that went away fails, and the request is cancelled
-        // like a stream. (httplib 0.11 gives a handler no other way to see the socket close.)
+        // like a stream.
         // The price: an engine failure or shutdown after the switch is reported as an
         // error object in a 200 body.
         struct Collect {
@@ -469,9 +494,9 @@ void OpenAiServer::install_routes() {
         EngineService* svc = service_.get();
         auto last_write = std::make_shared<Clock::time_point>(Clock::now());
         res.status = 200;
-        res.set_chunked_content_provider(
+        res.set_chunked(
             "application/json",
-            [c, svc, body, last_write](size_t, httplib::DataSink& sink) -> bool {
+            [c, svc, body, last_write](http::Sink& sink) -> bool {
               std::string out;
               bool complete = false;
               if (auto ev = c->stream->wait(std::chrono::milliseconds(250))) complete = c->absorb(*ev, *svc);
@@ -518,9 +543,9 @@ void OpenAiServer::install_routes() {
       EngineService* svc = service_.get();
       res.status = 200;
       res.set_header("Cache-Control", "no-cache");
-      res.set_chunked_content_provider(
+      res.set_chunked(
           "text/event-stream",
-          [st, svc, &tok = im.tok](size_t, httplib::DataSink& sink) -> bool {
+          [st, svc, &tok = im.tok](http::Sink& sink) -> bool {
             if (st->done) {
               sink.done();
               return true;
@@ -583,8 +608,8 @@ void OpenAiServer::install_routes() {
           });
     };
   };
-  h.Post("/v1/completions", generate(Endpoint::kCompletions));
-  h.Post("/v1/chat/completions", generate(Endpoint::kChat));
+  add("POST", "/v1/completions", generate(Endpoint::kCompletions));
+  add("POST", "/v1/chat/completions", generate(Endpoint::kChat));
 }
 
 }  // namespace moeopt::server

@@ -1,4 +1,4 @@
-// OpenAiServer: the HTTP front of the engine (cpp-httplib), OpenAI-compatible.
+// OpenAiServer: the HTTP front of the engine (http_server.h), OpenAI-compatible.
 //
 // Routes:
 //   GET  /health                 200 {"status": "ok"} (503 while shutting down or after an engine failure)
@@ -13,13 +13,17 @@
 // /health and /metrics stay open), 404 unknown model or route, 429 queue full (with
 // Retry-After), 503 shutting down, 500 engine failure.
 //
-// Each HTTP request runs on a handler thread of httplib's pool; it validates and tokenizes,
-// submits to the EngineService and then reads its own RequestStream (engine_service.h).
+// Sockets live on the HTTP layer's event loop while idle or while a request arrives
+// (deadlines, header and body limits: http_server.h); /health, /metrics and /v1/models are
+// answered on the loop itself. A complete generation or tokenizer request runs on a handler
+// thread; it validates and tokenizes, submits to the EngineService and then reads its own
+// RequestStream (engine_service.h). Every response carries X-Request-Id (the client's, when
+// it sent a sane one).
 // A streamed response notices a client that went away when a write fails; the request is
 // then cancelled and its KV blocks are freed by the engine thread. A non-streamed request
 // that takes longer than 2 s is answered as a chunked 200 body preceded by JSON whitespace
-// written every second, so its client leaving is noticed the same way (httplib 0.11 gives a
-// handler no access to the socket); late failures then come as an error object in that body.
+// written every second, so its client leaving is noticed the same way; late failures then
+// come as an error object in that body.
 //
 // Shutdown (shutdown()): new generation requests get 503, in-flight ones may finish for up
 // to `shutdown_timeout_s`, then whatever is left is aborted and the listener stops.
@@ -36,8 +40,8 @@
 #include "moeopt/tokenizer/chat_template.h"
 #include "moeopt/tokenizer/tokenizer.h"
 
-namespace httplib {
-class Server;
+namespace moeopt::server::http {
+class HttpServer;
 }
 
 namespace moeopt::server {
@@ -51,6 +55,9 @@ struct ServerOptions {
   int http_threads = 0;             // 0: max_num_seqs + max_waiting (capped) + 8
   double shutdown_timeout_s = 30.0;
   size_t max_body_bytes = size_t(32) << 20;
+  // Connection limits of the HTTP layer (http_server.h).
+  double header_timeout_s = 10, body_timeout_s = 30, idle_timeout_s = 5;
+  int max_connections = 4096, max_reading_connections = 1024;
 };
 
 class OpenAiServer {
@@ -79,11 +86,10 @@ class OpenAiServer {
 
   ServerOptions opt_;
   std::unique_ptr<Impl> impl_;
-  std::unique_ptr<httplib::Server> http_;
+  std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<EngineService> service_;
   Metrics metrics_;
   int port_ = 0;
-  int listen_fd_ = -1;
   std::atomic<bool> draining_{false};
   std::atomic<bool> shutdown_started_{false};
 };
