@@ -128,6 +128,39 @@ TEST(ServerRequest, BadBodiesNameTheField) {
   }
 }
 
+TEST(ServerRequest, HostileBodiesAre400s) {
+  // 30,000 nested arrays crashed the process through recursive copies; now the parse refuses.
+  std::string deep = std::string(30000, '[') + std::string(30000, ']');
+  for (const std::string& body :
+       {R"({"messages": [{"role": "user", "content": )" + deep + "}]}",
+        R"({"messages": [{"role": "user", "content": "hi"}], "tools": [)" + deep + "]}",
+        R"({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"a": )" + deep + "}}"}) {
+    ApiError e = parse_bad(body, Endpoint::kChat);
+    EXPECT_EQ(e.status, 400);
+    EXPECT_NE(e.message.find("deeper than 128"), std::string::npos) << e.message;
+  }
+  // Bytes after the document, NUL included (nlohmann alone stops at a NUL).
+  EXPECT_EQ(parse_bad(std::string(R"({"prompt": "hi"})") + '\0' + " garbage").status, 400);
+  EXPECT_EQ(parse_bad(R"({"prompt": "hi"} x)").status, 400);
+  // Too many values: refused before they are built.
+  std::string many = R"({"prompt": [1)";
+  for (int i = 0; i < (1 << 20); ++i) many += ",1";
+  ApiError e = parse_bad(many + "]}");
+  EXPECT_NE(e.message.find("more than"), std::string::npos) << e.message;
+}
+
+TEST(ServerRequest, AssistantToolCallsWithoutContent) {
+  for (const char* content : {"", R"(, "content": null)"}) {
+    std::string body = std::string(R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant")") +
+                       content +
+                       R"(, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]})";
+    ApiRequest r = parse_ok(body, Endpoint::kChat);
+    EXPECT_EQ(r.messages[1]["content"], "");
+    EXPECT_TRUE(r.messages[1].contains("tool_calls"));
+  }
+  EXPECT_EQ(parse_bad(R"({"messages": [{"role": "user", "content": null}]})", Endpoint::kChat).param, "messages");
+}
+
 TEST(ServerResponse, ChunksAndUsage) {
   ResponseInfo info{Endpoint::kChat, "chatcmpl-1", 100, "m"};
   auto first = stream_chunk(info, "", "", nullptr, true, true);
