@@ -1,6 +1,6 @@
 // `moeopt generate [--model DIR|name] (--prompt-ids 5,17,923 | --prompt TEXT [--chat])
 //                  [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]
-//                  [--seed S] [--logits] [--json] ...`
+//                  [--seed S] [--logits] [--json] [--fp8-weights on|off] ...`
 //
 // One-off generation through the same engine as bench and serve. Several prompts (repeat
 // --prompt-ids or --prompt) run together as one batch. --prompt is encoded with the
@@ -8,6 +8,8 @@
 // prompt is one user message rendered through the model's chat template with the
 // generation prompt, then encoded without adding special tokens (as transformers'
 // apply_chat_template does). Without --model the embedded default (tiny-qwen3-moe) is used.
+// --fp8-weights on quantises a BF16 checkpoint to FP8 (128x128 blocks) at load and runs it
+// W8A8 (ops/fp8.h); an FP8 checkpoint always runs so.
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -41,6 +43,7 @@ struct GenerateArgs {
   int threads = 0;
   bool logits = false, json = false;
   std::vector<int32_t> stop_ids;
+  std::string fp8_weights = "off";
 };
 
 Result<std::vector<int32_t>> parse_ids(const std::string& s) {
@@ -95,6 +98,7 @@ int run_generate(GenerateArgs& a) {
     return report_error(cmd, Status(ErrorCode::kInvalidArgument, "give either --prompt-ids or --prompt"));
   if (a.chat && a.prompts.empty())
     return report_error(cmd, Status(ErrorCode::kInvalidArgument, "--chat needs --prompt"));
+  a.m.fp8_weights = a.fp8_weights == "on";
   auto lm = load_model_for(a.m, cmd);
   if (!lm.ok()) return report_error(cmd, lm.status());
   const std::string* dir = &lm->tokenizer_dir;
@@ -178,6 +182,8 @@ RunFn setup_generate(CLI::App& app) {
   sub->add_flag("--ignore-eos", a->params.ignore_eos, "do not stop at the model's EOS");
   sub->add_option("--seed", a->params.seed, "seed for sampling");
   sub->add_option("--threads", a->threads, "CPU threads (default: all)");
+  sub->add_option("--fp8-weights", a->fp8_weights, "on: quantise the weights to FP8 W8A8 at load (default off)")
+      ->check(CLI::IsMember({"on", "off"}));
   sub->add_flag("--logits", a->logits, "also output the logits at the last prompt position");
   sub->add_flag("--json", a->json, "print JSON: {token_ids, text, finish_reason[, prompt_logits_last]}");
   return [a] { return run_generate(*a); };

@@ -86,11 +86,17 @@ Result<LoadedModel> load_model_for(const ModelArgs& a, const char* cmd) {
     } else {
       MOEOPT_ASSIGN_OR_RETURN(dir, resolve_runnable_model(a.model, data_root(), layers));
     }
-    MOEOPT_ASSIGN_OR_RETURN(m.model, load_model(dir));
+    LoadOptions lo;
+    lo.format = a.fp8_weights ? WeightFormat::kFp8 : WeightFormat::kAsStored;
+    MOEOPT_ASSIGN_OR_RETURN(m.model, load_model(dir, lo));
     m.source = dir;
     m.tokenizer_dir = dir;
     return m;
   }
+  if (a.fp8_weights)
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: FP8 weights (--fp8-weights on) are not yet on the GPU; they run on the "
+                      "CPU (--device cpu)", cmd);
   MOEOPT_ASSIGN_OR_RETURN(m.backend, make_backend());
   ops::Context ctx;
   ctx.device_backend = m.backend.get();

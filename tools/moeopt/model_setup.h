@@ -8,6 +8,10 @@
 //                    whose disk could not hold it). Same seed, same values as init-random.
 // --random-weights on the CPU materialises the random checkpoint in the cache (as a catalog
 // name always does there).
+// fp8_weights (generate's --fp8-weights on, the profile's fp8_weights for serve): BF16
+// checkpoints are quantised at load to FP8 with 128x128 block scales and run W8A8 (CPU only
+// for now; --device cuda answers that FP8 is not yet on the GPU). FP8 checkpoints run as FP8
+// whatever it says.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +33,7 @@ struct ModelArgs {
   std::string device = "cpu";
   bool random_weights = false;
   uint64_t seed = 0;
+  bool fp8_weights = false;
 };
 
 void add_model_flags(CLI::App* sub, ModelArgs* a);

@@ -42,8 +42,24 @@ class Model {
   virtual Device device() const = 0;
 };
 
-// Loads config.json and the safetensors weights of a checkpoint directory.
+// Loads config.json and the safetensors weights of a checkpoint directory. A pre-quantized
+// FP8 checkpoint (quantization_config fp8, 128x128 blocks, dynamic activations) runs its
+// fp8 weights as W8A8 (ops/fp8.h).
 Result<std::unique_ptr<Model>> load_model(const std::string& dir);
+
+// What load_model does to the weights on the way in (CPU).
+enum class WeightFormat {
+  kAsStored,    // the checkpoint's own dtypes
+  kFp8,         // online quantisation of every FP8-eligible linear still in bf16/f16/f32
+                // to fp8 with 128x128 block scales (--fp8-weights on); fp8 ones stay
+  kDequantized  // fp8 weights dequantised to f32 (w_q * scale): the reference of the W8A8
+                // path on the same values
+};
+struct LoadOptions {
+  WeightFormat format = WeightFormat::kAsStored;
+  ops::Context ctx;  // threads for the conversion
+};
+Result<std::unique_ptr<Model>> load_model(const std::string& dir, const LoadOptions& options);
 
 struct DeviceWeightsOptions;  // model/device_weights.h
 class WeightStore;            // model/weights.h

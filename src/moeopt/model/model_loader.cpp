@@ -4,6 +4,8 @@
 #include "moeopt/model/arch/arch_recipes.h"
 #include "moeopt/model/device_weights.h"
 #include "moeopt/model/model.h"
+#include "moeopt/model/weights.h"
+#include "moeopt/ops/fp8.h"
 
 namespace moeopt {
 
@@ -37,22 +39,46 @@ Result<ModelConfig> checkpoint_config(const std::string& dir) {
     return make_error(ErrorCode::kNotFound, "{}: not a checkpoint directory", dir);
   MOEOPT_ASSIGN_OR_RETURN(ModelConfig config,
                           load_model_config((std::filesystem::path(dir) / "config.json").string()));
-  if (config.fp8)
-    return make_error(ErrorCode::kUnsupported,
-                      "{}: pre-quantized FP8 checkpoints do not run yet", dir);
+  if (config.fp8) {
+    // config.cpp accepts any block-wise fp8 (inspect sizes them); what runs is the format of
+    // ops/fp8.h: 128x128 blocks, activations quantised at run time.
+    const Fp8Quantization& q = *config.fp8;
+    if (q.block_n != ops::kFp8BlockSize || q.block_k != ops::kFp8BlockSize)
+      return make_error(ErrorCode::kUnsupported,
+                        "{}: field 'quantization_config.weight_block_size' is [{}, {}]: only "
+                        "[128, 128] blocks run", config.source, q.block_n, q.block_k);
+    if (q.activation_scheme != "dynamic")
+      return make_error(ErrorCode::kUnsupported,
+                        "{}: field 'quantization_config.activation_scheme' is '{}': only "
+                        "'dynamic' (per-token groups of 128) runs", config.source,
+                        q.activation_scheme);
+  }
   return config;
 }
 }  // namespace
 
 Result<std::unique_ptr<Model>> load_model(const std::string& dir) {
+  return load_model(dir, LoadOptions{});
+}
+
+Result<std::unique_ptr<Model>> load_model(const std::string& dir, const LoadOptions& options) {
   MOEOPT_ASSIGN_OR_RETURN(ModelConfig config, checkpoint_config(dir));
   MOEOPT_ASSIGN_OR_RETURN(WeightStore store, WeightStore::open(dir, config));
+  switch (options.format) {
+    case WeightFormat::kAsStored: break;
+    case WeightFormat::kFp8: MOEOPT_RETURN_IF_ERROR(store.quantize_fp8(options.ctx)); break;
+    case WeightFormat::kDequantized: MOEOPT_RETURN_IF_ERROR(store.dequantize_fp8(options.ctx)); break;
+  }
   return make_model(std::move(config), std::move(store));
 }
 
 Result<std::unique_ptr<Model>> load_model_to_device(const std::string& dir,
                                                     const DeviceWeightsOptions& options) {
   MOEOPT_ASSIGN_OR_RETURN(ModelConfig config, checkpoint_config(dir));
+  if (config.fp8)
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: FP8 weights do not run on the GPU yet (not yet on the GPU); run this "
+                      "checkpoint with --device cpu", dir);
   MOEOPT_ASSIGN_OR_RETURN(WeightStore host, WeightStore::open(dir, config));
   MOEOPT_ASSIGN_OR_RETURN(WeightStore dev, upload_weights(config, host, options));
   return make_model(std::move(config), std::move(dev));

@@ -31,6 +31,16 @@ namespace moeopt {
 struct RandomInitOptions {
   uint64_t seed = 0;
   DType dtype = DType::kBF16;
+  // FP8 checkpoint in hub layout (as Qwen/Qwen3-30B-A3B-FP8): config.json gets an fp8
+  // quantization_config (e4m3, dynamic, [128, 128], modules_to_not_convert = lm_head, the
+  // routers and the norms, as Qwen lists them), every FP8-eligible linear weight is written as
+  // F8_E4M3 plus "<name>_scale_inv" in fp8_scale_dtype. The values quantised are the same
+  // init-random values, rounded to `dtype` first, block-wise as ops/fp8.h defines
+  // (scale = max(amax, 1e-10) / 448 per 128x128 block). So with f32 scales the result equals
+  // the online quantisation (--fp8-weights on) of the `dtype` checkpoint of the same seed.
+  // A config that already has an fp8 quantization_config is always written this way.
+  bool fp8 = false;
+  DType fp8_scale_dtype = DType::kF32;  // f32 (DeepSeek-V3), bf16 (Qwen) or f16
   uint64_t max_shard_bytes = 5'000'000'000ull;
   std::string tokenizer_root;  // models/tokenizers (empty: write no tokenizer files)
   int threads = 0;             // 0: all hardware threads
@@ -44,6 +54,9 @@ struct RandomInitResult {
   size_t num_shards = 0;
   std::string tokenizer;  // family whose tokenizer files were written, or empty
 };
+
+// The fp8 quantization_config init-random writes (see RandomInitOptions::fp8).
+Fp8Quantization hub_fp8_quantization(const ModelConfig& config);
 
 // Writes the checkpoint of `config` into `out_dir` (created if needed).
 Result<RandomInitResult> write_random_checkpoint(const ModelConfig& config, const std::string& out_dir,

@@ -49,6 +49,10 @@ struct TensorSpec {
   // A 2-D nn.Linear weight that FP8 block quantization applies to (attention and MLP/expert
   // projections). Embeddings, norms, biases, routers and lm_head are not.
   bool fp8_linear = false;
+  // Stored as fp8 e4m3 with a "<module>.weight_scale_inv" block scale: set by
+  // checkpoint_tensors on the fp8_linear weights of an fp8 config that
+  // modules_to_not_convert does not exclude.
+  bool fp8_quantized = false;
 
   int64_t numel() const;
 };
@@ -65,8 +69,11 @@ std::vector<TensorSpec> mtp_tensors(const ModelConfig& c);
 // What a checkpoint directory holds: expected_tensors, plus mtp_tensors when
 // `include_mtp`, plus a "<name>_scale_inv" tensor ([ceil(out/bn), ceil(in/bk)]) for every
 // FP8 linear weight when the config has an fp8 quantization_config (skipping
-// modules_to_not_convert).
+// modules_to_not_convert); those weights get fp8_quantized.
 Result<std::vector<TensorSpec>> checkpoint_tensors(const ModelConfig& c, bool include_mtp);
+
+// The name of a weight's FP8 block scale: "x.q_proj.weight" -> "x.q_proj.weight_scale_inv".
+std::string fp8_scale_name(const std::string& weight_name);
 
 namespace arch_tensors {
 // Per-family builders (arch/<family>_tensors.cpp). Each appends to `out`.

@@ -4,9 +4,16 @@
 // exact shape and a float dtype; no unexpected tensors besides ones known to be unused, such
 // as DeepSeek-V3's MTP layers), so a model never starts with a missing or misshapen weight.
 // Tensors stay in the mmap'd files (zero copy); views are read-only.
+//
+// FP8 checkpoints (quantization_config fp8, ops/fp8.h): the weights checkpoint_tensors marks
+// fp8_quantized must be F8_E4M3 and their "<name>_scale_inv" block scales F32, BF16 or F16;
+// scales that are not F32 are converted to f32 copies at open, so fp8_scale() always gives
+// f32. Any other tensor stored as F8_E4M3 is an error (it would have no scale).
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <vector>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -16,6 +23,7 @@
 #include "moeopt/model/config.h"
 #include "moeopt/model/safetensors.h"
 #include "moeopt/model/tensor_specs.h"
+#include "moeopt/ops/context.h"
 #include "moeopt/ops/moe.h"
 
 namespace moeopt {
@@ -33,6 +41,17 @@ class WeightStore {
 
   // A tensor the config declares (kNotFound names the tensor otherwise).
   Result<TensorView> get(std::string_view name) const;
+  // The f32 block scale [ceil(N/128), ceil(K/128)] of an fp8 weight, nullopt when the weight
+  // is not fp8.
+  std::optional<TensorView> fp8_scale(std::string_view weight_name) const;
+  // True when any weight is fp8 (a pre-quantized checkpoint, or after quantize_fp8).
+  bool has_fp8() const { return fp8_weights_ > 0; }
+  // Online quantisation (--fp8-weights on): every fp8_linear weight still in bf16/f16/f32 is
+  // replaced by an fp8 e4m3 copy with f32 128x128 block scales (ops::quantize_fp8_weight_blocks,
+  // the format of the pre-quantized checkpoints). Host stores only.
+  Status quantize_fp8(const ops::Context& ctx);
+  // The inverse, for references: every fp8 weight becomes an f32 copy of w_q * scale.
+  Status dequantize_fp8(const ops::Context& ctx);
   // Routed experts of one MoE block already stacked ENK (device layout, see
   // model/device_weights.h), keyed by the block's prefix ("model.layers.3.mlp"); null when
   // the store holds them per expert (checkpoints).
@@ -47,6 +66,9 @@ class WeightStore {
   std::vector<TensorSpec> specs_;
   std::unordered_map<std::string, TensorView> views_;
   std::unordered_map<std::string, ops::ExpertWeights> stacked_;
+  // Host copies made at open or by quantize_fp8 (converted scales, quantised weights).
+  std::shared_ptr<std::vector<HostTensor>> owned_ = std::make_shared<std::vector<HostTensor>>();
+  int64_t fp8_weights_ = 0;
 };
 
 }  // namespace moeopt

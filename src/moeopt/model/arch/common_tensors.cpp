@@ -26,6 +26,10 @@ const char* tensor_role_name(TensorRole r) {
   return "?";
 }
 
+std::string fp8_scale_name(const std::string& weight_name) {
+  return weight_name + "_scale_inv";
+}
+
 int64_t TensorSpec::numel() const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
@@ -129,13 +133,14 @@ Result<std::vector<TensorSpec>> checkpoint_tensors(const ModelConfig& c, bool in
   // [block_n, block_k] block (ceil on both dims), as DeepSeek-V3 and Qwen's -FP8 releases do.
   const auto& skip = c.fp8->modules_to_not_convert;
   std::vector<TensorSpec> scales;
-  for (const auto& t : out) {
+  for (auto& t : out) {
     if (!t.fp8_linear) continue;
     const std::string module = t.name.substr(0, t.name.size() - std::string(".weight").size());
     bool skipped = std::any_of(skip.begin(), skip.end(), [&](const std::string& m) {
       return module == m || module.rfind(m + ".", 0) == 0;
     });
     if (skipped) continue;
+    t.fp8_quantized = true;
     const int64_t bn = c.fp8->block_n, bk = c.fp8->block_k;
     scales.push_back(arch_tensors::make(module + ".weight_scale_inv",
                                         {(t.shape[0] + bn - 1) / bn, (t.shape[1] + bk - 1) / bk},

@@ -21,8 +21,11 @@
 
 namespace moeopt {
 
+// FP8 weights (ops/fp8.h) carry their f32 block scales in the *_scale fields; the forward
+// passes weight and scale to ops::linear / ops::moe_forward together (ops::LinearWeight).
 struct AttentionWeights {
   TensorView q, k, v, o;                         // [Hq*D, H], [Hkv*D, H] x2, [H, Hq*D]
+  std::optional<TensorView> q_scale, k_scale, v_scale, o_scale;  // fp8 only
   std::optional<TensorView> q_bias, k_bias, v_bias, o_bias;
   std::optional<TensorView> q_norm, k_norm;      // [D] per-head RMSNorm (Qwen3)
   // q, k, v as one [(Hq + 2 Hkv) D, H] matrix when they are adjacent in memory (the device
@@ -32,6 +35,7 @@ struct AttentionWeights {
 
 struct SwigluWeights {
   TensorView gate, up, down;                     // [W, H], [W, H], [H, W]
+  std::optional<TensorView> gate_scale, up_scale, down_scale;    // fp8 only
   std::optional<TensorView> gate_up;             // [2W, H] when gate and up are adjacent
 };
 
@@ -69,7 +73,8 @@ Result<SwigluWeights> load_swiglu(const WeightStore& w, const std::string& prefi
 Result<ops::ExpertWeights> load_experts(const WeightStore& w, const std::string& moe_prefix,
                                         int64_t num_experts, bool mixtral_names);
 
-// Sets the fused views above (qkv, gate_up) wherever the tensors are adjacent in memory.
+// Sets the fused views above (qkv, gate_up) wherever the tensors are adjacent in memory
+// (never for fp8 weights: their block scales would have to be fused too).
 void fuse_adjacent_weights(DecoderWeights& w);
 
 class DecoderModel : public Model {
