@@ -97,14 +97,10 @@ std::optional<std::string> percent_decode(std::string_view s) {
   return out;
 }
 
-struct HeadError {
-  int status;
-  std::string message;
-};
+}  // namespace
 
-// Parses the request line and headers (`head` excludes the final CRLF CRLF).
-std::optional<HeadError> parse_head(std::string_view head, const HttpOptions& opt, Request& r,
-                                    size_t& content_length, bool& expect_continue) {
+std::optional<HeadError> parse_request_head(std::string_view head, const HttpOptions& opt, Request& r,
+                                            size_t& content_length, bool& expect_continue) {
   content_length = 0;
   expect_continue = false;
   size_t eol = head.find("\r\n");
@@ -212,6 +208,8 @@ std::optional<HeadError> parse_head(std::string_view head, const HttpOptions& op
                                       content_length, opt.max_body_bytes)};
   return std::nullopt;
 }
+
+namespace {
 
 std::string serialize_head(const Response& res, bool keep_alive, bool chunked) {
   std::string out = fmt::format("HTTP/1.1 {} {}\r\n", res.status, reason(res.status));
@@ -452,7 +450,7 @@ struct HttpServer::Impl {
       if (end > opt().max_header_bytes)
         return fail(c, 431, fmt::format("the request head is larger than {} bytes", opt().max_header_bytes));
       bool expect = false;
-      if (auto e = parse_head(std::string_view(c.in).substr(0, end), opt(), c.req, c.body_len, expect))
+      if (auto e = parse_request_head(std::string_view(c.in).substr(0, end), opt(), c.req, c.body_len, expect))
         return fail(c, e->status, e->message);
       c.head_len = end + 4;
       set_phase(c, Phase::kBody);

@@ -30,6 +30,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -158,6 +159,17 @@ class HttpServer {
   int port_ = 0;
   std::atomic<bool> running_{false};
 };
+
+// Parses a request line and header fields (`head` without the final CRLF CRLF) into `r`:
+// method, target, decoded path, query, headers, keep-alive; the body length and whether
+// the client waits for 100 Continue. An error carries the status to answer (400, 411,
+// 413, 431, 505) and a one-line message. Exposed for the fuzz target.
+struct HeadError {
+  int status;
+  std::string message;
+};
+std::optional<HeadError> parse_request_head(std::string_view head, const HttpOptions& opt, Request& r,
+                                            size_t& content_length, bool& expect_continue);
 
 // The OpenAI-style error body this layer sends: {"error": {"message", "type", "param", "code"}}.
 std::string error_body(int status, std::string_view message);
