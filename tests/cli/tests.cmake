@@ -68,3 +68,19 @@ moeopt_cli_test(bench_decode_output_len_1 "bench|decode|--output-len|1" 2
   STDERR "^moeopt bench decode: error: --output-len must be at least 3")
 moeopt_cli_test(bench_prefill_bad_len "bench|prefill|--prompt-lens|0" 2
   STDERR "^moeopt bench prefill: error: --prompt-lens: '0' is not a positive integer\n$")
+
+# FP8 checkpoints: quantisation formats that do not run -> exit 2, one line naming the key.
+set(_fp8 ${PROJECT_SOURCE_DIR}/tests/cli/fp8)
+foreach(m gptq awq bitsandbytes)
+  moeopt_cli_test(generate_quant_${m} "generate|--model|${_fp8}/${m}|--prompt-ids|1,2" 2
+    STDERR "^moeopt generate: error: [^\n]*config.json: field 'quantization_config.quant_method': '${m}' is not supported \\(only block-wise fp8\\)\n$")
+endforeach()
+moeopt_cli_test(generate_fp8_per_tensor "generate|--model|${_fp8}/fp8_per_tensor|--prompt-ids|1,2" 2
+  STDERR "^moeopt generate: error: [^\n]*field 'quantization_config.weight_block_size' is missing: only block-wise fp8 is supported\n$")
+moeopt_cli_test(generate_fp8_block64 "generate|--model|${_fp8}/fp8_block64|--prompt-ids|1,2" 2
+  STDERR "^moeopt generate: error: [^\n]*field 'quantization_config.weight_block_size' is \\[64, 64\\]: only \\[128, 128\\] blocks run\n$")
+moeopt_cli_test(generate_fp8_static "generate|--model|${_fp8}/fp8_static|--prompt-ids|1,2" 2
+  STDERR "^moeopt generate: error: [^\n]*field 'quantization_config.activation_scheme' is 'static'")
+moeopt_cli_test(generate_fp8_weights_on_gpu "generate|--device|cuda|--fp8-weights|on|--prompt-ids|1,2" 2
+  STDERR "^moeopt generate: error: generate: FP8 weights \\(--fp8-weights on\\) are not yet on the GPU")
+moeopt_cli_test(init_random_bad_scale_dtype "init-random|--config|qwen3-30b-a3b|--out|/tmp/x|--fp8|--fp8-scale-dtype|f64" 2)
