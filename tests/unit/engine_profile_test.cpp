@@ -155,7 +155,7 @@ TEST(Profile, BadOverridesLeaveTheProfileUnchanged) {
   struct { const char* key; const char* value; const char* expect; } cases[] = {
       {"turbo", "true", "unknown profile key 'turbo'"},
       {"engine.fused_moe", "true", "unknown profile key"},
-      {"fused_moe", "on", "override features.fused_moe: expected a boolean"},
+      {"fused_moe", "yes", "override features.fused_moe: expected a boolean"},
       {"max_num_seqs", "lots", "override engine.max_num_seqs: expected an integer, got 'lots'"},
       {"kv_block_size", "12", "override engine.kv_block_size: engine.kv_block_size: 12 is not a power of two"},
       {"max_num_batched_tokens", "8", "max_num_batched_tokens: 8 is below engine.max_num_seqs (256)"},
@@ -226,6 +226,41 @@ TEST(Profile, OnlyTheGpuPathsOfThisBuildAreReportedOn) {
   EXPECT_NE(banner.find("fp8_weights=unavailable"), std::string::npos) << banner;
   EXPECT_NE(banner.find("sparsity_2_4=off"), std::string::npos) << banner;
   EXPECT_EQ(banner.find("fp8_weights=on"), std::string::npos) << banner;
+}
+
+}  // namespace
+}  // namespace moeopt::engine
+
+namespace moeopt::engine {
+namespace {
+
+TEST(Profile, OverridesReadOnOffAndOneZero) {
+  Profile prof;
+  ASSERT_TRUE(apply_override(prof, "cuda-graphs", "off").ok());
+  EXPECT_FALSE(prof.features.cuda_graphs);
+  ASSERT_TRUE(apply_override(prof, "cuda_graphs", "on").ok());
+  EXPECT_TRUE(prof.features.cuda_graphs);
+  ASSERT_TRUE(apply_override(prof, "fp8_weights", "1").ok());
+  EXPECT_TRUE(prof.features.fp8_weights);
+  ASSERT_TRUE(apply_override(prof, "features.fp8_weights", "0").ok());
+  EXPECT_FALSE(prof.features.fp8_weights);
+  // The YAML file stays strict.
+  EXPECT_FALSE(parse_profile("features:\n  fp8_weights: on\n", "x.yaml", "x").ok());
+}
+
+TEST(Profile, Fp8WeightsRunOnTheCpuNotYetOnTheGpu) {
+  Profile prof;
+  prof.name = "balanced";
+  prof.features.fp8_weights = true;
+  EXPECT_TRUE(feature_implemented(Feature::kFp8Weights, Device::kCpu));
+  EXPECT_FALSE(feature_implemented(Feature::kFp8Weights, Device::kCuda));
+  EXPECT_NE(describe_features(prof, Device::kCpu).find("fp8_weights=on"), std::string::npos);
+  EXPECT_NE(describe_features(prof, Device::kCuda).find("fp8_weights=unavailable"), std::string::npos);
+  prof.features.fp8_weights = false;
+  EXPECT_NE(describe_features(prof, Device::kCpu).find("fp8_weights=off"), std::string::npos);
+  // The CPU runs no fused MoE kernels or CUDA graphs.
+  EXPECT_FALSE(feature_implemented(Feature::kFusedMoe, Device::kCpu));
+  EXPECT_FALSE(feature_implemented(Feature::kCudaGraphs, Device::kCpu));
 }
 
 }  // namespace

@@ -316,7 +316,13 @@ Status apply_override(Profile& profile, const std::string& key, const std::strin
   const Field* f = find_field(section, k);
   if (!f) return make_error(ErrorCode::kInvalidArgument, "unknown profile key '{}'", key);
   Profile updated = profile;  // all-or-nothing: a failed override leaves the profile as it was
-  MOEOPT_RETURN_IF_ERROR(set_field(updated, *f, value, "override " + full_key(*f)));
+  // A flag spells a switch as the banner prints it (on/off) or as 1/0; the file stays strict.
+  std::string v = value;
+  if (f->kind == Kind::kBool) {
+    if (v == "on" || v == "1") v = "true";
+    else if (v == "off" || v == "0") v = "false";
+  }
+  MOEOPT_RETURN_IF_ERROR(set_field(updated, *f, v, "override " + full_key(*f)));
   MOEOPT_RETURN_IF_ERROR(validate_profile(updated).with_context("override " + full_key(*f)));
   profile = std::move(updated);
   return {};
@@ -377,6 +383,36 @@ std::vector<Feature> implemented_features() {
 }
 
 bool feature_implemented(Feature f) { return kImplemented[size_t(f)]; }
+
+bool feature_implemented(Feature f, Device device) {
+  switch (f) {
+    case Feature::kFp8Weights:
+      // W8A8 with 128x128 block scales: the CPU reference runs it (FP8 checkpoints and
+      // online quantisation at load); the GPU kernels are not in yet.
+      return device == Device::kCpu;
+    case Feature::kFusedMoe:
+    case Feature::kCudaGraphs: return device == Device::kCuda && kImplemented[size_t(f)];
+    case Feature::kFp8KvCache:
+    case Feature::kExpertParallel:
+    case Feature::kDualBatchOverlap:
+    case Feature::kSparsity24: return kImplemented[size_t(f)];
+  }
+  return false;
+}
+
+std::vector<FeatureState> feature_states(const Profile& profile, Device device) {
+  std::vector<FeatureState> out;
+  for (Feature f : all_features())
+    out.push_back({f, feature_key(f), profile.feature(f), feature_implemented(f, device)});
+  return out;
+}
+
+std::string describe_features(const Profile& profile, Device device) {
+  std::string out = "profile " + profile.name + ":";
+  for (const auto& s : feature_states(profile, device))
+    out += fmt::format(" {}={}", s.key, !s.requested ? "off" : (s.implemented ? "on" : "unavailable"));
+  return out;
+}
 
 std::vector<FeatureState> feature_states(const Profile& profile) {
   std::vector<FeatureState> out;

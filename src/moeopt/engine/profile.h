@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "moeopt/core/status.h"
+#include "moeopt/core/tensor.h"
 
 namespace moeopt::engine {
 
@@ -94,7 +95,8 @@ Result<Profile> parse_profile(const std::string& yaml_text, const std::string& s
 
 // Sets one field from its text form, as a CLI flag would: key is "fp8_weights",
 // "features.fp8_weights", "engine.max_num_seqs" or "max-num-seqs" ('-' reads as '_');
-// value is parsed with the same strict rules as the YAML file.
+// value is parsed with the same strict rules as the YAML file, except that a switch also
+// reads on/off and 1/0 (the banner prints on/off).
 Status apply_override(Profile& profile, const std::string& key, const std::string& value);
 // Checks ranges and relations between fields (also run by load_profile).
 Status validate_profile(const Profile& profile);
@@ -124,5 +126,13 @@ std::vector<FeatureState> feature_states(const Profile& profile);
 // One banner line: "profile balanced: fused_moe=unavailable cuda_graphs=unavailable
 // fp8_weights=unavailable fp8_kv_cache=off ...".
 std::string describe_features(const Profile& profile);
+
+// The same questions for the backend a model runs on: fp8_weights is implemented on the CPU
+// (the W8A8 reference, ops/fp8.h) and not yet on the GPU; fused_moe and cuda_graphs only on
+// the GPU of a CUDA build. A caller that loads the model with the profile's fp8_weights
+// (cli::ModelArgs::fp8_weights) prints this banner.
+bool feature_implemented(Feature f, Device device);
+std::vector<FeatureState> feature_states(const Profile& profile, Device device);
+std::string describe_features(const Profile& profile, Device device);
 
 }  // namespace moeopt::engine
