@@ -1,10 +1,11 @@
-// `moeopt bench moe [--ms LIST] [--routing uniform,zipf] [--hidden H] [--inter I]
-//                   [--experts E] [--topk K] [--reps N] [--seed S] [--json]`
+// `moeopt bench moe [--ms LIST] [--routing uniform,zipf] [--dtype bf16,fp8] [--hidden H]
+//                   [--inter I] [--experts E] [--topk K] [--reps N] [--seed S] [--json]`
 //
 // Times the CUDA MoE layer (permutation, both grouped GEMMs, combine) at each token count M,
-// as CUDA-graph replays, and prints one row per (routing, M): microseconds, GB/s of expert
-// weights touched, % of the HBM bound (nominal bandwidth of the card and a copy bandwidth
-// measured in the same run), TFLOP/s and % of the BF16 tensor bound. Defaults: the
+// as CUDA-graph replays, and prints one row per (routing, M, dtype): microseconds, GB/s of
+// expert weights touched (fp8: 1 byte per weight + the block scales), % of the HBM bound
+// (nominal bandwidth of the card and a copy bandwidth measured in the same run), TFLOP/s,
+// % of the tensor bound, and for fp8 the speedup over the bf16 row of the same M. Defaults: the
 // Qwen3-30B-A3B shape and the M list of the fused-MoE benchmark. The same-process PyTorch
 // peer lives in bench/moe_layer.py (docs/perf.md); this command times our kernels only.
 // Needs a build with MOEOPT_CUDA and a GPU; otherwise exits 1 with one line saying why.
@@ -28,6 +29,7 @@ namespace {
 struct BenchMoeArgs {
   std::string ms = "1,8,32,64,128,256,512,1024,2048,4096,8192";
   std::string routing = "uniform,zipf";
+  std::string dtype = "bf16";
   int64_t hidden = 2048, inter = 768, experts = 128, topk = 8;
   int reps = 7;
   uint64_t seed = 0;
@@ -63,6 +65,9 @@ int run_bench_moe(const BenchMoeArgs& a) {
   auto routings = split_list(a.routing, "--routing");
   if (!routings.ok()) return report_error(cmd, routings.status());
   o.routings = *routings;
+  auto dtypes = split_list(a.dtype, "--dtype");
+  if (!dtypes.ok()) return report_error(cmd, dtypes.status());
+  o.dtypes = *dtypes;
   o.hidden = a.hidden;
   o.inter = a.inter;
   o.experts = a.experts;
@@ -82,12 +87,12 @@ int run_bench_moe(const BenchMoeArgs& a) {
     j["shape"] = {{"H", o.hidden}, {"I", o.inter}, {"E", o.experts}, {"k", o.top_k}};
     j["rows"] = nlohmann::json::array();
     for (const auto& r : rep->rows)
-      j["rows"].push_back({{"M", r.m}, {"routing", r.routing},
+      j["rows"].push_back({{"M", r.m}, {"routing", r.routing}, {"dtype", r.dtype},
                            {"experts_touched", r.experts_touched}, {"tile", r.tile},
                            {"us", r.us}, {"weight_bytes", r.weight_bytes}, {"GBps", r.gbps},
                            {"pct_hbm_nominal", r.pct_hbm_nominal},
                            {"pct_hbm_copy", r.pct_hbm_copy}, {"tflops", r.tflops},
-                           {"pct_tensor", r.pct_tensor}});
+                           {"pct_tensor", r.pct_tensor}, {"speedup_vs_bf16", r.speedup_vs_bf16}});
     std::printf("%s\n", j.dump(1).c_str());
     return 0;
   }
@@ -97,12 +102,13 @@ int run_bench_moe(const BenchMoeArgs& a) {
               rep->tensor_nominal_flops / 1e12);
   std::printf("shape: H %lld, I %lld, E %lld, k %lld\n", (long long)o.hidden, (long long)o.inter,
               (long long)o.experts, (long long)o.top_k);
-  std::printf("%6s %8s %5s %15s %9s %7s %8s %9s %8s %8s\n", "M", "routing", "exp", "tile", "us",
-              "GB/s", "%HBMnom", "%HBMcopy", "TFLOP/s", "%tensor");
+  std::printf("%6s %8s %5s %5s %15s %9s %7s %8s %9s %8s %8s %8s\n", "M", "routing", "dtype",
+              "exp", "tile", "us", "GB/s", "%HBMnom", "%HBMcopy", "TFLOP/s", "%tensor", "vs_bf16");
   for (const auto& r : rep->rows)
-    std::printf("%6lld %8s %5lld %15s %9.1f %7.0f %8.1f %9.1f %8.1f %8.1f\n", (long long)r.m,
-                r.routing.c_str(), (long long)r.experts_touched, r.tile.c_str(), r.us, r.gbps,
-                r.pct_hbm_nominal, r.pct_hbm_copy, r.tflops, r.pct_tensor);
+    std::printf("%6lld %8s %5s %5lld %15s %9.1f %7.0f %8.1f %9.1f %8.1f %8.1f %8.2f\n",
+                (long long)r.m, r.routing.c_str(), r.dtype.c_str(), (long long)r.experts_touched,
+                r.tile.c_str(), r.us, r.gbps, r.pct_hbm_nominal, r.pct_hbm_copy, r.tflops,
+                r.pct_tensor, r.speedup_vs_bf16);
   return 0;
 #else
   (void)a;
@@ -117,6 +123,8 @@ RunFn setup_bench_moe(CLI::App& bench) {
       "moe", "Time the CUDA MoE layer per token count against the card's HBM and tensor bounds");
   sub->add_option("--ms", a->ms, "comma-separated token counts M (default 1,8,...,8192)");
   sub->add_option("--routing", a->routing, "uniform and/or zipf (default uniform,zipf)");
+  sub->add_option("--dtype", a->dtype,
+                  "bf16 and/or fp8 experts (W8A8, 128x128 block scales; default bf16)");
   sub->add_option("--hidden", a->hidden, "hidden size H (default 2048)")->check(CLI::PositiveNumber);
   sub->add_option("--inter", a->inter, "expert width I (default 768)")->check(CLI::PositiveNumber);
   sub->add_option("--experts", a->experts, "experts E (default 128)")->check(CLI::PositiveNumber);

@@ -63,6 +63,24 @@ std::vector<uint16_t> random_bf16(size_t n, uint64_t seed, float scale) {
   return v;
 }
 
+// e4m3 codes from a fixed seed: any byte but the two NaN codes (0x7f, 0xff).
+std::vector<uint8_t> random_fp8_codes(size_t n, uint64_t seed) {
+  std::vector<uint8_t> v(n);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+  for (size_t i = 0; i < n; i += 8) {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    const uint64_t r = s * 0x2545F4914F6CDD1Dull;
+    for (size_t j = 0; j < 8 && i + j < n; ++j) {
+      uint8_t b = uint8_t(r >> (8 * j));
+      if ((b & 0x7f) == 0x7f) b ^= 1;
+      v[i + j] = b;
+    }
+  }
+  return v;
+}
+
 // Routing for M tokens: k distinct experts per token, uniform or Zipf (s = 1 over a random
 // permutation of the experts, drawn without replacement); weights a softmax of k normals.
 void make_routing(int64_t m, int64_t e, int64_t k, bool zipf, std::mt19937_64& rng,
@@ -137,13 +155,17 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
   }
   if (o.ms.empty() || o.routings.empty() || o.reps < 1)
     return make_error(ErrorCode::kInvalidArgument, "bench moe: empty --ms/--routing or reps < 1");
+  for (const std::string& t : o.dtypes)
+    if (t != "bf16" && t != "fp8")
+      return make_error(ErrorCode::kInvalidArgument,
+                        "bench moe: dtype '{}' (expected bf16 or fp8)", t);
+  if (o.dtypes.empty())
+    return make_error(ErrorCode::kInvalidArgument, "bench moe: empty --dtype");
   for (const std::string& r : o.routings)
     if (r != "uniform" && r != "zipf")
       return make_error(ErrorCode::kInvalidArgument,
                         "bench moe: routing '{}' (expected uniform or zipf)", r);
   const int64_t max_m = *std::max_element(o.ms.begin(), o.ms.end());
-  MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan plan_max,
-                          cuda::moe_layer_plan(MoeDims{max_m, o.hidden, o.inter, o.experts, o.top_k}));
   for (int64_t m : o.ms)
     if (m < 1) return make_error(ErrorCode::kInvalidArgument, "bench moe: M must be >= 1");
 
@@ -186,24 +208,54 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
   }
 
   const int64_t H = o.hidden, I = o.inter, E = o.experts, K = o.top_k;
-  DevMem w13, w2, x, out, ids, wts, ws;
+  const bool want_bf16 = std::count(o.dtypes.begin(), o.dtypes.end(), "bf16") > 0;
+  const bool want_fp8 = std::count(o.dtypes.begin(), o.dtypes.end(), "fp8") > 0;
+  const int64_t IB = (I + 127) / 128, HB = (H + 127) / 128;
+  DevMem w13, w2, w13q, w2q, w13s, w2s, x, out, ids, wts, ws;
   {
+    const auto hx = random_bf16(size_t(max_m * H), o.seed + 3, 1.0f);
+    MOEOPT_RETURN_IF_ERROR(x.alloc(hx.size() * 2, "x"));
+    MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(x.p, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice), "upload"));
+  }
+  if (want_bf16) {
     const auto h13 = random_bf16(size_t(E * 2 * I * H), o.seed + 1, float(1.0 / std::sqrt(double(H))));
     const auto h2 = random_bf16(size_t(E * H * I), o.seed + 2, float(1.0 / std::sqrt(double(I))));
-    const auto hx = random_bf16(size_t(max_m * H), o.seed + 3, 1.0f);
     MOEOPT_RETURN_IF_ERROR(w13.alloc(h13.size() * 2, "w13"));
     MOEOPT_RETURN_IF_ERROR(w2.alloc(h2.size() * 2, "w2"));
-    MOEOPT_RETURN_IF_ERROR(x.alloc(hx.size() * 2, "x"));
     MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(w13.p, h13.data(), h13.size() * 2, cudaMemcpyHostToDevice), "upload"));
     MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(w2.p, h2.data(), h2.size() * 2, cudaMemcpyHostToDevice), "upload"));
-    MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(x.p, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice), "upload"));
+  }
+  if (want_fp8) {
+    // Any finite e4m3 codes (timing does not depend on the values) and scales ~ 1/(448 sqrt K).
+    const auto q13 = random_fp8_codes(size_t(E * 2 * I * H), o.seed + 4);
+    const auto q2 = random_fp8_codes(size_t(E * H * I), o.seed + 5);
+    const std::vector<float> s13(size_t(E * 2 * IB * HB), float(1.0 / (448.0 * std::sqrt(double(H)))));
+    const std::vector<float> s2(size_t(E * HB * IB), float(1.0 / (448.0 * std::sqrt(double(I)))));
+    MOEOPT_RETURN_IF_ERROR(w13q.alloc(q13.size(), "w13 fp8"));
+    MOEOPT_RETURN_IF_ERROR(w2q.alloc(q2.size(), "w2 fp8"));
+    MOEOPT_RETURN_IF_ERROR(w13s.alloc(s13.size() * 4, "w13 scales"));
+    MOEOPT_RETURN_IF_ERROR(w2s.alloc(s2.size() * 4, "w2 scales"));
+    MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(w13q.p, q13.data(), q13.size(), cudaMemcpyHostToDevice), "upload"));
+    MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(w2q.p, q2.data(), q2.size(), cudaMemcpyHostToDevice), "upload"));
+    MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(w13s.p, s13.data(), s13.size() * 4, cudaMemcpyHostToDevice), "upload"));
+    MOEOPT_RETURN_IF_ERROR(cuda_ok(cudaMemcpy(w2s.p, s2.data(), s2.size() * 4, cudaMemcpyHostToDevice), "upload"));
   }
   MOEOPT_RETURN_IF_ERROR(out.alloc(size_t(max_m * H) * 2, "out"));
   MOEOPT_RETURN_IF_ERROR(ids.alloc(size_t(max_m * K) * 4, "expert_ids"));
   MOEOPT_RETURN_IF_ERROR(wts.alloc(size_t(max_m * K) * 4, "expert_weights"));
-  MOEOPT_RETURN_IF_ERROR(ws.alloc(plan_max.bytes, "workspace"));
+  size_t ws_bytes = 0;
+  for (bool fp8 : {false, true}) {
+    if (fp8 ? !want_fp8 : !want_bf16) continue;
+    MoeDims d{max_m, o.hidden, o.inter, o.experts, o.top_k};
+    d.fp8 = fp8;
+    MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan p, cuda::moe_layer_plan(d));
+    ws_bytes = std::max(ws_bytes, p.bytes);
+  }
+  MOEOPT_RETURN_IF_ERROR(ws.alloc(ws_bytes, "workspace"));
 
-  const double bytes_per_expert = 3.0 * double(H) * double(I) * 2.0;
+  const double bytes_per_expert_bf16 = 3.0 * double(H) * double(I) * 2.0;
+  const double bytes_per_expert_fp8 =
+      3.0 * double(H) * double(I) + double(3 * IB * HB) * 4.0;  // codes + f32 block scales
   std::mt19937_64 rng(o.seed);
   for (const std::string& routing : o.routings) {
     for (int64_t m : o.ms) {
@@ -216,36 +268,53 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
       for (int32_t id : hid) used[size_t(id)] = 1;
       const int64_t touched = std::count(used.begin(), used.end(), 1);
 
-      MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan plan,
-                              cuda::moe_layer_plan(MoeDims{m, H, I, E, K}));
-      cuda::MoeLayerArgs a;
-      a.x = x.p;
-      a.expert_ids = static_cast<const int32_t*>(ids.p);
-      a.expert_weights = static_cast<const float*>(wts.p);
-      a.w13 = w13.p;
-      a.w2 = w2.p;
-      a.out = out.p;
-      a.workspace = ws.p;
-      a.stream = se.stream;
-      const int inner = m <= 512 ? 20 : 5;
-      MOEOPT_ASSIGN_OR_RETURN(double us, time_graph(se, inner, o.reps,
-                                                    [&] { return cuda::moe_layer_run(plan, a); }));
-      MoeBenchRow row;
-      row.m = m;
-      row.routing = routing;
-      row.experts_touched = touched;
-      row.tile = cuda::moe_gemm_tile_name(plan.tile);
-      row.us = us;
-      row.weight_bytes = double(touched) * bytes_per_expert;
-      row.gbps = row.weight_bytes / us * 1e-3;
-      if (rep.hbm_nominal_Bps > 0)
-        row.pct_hbm_nominal = 100.0 * (row.weight_bytes / rep.hbm_nominal_Bps * 1e6) / us;
-      row.pct_hbm_copy = 100.0 * (row.weight_bytes / rep.copy_Bps * 1e6) / us;
-      const double flops = 6.0 * double(m) * double(K) * double(H) * double(I);
-      row.tflops = flops / us * 1e-6;
-      if (rep.tensor_nominal_flops > 0)
-        row.pct_tensor = 100.0 * (flops / rep.tensor_nominal_flops * 1e6) / us;
-      rep.rows.push_back(row);
+      double bf16_us = 0;
+      for (bool fp8 : {false, true}) {
+        if (fp8 ? !want_fp8 : !want_bf16) continue;
+        MoeDims d{m, H, I, E, K};
+        d.fp8 = fp8;
+        MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan plan, cuda::moe_layer_plan(d));
+        cuda::MoeLayerArgs a;
+        a.x = x.p;
+        a.expert_ids = static_cast<const int32_t*>(ids.p);
+        a.expert_weights = static_cast<const float*>(wts.p);
+        a.w13 = fp8 ? w13q.p : w13.p;
+        a.w2 = fp8 ? w2q.p : w2.p;
+        a.w13_scale = fp8 ? static_cast<const float*>(w13s.p) : nullptr;
+        a.w2_scale = fp8 ? static_cast<const float*>(w2s.p) : nullptr;
+        a.out = out.p;
+        a.workspace = ws.p;
+        a.stream = se.stream;
+        const int inner = m <= 512 ? 20 : 5;
+        MOEOPT_ASSIGN_OR_RETURN(double us, time_graph(se, inner, o.reps,
+                                                      [&] { return cuda::moe_layer_run(plan, a); }));
+        MoeBenchRow row;
+        row.m = m;
+        row.routing = routing;
+        row.dtype = fp8 ? "fp8" : "bf16";
+        row.experts_touched = touched;
+        row.tile = fp8 ? cuda::moe_fp8_tile_name(plan.fp8_tile) : cuda::moe_gemm_tile_name(plan.tile);
+        row.us = us;
+        row.weight_bytes = double(touched) * (fp8 ? bytes_per_expert_fp8 : bytes_per_expert_bf16);
+        row.gbps = row.weight_bytes / us * 1e-3;
+        if (rep.hbm_nominal_Bps > 0)
+          row.pct_hbm_nominal = 100.0 * (row.weight_bytes / rep.hbm_nominal_Bps * 1e6) / us;
+        row.pct_hbm_copy = 100.0 * (row.weight_bytes / rep.copy_Bps * 1e6) / us;
+        const double flops = 6.0 * double(m) * double(K) * double(H) * double(I);
+        row.tflops = flops / us * 1e-6;
+        const double peak = rep.tensor_nominal_flops * (fp8 ? 2.0 : 1.0);
+        if (peak > 0) row.pct_tensor = 100.0 * (flops / peak * 1e6) / us;
+        if (!fp8) bf16_us = us;
+        if (fp8 && bf16_us > 0) row.speedup_vs_bf16 = bf16_us / us;
+        // A bound describes the work done: a time under the nominal one means the count is
+        // wrong (the copy bandwidth, read + write, can be beaten by a pure read stream).
+        if (row.pct_hbm_nominal > 100.0)
+          return make_error(ErrorCode::kInternal,
+                            "bench moe: {} M {} ran at {:.1f}% of the nominal HBM bound "
+                            "(over 100%: the byte count is wrong)",
+                            row.dtype, m, row.pct_hbm_nominal);
+        rep.rows.push_back(row);
+      }
     }
   }
   return rep;

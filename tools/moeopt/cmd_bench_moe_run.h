@@ -3,7 +3,7 @@
 // counts M with uniform and Zipf routing, as CUDA-graph replays timed with CUDA events, and
 // reports each time against the card's HBM bound (unique experts touched x expert bytes /
 // bandwidth, both the nominal bandwidth and a device-to-device copy measured in the same
-// run) and tensor bound (6*M*k*H*I FLOPs / nominal BF16 dense peak).
+// run) and tensor bound (6*M*k*H*I FLOPs / nominal dense peak of the dtype).
 //
 // The PyTorch torch._grouped_mm peer is not part of this library benchmark: it runs in
 // bench/moe_layer.py on the same kernels (docs/perf.md). Only used with MOEOPT_CUDA.
@@ -20,6 +20,9 @@ namespace moeopt::cli {
 struct MoeBenchOptions {
   std::vector<int64_t> ms{1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
   std::vector<std::string> routings{"uniform", "zipf"};  // "uniform" and/or "zipf"
+  // "bf16" and/or "fp8" (W8A8 experts with 128x128 block scales, ops/fp8.h); with both, each
+  // fp8 row also reports its speedup over the bf16 row of the same M and routing.
+  std::vector<std::string> dtypes{"bf16"};
   int64_t hidden = 2048;  // Qwen3-30B-A3B
   int64_t inter = 768;
   int64_t experts = 128;
@@ -31,15 +34,18 @@ struct MoeBenchOptions {
 struct MoeBenchRow {
   int64_t m = 0;
   std::string routing;
+  std::string dtype;
   int64_t experts_touched = 0;
   std::string tile;
   double us = 0;               // median per layer call
-  double weight_bytes = 0;     // unique experts touched x bytes per expert
+  double weight_bytes = 0;     // unique experts touched x bytes per expert (fp8: 1 byte per
+                               // weight + their f32 block scales)
   double gbps = 0;             // weight_bytes / us
   double pct_hbm_nominal = 0;  // HBM bound (nominal bandwidth) / us
   double pct_hbm_copy = 0;     // HBM bound (measured copy bandwidth) / us
   double tflops = 0;
-  double pct_tensor = 0;       // tensor bound / us
+  double pct_tensor = 0;       // tensor bound / us (fp8: against 2x the bf16 dense peak)
+  double speedup_vs_bf16 = 0;  // fp8 rows when bf16 ran too: bf16 us / fp8 us
 };
 
 struct MoeBenchReport {

@@ -9,6 +9,9 @@
 //     GEMMs read, and how the engine lays weights out (model/device_weights.h). moe_forward
 //     also takes anything else (per-expert tensors, f16/f32 weights, odd H or I) by repacking
 //     into a zero-padded bf16 stack per call: correct, not fast; moe_experts does not.
+//   - fp8 e4m3 experts with f32 128x128 block scales (ops/moe.h, ops/fp8.h) in moe_forward
+//     only (W8A8, moe.h); stacked with H and I multiples of 16 natively, anything else
+//     through the same repack; moe_experts answers kUnsupported for them.
 //   - activations bf16: moe_experts x [M, H] and out_rows [R, H], moe_combine rows [R, H] and
 //     out [M, H], moe_forward x and out [M, H]; router logits f32; routing tensors as ops/moe.h.
 // Differences from the CPU reference, by design (the GPU cannot return an error from a kernel

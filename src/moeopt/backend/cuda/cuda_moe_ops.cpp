@@ -19,6 +19,7 @@
 #include "moeopt/backend/cuda/moe_heuristics.h"
 #include "moeopt/backend/cuda/moe_launch.h"
 #include "moeopt/ops/check.h"
+#include "moeopt/ops/fp8.h"
 
 namespace moeopt::cuda {
 namespace {
@@ -28,6 +29,7 @@ namespace k = kernels;
 constexpr size_t kAlign = 256;
 size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 constexpr int64_t kInt32Limit = int64_t(1) << 31;
+constexpr size_t kMaxSmemPerBlock = 227 * 1024;  // sm_90 opt-in limit
 static_assert(k::kRouteMaxExperts >= ops::kMaxExperts && k::kPermuteMaxExperts >= ops::kMaxExperts,
               "the CUDA router and permutation take every expert count ops/moe.h allows");
 
@@ -165,25 +167,58 @@ bool native_experts(const ops::ExpertWeights& w) {
          (reinterpret_cast<uintptr_t>(w.w2.data) & 15u) == 0;
 }
 
-int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
+bool native_fp8_experts(const ops::ExpertWeights& w) {
+  return w.is_stacked() && w.hidden() % 16 == 0 && w.intermediate() % 16 == 0 &&
+         (reinterpret_cast<uintptr_t>(w.w13.data) & 15u) == 0 &&
+         (reinterpret_cast<uintptr_t>(w.w2.data) & 15u) == 0;
+}
 
-// moe_forward's repack workspace for expert layouts the GEMMs do not take: a zero-padded bf16
-// stack (w13 [E, 2Ip, Hp], w2 [E, Hp, Ip]), x and out [M, Hp], and a staging matrix for
-// converting one expert matrix to bf16; the layer's own workspace follows (at `layer`).
+// Stacked e4m3 experts the FP8 grouped GEMMs take as they are (the scales' shapes and dtype
+// were validated by ops/): 16-byte aligned, H and I multiples of 16.
+Status need_fp8_gemm_experts(const char* op, const ops::ExpertWeights& w) {
+  if (!w.is_stacked())
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: FP8 experts on CUDA must be stacked (w13 [E, 2I, H], w2 [E, H, I])",
+                      op);
+  if (w.hidden() % 16 != 0 || w.intermediate() % 16 != 0)
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: FP8 experts on CUDA need hidden {} and intermediate {} multiples of 16",
+                      op, w.hidden(), w.intermediate());
+  for (const auto& [name, t] : {std::pair<const char*, const TensorView*>{"w13", &w.w13},
+                                {"w2", &w.w2}, {"w13_scale", &w.w13_scale},
+                                {"w2_scale", &w.w2_scale}})
+    MOEOPT_RETURN_IF_ERROR(need_dense(op, name, *t));
+  return Status::ok_status();
+}
+
+int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+// moe_forward's repack workspace for expert layouts the GEMMs do not take: a zero-padded
+// stack (w13 [E, 2Ip, Hp], w2 [E, Hp, Ip]; bf16 with Hp, Ip multiples of 8, or e4m3 with
+// multiples of 16), x and out [M, Hp] bf16, then either a staging matrix for converting one
+// expert matrix to bf16 or, for fp8, the stacked block scales (w13_scale [E, 2*IB, HB],
+// w2_scale [E, HB, IB]: padding to a multiple of 16 never crosses a 128 boundary, so the
+// block grid is unchanged). The zeroed part ends at `stage`; the layer's workspace follows
+// at `layer`.
 struct RepackPlan {
-  int64_t hp, ip;
-  size_t w13, w2, x, out, stage, layer;
+  int64_t hp, ip, ib, hb;
+  size_t w13, w2, x, out, stage, w13s, w2s, layer;
 };
-RepackPlan repack_plan(int64_t m, int64_t h, int64_t inter, int64_t e) {
+RepackPlan repack_plan(int64_t m, int64_t h, int64_t inter, int64_t e, bool fp8) {
   RepackPlan l{};
-  l.hp = round8(h);
-  l.ip = round8(inter);
+  const int64_t mult = fp8 ? 16 : 8, elem = fp8 ? 1 : 2;
+  l.hp = round_up(h, mult);
+  l.ip = round_up(inter, mult);
+  l.ib = ops::fp8_blocks(inter);
+  l.hb = ops::fp8_blocks(h);
   Bump b;
-  l.w13 = b.take(size_t(e * 2 * l.ip * l.hp) * 2);
-  l.w2 = b.take(size_t(e * l.hp * l.ip) * 2);
+  l.w13 = b.take(size_t(e * 2 * l.ip * l.hp * elem));
+  l.w2 = b.take(size_t(e * l.hp * l.ip * elem));
   l.x = b.take(size_t(m * l.hp) * 2);
   l.out = b.take(size_t(m * l.hp) * 2);
-  l.stage = b.take(size_t(inter * h) * 2);
+  l.stage = b.take(fp8 ? 0 : size_t(inter * h) * 2);
+  l.w13s = b.take(fp8 ? size_t(e * 2 * l.ib * l.hb) * 4 : 0);
+  l.w2s = b.take(fp8 ? size_t(e * l.hb * l.ib) * 4 : 0);
   l.layer = b.at;
   return l;
 }
@@ -193,11 +228,16 @@ detail::ElemType elem_of(DType t) {
                           : t == DType::kF16 ? detail::ElemType::kF16 : detail::ElemType::kBF16;
 }
 
-// Copies a [rows, cols] matrix (any float dtype, contiguous) into bf16 rows of `dst_pitch`
-// elements, converting through the staging buffer when it is not bf16 already.
+// Copies a [rows, cols] matrix (any float dtype, contiguous) into rows of `dst_pitch`
+// elements: bf16, converting through the staging buffer when it is not bf16 already, or
+// e4m3 codes as they are.
 Status place_matrix(const char* op, const TensorView& src, void* dst, int64_t dst_pitch,
                     void* stage, cudaStream_t s) {
   const int64_t rows = src.shape[0], cols = src.shape[1];
+  if (src.dtype == DType::kF8E4M3)
+    return cuda_status(cudaMemcpy2DAsync(dst, size_t(dst_pitch), src.data, size_t(cols),
+                                         size_t(cols), size_t(rows), cudaMemcpyDeviceToDevice, s),
+                       op, "pack weights");
   const void* from = src.data;
   if (src.dtype != DType::kBF16) {
     MOEOPT_RETURN_IF_ERROR(cuda_status(detail::launch_convert(src.data, elem_of(src.dtype), stage,
@@ -213,7 +253,8 @@ Status place_matrix(const char* op, const TensorView& src, void* dst, int64_t ds
 // Route into the plan's routing regions, then the fused layer.
 Status route_and_run(const char* op, const ops::Context& ctx, const TensorView& router_logits,
                      const ops::RouteParams& route, const MoeLayerPlan& plan, void* ws,
-                     const void* x, const void* w13, const void* w2, void* out) {
+                     const void* x, const void* w13, const void* w2, void* out,
+                     const float* w13_scale = nullptr, const float* w2_scale = nullptr) {
   auto* ids = moe_region<int32_t>(ws, plan.expert_ids);
   auto* wts = moe_region<float>(ws, plan.expert_weights);
   MOEOPT_RETURN_IF_ERROR(launch_route(op, ctx, router_logits, route, ids, wts));
@@ -223,6 +264,8 @@ Status route_and_run(const char* op, const ops::Context& ctx, const TensorView& 
   a.expert_weights = wts;
   a.w13 = w13;
   a.w2 = w2;
+  a.w13_scale = w13_scale;
+  a.w2_scale = w2_scale;
   a.out = out;
   a.workspace = ws;
   a.stream = ctx.stream;
@@ -237,13 +280,15 @@ Result<MoeLayerPlan> moe_layer_plan(const MoeDims& d, const MoeTileChoice& tiles
   if (d.num_tokens < 1)
     return make_error(ErrorCode::kInvalidArgument, "moe: num_tokens must be >= 1, got {}",
                       d.num_tokens);
-  if (d.hidden < 8 || d.hidden % 8 != 0)
+  // 16-byte rows: 8 bf16 or 16 e4m3 elements.
+  const int64_t row_mult = d.fp8 ? 16 : 8;
+  if (d.hidden < row_mult || d.hidden % row_mult != 0)
     return make_error(ErrorCode::kInvalidArgument,
-                      "moe: hidden must be a positive multiple of 8, got {}", d.hidden);
-  if (d.inter < 8 || d.inter % 8 != 0)
+                      "moe: hidden must be a positive multiple of {}, got {}", row_mult, d.hidden);
+  if (d.inter < row_mult || d.inter % row_mult != 0)
     return make_error(ErrorCode::kInvalidArgument,
-                      "moe: inter (moe_intermediate_size) must be a positive multiple of 8, got {}",
-                      d.inter);
+                      "moe: inter (moe_intermediate_size) must be a positive multiple of {}, got {}",
+                      row_mult, d.inter);
   if (d.num_experts < 1 || d.num_experts > ops::kMaxExperts)
     return make_error(ErrorCode::kUnsupported, "moe: num_experts must be in [1, {}], got {}",
                       ops::kMaxExperts, d.num_experts);
@@ -261,7 +306,20 @@ Result<MoeLayerPlan> moe_layer_plan(const MoeDims& d, const MoeTileChoice& tiles
   p.tile = tiles.tile ? *tiles.tile : choose_moe_gemm_tile(d.num_tokens, d.top_k, d.num_experts);
   p.tile2 = tiles.tile2 ? *tiles.tile2 : moe_gemm2_tile(p.tile);
   p.tile_rows = moe_gemm_tile_rows(p.tile);
-  if (moe_gemm_tile_rows(p.tile2) != p.tile_rows)
+  if (d.fp8) {
+    // Both GEMMs share the tile table, so one tile whose token rows fit K = max(H, I).
+    p.fp8_tile = tiles.fp8_tile ? *tiles.fp8_tile
+                                : choose_moe_fp8_tile(d.num_tokens, d.top_k, d.num_experts);
+    const int kmax = int(std::max(d.hidden, d.inter));
+    while (!tiles.fp8_tile && p.fp8_tile != MoeFp8Tile::kBm32Bn8 &&
+           detail::moe_fp8_gemm_smem_bytes(p.fp8_tile, kmax) > kMaxSmemPerBlock)
+      p.fp8_tile = MoeFp8Tile(int(p.fp8_tile) - 1);
+    if (detail::moe_fp8_gemm_smem_bytes(p.fp8_tile, kmax) > kMaxSmemPerBlock)
+      return make_error(ErrorCode::kUnsupported,
+                        "moe: fp8 tile {} does not fit K = {} in shared memory",
+                        moe_fp8_tile_name(p.fp8_tile), kmax);
+    p.tile_rows = moe_fp8_tile_rows(p.fp8_tile);
+  } else if (moe_gemm_tile_rows(p.tile2) != p.tile_rows)
     return make_error(ErrorCode::kInvalidArgument,
                       "moe: GEMM 2 tile {} has {} token rows, GEMM 1 tile {} has {}",
                       moe_gemm_tile_name(p.tile2), moe_gemm_tile_rows(p.tile2),
@@ -280,11 +338,58 @@ Result<MoeLayerPlan> moe_layer_plan(const MoeDims& d, const MoeTileChoice& tiles
   p.permuted_row_to_token = b.take(A * 4);
   p.permuted_row_weight = b.take(A * 4);
   p.token_to_permuted_row = b.take(A * 4);
-  p.h = b.take(A * size_t(d.inter) * 2);
+  p.h = b.take(A * size_t(d.inter) * (d.fp8 ? 4 : 2));
   p.y = b.take(A * size_t(d.hidden) * 2);
   p.bytes = b.at;
   return p;
 }
+
+namespace {
+
+// The two FP8 grouped GEMMs of moe_layer_run (same tile table as the bf16 ones).
+Status run_fp8_gemms(const MoeLayerPlan& plan, const MoeLayerArgs& a, bool pdl,
+                     cudaStream_t stream) {
+  constexpr const char* op = "moe";
+  const MoeDims& d = plan.dims;
+  void* ws = a.workspace;
+  k::Fp8GroupedGemmParams g1{};
+  g1.act_bf16 = static_cast<const __nv_bfloat16*>(a.x);
+  g1.act_f32 = nullptr;
+  g1.row_to_token = moe_region<int32_t>(ws, plan.permuted_row_to_token);
+  g1.weight = static_cast<const unsigned char*>(a.w13);
+  g1.weight_scale = a.w13_scale;
+  g1.row_weight = nullptr;
+  g1.out_f32 = moe_region<float>(ws, plan.h);
+  g1.out_bf16 = nullptr;
+  g1.expert_offsets = moe_region<int32_t>(ws, plan.expert_offsets);
+  g1.tile_expert = moe_region<int32_t>(ws, plan.tile_expert);
+  g1.tile_row_begin = moe_region<int32_t>(ws, plan.tile_row_begin);
+  g1.num_tiles = moe_region<int32_t>(ws, plan.num_tiles);
+  g1.K = int(d.hidden);
+  g1.N_out = int(d.inter);
+  g1.num_tokens = int(d.num_tokens);
+  g1.num_rows = int(d.num_tokens * d.top_k);
+  MOEOPT_RETURN_IF_ERROR(cuda_status(
+      detail::launch_moe_fp8_grouped_gemm(plan.fp8_tile, true, g1, int(plan.max_tiles), pdl,
+                                          stream),
+      op, "fp8 gemm1 launch"));
+  k::Fp8GroupedGemmParams g2 = g1;
+  g2.act_bf16 = nullptr;
+  g2.act_f32 = moe_region<float>(ws, plan.h);
+  g2.row_to_token = nullptr;
+  g2.weight = static_cast<const unsigned char*>(a.w2);
+  g2.weight_scale = a.w2_scale;
+  g2.row_weight = moe_region<float>(ws, plan.permuted_row_weight);
+  g2.out_f32 = nullptr;
+  g2.out_bf16 = moe_region<__nv_bfloat16>(ws, plan.y);
+  g2.K = int(d.inter);
+  g2.N_out = int(d.hidden);
+  return cuda_status(detail::launch_moe_fp8_grouped_gemm(plan.fp8_tile, false, g2,
+                                                         int(plan.max_tiles), pdl, stream),
+                     op, "fp8 gemm2 launch");
+}
+
+}  // namespace
 
 Status moe_layer_run(const MoeLayerPlan& plan, const MoeLayerArgs& a) {
   constexpr const char* op = "moe";
@@ -325,35 +430,39 @@ Status moe_layer_run(const MoeLayerPlan& plan, const MoeLayerArgs& a) {
   MOEOPT_RETURN_IF_ERROR(
       cuda_status(detail::launch_moe_permute(pp, pdl, stream), op, "permute launch"));
 
-  k::GroupedGemmParams g1{};
-  g1.act = static_cast<const __nv_bfloat16*>(a.x);
-  g1.row_to_token = row_to_token;
-  g1.weight = static_cast<const __nv_bfloat16*>(a.w13);
-  g1.row_weight = nullptr;
-  g1.out = h;
-  g1.expert_offsets = expert_offsets;
-  g1.tile_expert = tile_expert;
-  g1.tile_row_begin = tile_row_begin;
-  g1.num_tiles = num_tiles;
-  g1.K = int(d.hidden);
-  g1.N_out = int(d.inter);
-  g1.num_tokens = int(d.num_tokens);
-  g1.num_rows = int(assignments);
-  MOEOPT_RETURN_IF_ERROR(cuda_status(
-      detail::launch_moe_grouped_gemm(plan.tile, true, g1, int(plan.max_tiles), pdl, stream), op,
-      "gemm1 launch"));
+  if (d.fp8) {
+    MOEOPT_RETURN_IF_ERROR(run_fp8_gemms(plan, a, pdl, stream));
+  } else {
+    k::GroupedGemmParams g1{};
+    g1.act = static_cast<const __nv_bfloat16*>(a.x);
+    g1.row_to_token = row_to_token;
+    g1.weight = static_cast<const __nv_bfloat16*>(a.w13);
+    g1.row_weight = nullptr;
+    g1.out = h;
+    g1.expert_offsets = expert_offsets;
+    g1.tile_expert = tile_expert;
+    g1.tile_row_begin = tile_row_begin;
+    g1.num_tiles = num_tiles;
+    g1.K = int(d.hidden);
+    g1.N_out = int(d.inter);
+    g1.num_tokens = int(d.num_tokens);
+    g1.num_rows = int(assignments);
+    MOEOPT_RETURN_IF_ERROR(cuda_status(
+        detail::launch_moe_grouped_gemm(plan.tile, true, g1, int(plan.max_tiles), pdl, stream), op,
+        "gemm1 launch"));
 
-  k::GroupedGemmParams g2 = g1;
-  g2.act = h;
-  g2.row_to_token = nullptr;
-  g2.weight = static_cast<const __nv_bfloat16*>(a.w2);
-  g2.row_weight = row_weight;
-  g2.out = y;
-  g2.K = int(d.inter);
-  g2.N_out = int(d.hidden);
-  MOEOPT_RETURN_IF_ERROR(cuda_status(
-      detail::launch_moe_grouped_gemm(plan.tile2, false, g2, int(plan.max_tiles), pdl, stream),
-      op, "gemm2 launch"));
+    k::GroupedGemmParams g2 = g1;
+    g2.act = h;
+    g2.row_to_token = nullptr;
+    g2.weight = static_cast<const __nv_bfloat16*>(a.w2);
+    g2.row_weight = row_weight;
+    g2.out = y;
+    g2.K = int(d.inter);
+    g2.N_out = int(d.hidden);
+    MOEOPT_RETURN_IF_ERROR(cuda_status(
+        detail::launch_moe_grouped_gemm(plan.tile2, false, g2, int(plan.max_tiles), pdl, stream),
+        op, "gemm2 launch"));
+  }
 
   k::CombineParams cp{};
   cp.y = y;
@@ -458,6 +567,9 @@ Status CudaBackend::moe_experts(const ops::Context& ctx, const TensorView& x,
                                 const ops::ExpertWeights& weights,
                                 const ops::MoePermutation& perm, const TensorView& out_rows) {
   constexpr const char* op = "moe_experts";
+  if (weights.is_fp8())
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: FP8 experts run on CUDA through moe_forward only", op);
   MOEOPT_RETURN_IF_ERROR(need_gemm_experts(op, weights));
   MOEOPT_RETURN_IF_ERROR(need_dtype(op, "x", x, DType::kBF16));
   MOEOPT_RETURN_IF_ERROR(need_dense(op, "x", x));
@@ -572,6 +684,18 @@ Status CudaBackend::moe_forward(const ops::Context& ctx, const TensorView& x,
   if (m == 0) return Status::ok_status();
   // params.pad_rows_to only shapes the CPU's intermediate buffers: the fused path masks each
   // expert's partial tile instead of padding rows in memory, with the same result.
+  if (weights.is_fp8() && native_fp8_experts(weights)) {
+    MOEOPT_RETURN_IF_ERROR(need_fp8_gemm_experts(op, weights));
+    MOEOPT_RETURN_IF_ERROR(need_dense(op, "x", x));
+    MOEOPT_RETURN_IF_ERROR(need_dense(op, "out", out));
+    MoeDims d{m, h, inter, e, top_k};
+    d.fp8 = true;
+    MOEOPT_ASSIGN_OR_RETURN(const MoeLayerPlan plan, moe_layer_plan(d));
+    MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, plan.bytes, op));
+    return route_and_run(op, ctx, router_logits, params.route, plan, ws, x.data,
+                         weights.w13.data, weights.w2.data, out.data,
+                         weights.w13_scale.ptr<const float>(), weights.w2_scale.ptr<const float>());
+  }
   if (native_experts(weights)) {
     MOEOPT_RETURN_IF_ERROR(need_dense(op, "x", x));
     MOEOPT_RETURN_IF_ERROR(need_dense(op, "out", out));
@@ -581,37 +705,51 @@ Status CudaBackend::moe_forward(const ops::Context& ctx, const TensorView& x,
     return route_and_run(op, ctx, router_logits, params.route, plan, ws, x.data,
                          weights.w13.data, weights.w2.data, out.data);
   }
-  // Anything else (per-expert tensors, f16/f32 weights, H or I not a multiple of 8): repack
-  // into a zero-padded bf16 stack, pad x, run the native path, copy the H real columns out.
-  // Zero rows and columns change nothing (silu(0) * 0 = 0; zero columns add 0). This costs a
-  // copy of every expert per call: a correctness path for odd inputs, never the engine's
-  // (model/device_weights.h lays weights out natively).
-  const RepackPlan r = repack_plan(m, h, inter, e);
-  MOEOPT_ASSIGN_OR_RETURN(const MoeLayerPlan plan,
-                          moe_layer_plan(MoeDims{m, r.hp, r.ip, e, top_k}));
+  // Anything else (per-expert tensors, f16/f32 weights, H or I not a multiple of 8 — of 16
+  // for fp8): repack into a zero-padded stack (bf16, or the fp8 codes with their scales
+  // stacked), pad x, run the native path, copy the H real columns out. Zero rows and columns
+  // change nothing (silu(0) * 0 = 0; zero columns add 0 and leave every 128-group's amax as
+  // it was). This costs a copy of every expert per call: a correctness path for odd inputs,
+  // never the engine's (model/device_weights.h lays weights out natively).
+  const bool fp8 = weights.is_fp8();
+  const RepackPlan r = repack_plan(m, h, inter, e, fp8);
+  MoeDims d{m, r.hp, r.ip, e, top_k};
+  d.fp8 = fp8;
+  MOEOPT_ASSIGN_OR_RETURN(const MoeLayerPlan plan, moe_layer_plan(d));
   MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, r.layer + plan.bytes, op));
   cudaStream_t s = stream_of(ctx);
   MOEOPT_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(ws, 0, r.stage, s), op, "zero the repack"));
   void* stage = at(ws, r.stage);
+  const size_t elem = fp8 ? 1 : 2;
   for (int64_t i = 0; i < e; ++i) {
     const TensorView gate = weights.gate_proj(i), up = weights.up_proj(i), down = weights.down_proj(i);
     for (const TensorView* t : {&gate, &up, &down})
       if (!t->is_contiguous() || t->device != Device::kCuda)
         return make_error(ErrorCode::kUnsupported, "{}: expert {} is not a contiguous GPU tensor", op, i);
-    unsigned char* w13e = at(ws, r.w13 + size_t(i * 2 * r.ip * r.hp) * 2);
+    unsigned char* w13e = at(ws, r.w13 + size_t(i * 2 * r.ip * r.hp) * elem);
     MOEOPT_RETURN_IF_ERROR(place_matrix(op, gate, w13e, r.hp, stage, s));
-    MOEOPT_RETURN_IF_ERROR(place_matrix(op, up, w13e + size_t(r.ip * r.hp) * 2, r.hp, stage, s));
+    MOEOPT_RETURN_IF_ERROR(place_matrix(op, up, w13e + size_t(r.ip * r.hp) * elem, r.hp, stage, s));
     MOEOPT_RETURN_IF_ERROR(
-        place_matrix(op, down, at(ws, r.w2 + size_t(i * r.hp * r.ip) * 2), r.ip, stage, s));
+        place_matrix(op, down, at(ws, r.w2 + size_t(i * r.hp * r.ip) * elem), r.ip, stage, s));
+    if (!fp8) continue;
+    // Scales as they are (validated contiguous f32 by ops/): gate blocks, up blocks, down.
+    const size_t sb = size_t(r.ib * r.hb) * 4;
+    const TensorView gs = weights.gate_scale(i), us = weights.up_scale(i), ds = weights.down_scale(i);
+    for (const auto& [dst, src] : {std::pair<size_t, const TensorView*>{r.w13s + 2 * i * sb, &gs},
+                                   {r.w13s + (2 * i + 1) * sb, &us}, {r.w2s + i * sb, &ds}})
+      MOEOPT_RETURN_IF_ERROR(cuda_status(
+          cudaMemcpyAsync(at(ws, dst), src->data, sb, cudaMemcpyDeviceToDevice, s), op,
+          "pack scales"));
   }
   const int64_t xs = ops::row_stride(x), os = ops::row_stride(out);
   MOEOPT_RETURN_IF_ERROR(cuda_status(
       cudaMemcpy2DAsync(at(ws, r.x), size_t(r.hp) * 2, x.data, size_t(xs) * 2, size_t(h) * 2,
                         size_t(m), cudaMemcpyDeviceToDevice, s),
       op, "pad x"));
-  MOEOPT_RETURN_IF_ERROR(route_and_run(op, ctx, router_logits, params.route, plan,
-                                       at(ws, r.layer), at(ws, r.x), at(ws, r.w13), at(ws, r.w2),
-                                       at(ws, r.out)));
+  MOEOPT_RETURN_IF_ERROR(route_and_run(
+      op, ctx, router_logits, params.route, plan, at(ws, r.layer), at(ws, r.x), at(ws, r.w13),
+      at(ws, r.w2), at(ws, r.out), fp8 ? moe_region<const float>(ws, r.w13s) : nullptr,
+      fp8 ? moe_region<const float>(ws, r.w2s) : nullptr));
   return cuda_status(cudaMemcpy2DAsync(out.data, size_t(os) * 2, at(ws, r.out), size_t(r.hp) * 2,
                                        size_t(h) * 2, size_t(m), cudaMemcpyDeviceToDevice, s),
                      op, "unpad out");

@@ -19,6 +19,11 @@
 // Pointers are device pointers, 16-byte aligned; bf16 tensors are passed as void*.
 // Weight layouts (ENK, row-major, the HF per-expert Linear weights stacked):
 //   w13 [E, 2I, H] (gate_proj rows then up_proj rows); w2 [E, H, I].
+// FP8 experts (MoeDims::fp8; W8A8 with 128x128 block scales, ops/fp8.h): w13 and w2 in e4m3
+// with w13_scale [E, 2*ceil(I/128), ceil(H/128)] f32 (gate blocks, then up blocks) and
+// w2_scale [E, ceil(H/128), ceil(I/128)] f32 (ops/moe.h). The grouped GEMMs
+// (kernels/fp8_moe_gemm.cuh) quantise x and the SiLU·up intermediate per token in groups of
+// 128 as they load them; H and I must be multiples of 16.
 #pragma once
 
 #include <cstddef>
@@ -36,11 +41,14 @@ struct MoeDims {
   int64_t inter = 0;        // I (moe_intermediate_size)
   int64_t num_experts = 0;  // E
   int64_t top_k = 0;        // k
+  bool fp8 = false;         // e4m3 experts with block scales (else bf16)
 };
 
 struct MoeTileChoice {
   std::optional<MoeGemmTile> tile;   // GEMM 1's tile; default choose_moe_gemm_tile()
   std::optional<MoeGemmTile> tile2;  // GEMM 2's (same token rows); default moe_gemm2_tile()
+  std::optional<MoeFp8Tile> fp8_tile;  // both GEMMs' tile for fp8 dims; default
+                                       // choose_moe_fp8_tile() (stepped down to fit)
 };
 
 // Byte offsets of the workspace regions (A = M*k assignments), each 256-byte aligned:
@@ -54,12 +62,14 @@ struct MoeTileChoice {
 //   permuted_row_to_token [A] int32
 //   permuted_row_weight   [A] f32
 //   token_to_permuted_row [A] int32
-//   h                     [A, I] bf16   SiLU(gate)*up, permuted rows
+//   h                     [A, I] bf16   SiLU(gate)*up, permuted rows (f32 for fp8: GEMM 2
+//                                       quantises it as the reference quantises its f32)
 //   y                     [A, H] bf16   weighted expert outputs, permuted rows
 struct MoeLayerPlan {
   MoeDims dims;
   MoeGemmTile tile = MoeGemmTile::kBm32Bn8;
   MoeGemmTile tile2 = MoeGemmTile::kBm32Bn8;
+  MoeFp8Tile fp8_tile = MoeFp8Tile::kBm32Bn8;  // fp8 dims: both GEMMs
   int tile_rows = 0;      // token rows per tile (both GEMMs)
   int64_t max_tiles = 0;  // upper bound of the tile table's length
   size_t expert_ids = 0, expert_weights = 0, tokens_per_expert = 0, expert_offsets = 0,
@@ -68,7 +78,8 @@ struct MoeLayerPlan {
   size_t bytes = 0;       // total
 };
 
-// Errors (kInvalidArgument / kUnsupported): M < 1, H or I not a positive multiple of 8,
+// Errors (kInvalidArgument / kUnsupported): M < 1, H or I not a positive multiple of 8 (16
+// for fp8; an fp8 token tile of K = max(H, I) that fits in no tile's shared memory),
 // E outside [1, 512], k outside [1, min(32, E)], M*k or H*I*2 >= 2^31, a GEMM 2 tile with
 // other token rows than GEMM 1's.
 Result<MoeLayerPlan> moe_layer_plan(const MoeDims& d, const MoeTileChoice& tiles = {});
@@ -83,8 +94,10 @@ struct MoeLayerArgs {
   const void* x = nullptr;               // [M, H] bf16
   const int32_t* expert_ids = nullptr;   // [M, k] int32
   const float* expert_weights = nullptr; // [M, k] f32
-  const void* w13 = nullptr;             // [E, 2I, H] bf16
-  const void* w2 = nullptr;              // [E, H, I] bf16
+  const void* w13 = nullptr;             // [E, 2I, H] bf16 (e4m3 for fp8)
+  const void* w2 = nullptr;              // [E, H, I] bf16 (e4m3 for fp8)
+  const float* w13_scale = nullptr;      // fp8: [E, 2*ceil(I/128), ceil(H/128)] f32
+  const float* w2_scale = nullptr;       // fp8: [E, ceil(H/128), ceil(I/128)] f32
   const void* residual = nullptr;        // [M, H] bf16, optional (may equal out)
   void* out = nullptr;                   // [M, H] bf16
   void* workspace = nullptr;             // plan.bytes

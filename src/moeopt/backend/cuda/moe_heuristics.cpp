@@ -72,4 +72,32 @@ bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
   return true;
 }
 
+int moe_fp8_tile_rows(MoeFp8Tile tile) {
+  switch (tile) {
+    case MoeFp8Tile::kBm32Bn8: return 8;
+    case MoeFp8Tile::kBm64Bn16: return 16;
+    case MoeFp8Tile::kBm64Bn32: return 32;
+  }
+  return 32;  // unreachable: every enumerator is handled above
+}
+
+const char* moe_fp8_tile_name(MoeFp8Tile tile) {
+  switch (tile) {
+    case MoeFp8Tile::kBm32Bn8: return "fp8_bm32_bn8";
+    case MoeFp8Tile::kBm64Bn16: return "fp8_bm64_bn16";
+    case MoeFp8Tile::kBm64Bn32: return "fp8_bm64_bn32";
+  }
+  return "?";
+}
+
+MoeFp8Tile choose_moe_fp8_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
+  // The bf16 thresholds (a token tile of about 1-2x the mean rows per expert), not yet
+  // swept for FP8.
+  const double rows_per_expert =
+      double(num_tokens) * double(top_k) / double(num_experts > 0 ? num_experts : 1);
+  if (rows_per_expert <= 4.0) return MoeFp8Tile::kBm32Bn8;
+  if (rows_per_expert <= 12.0) return MoeFp8Tile::kBm64Bn16;
+  return MoeFp8Tile::kBm64Bn32;
+}
+
 }  // namespace moeopt::cuda

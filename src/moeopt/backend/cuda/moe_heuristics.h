@@ -36,4 +36,18 @@ MoeGemmTile moe_gemm2_tile(MoeGemmTile gemm1_tile);
 // the single-block permutation: docs/perf.md).
 bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts);
 
+// FP8 (W8A8) grouped-GEMM tiles (kernels/fp8_moe_gemm.cuh; BM weight rows x BN tokens, one
+// 128-wide K group per stage).
+enum class MoeFp8Tile : uint8_t {
+  kBm32Bn8,   // decode: 4 warps split each K group
+  kBm64Bn16,
+  kBm64Bn32,
+};
+inline constexpr int kNumMoeFp8Tiles = 3;
+int moe_fp8_tile_rows(MoeFp8Tile tile);
+const char* moe_fp8_tile_name(MoeFp8Tile tile);
+// By rows per expert, as choose_moe_gemm_tile; the plan steps down to fewer token rows when
+// the token tile of the longer K does not fit in shared memory.
+MoeFp8Tile choose_moe_fp8_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts);
+
 }  // namespace moeopt::cuda

@@ -20,6 +20,12 @@ cudaError_t launch_moe_permute(const kernels::PermuteParams& p, bool pdl, cudaSt
 cudaError_t launch_moe_grouped_gemm(MoeGemmTile tile, bool gated,
                                     const kernels::GroupedGemmParams& p, int max_tiles, bool pdl,
                                     cudaStream_t stream);
+// FP8 (W8A8) grouped GEMM (fp8_moe_launch.cu); smem bytes the tile needs for K (> the
+// device's opt-in limit: the plan picks a tile with fewer token rows).
+size_t moe_fp8_gemm_smem_bytes(MoeFp8Tile tile, int K);
+cudaError_t launch_moe_fp8_grouped_gemm(MoeFp8Tile tile, bool gated,
+                                        const kernels::Fp8GroupedGemmParams& p, int max_tiles,
+                                        bool pdl, cudaStream_t stream);
 cudaError_t launch_moe_combine(const kernels::CombineParams& p, bool pdl, cudaStream_t stream);
 
 // Routing from given logits, the tile table of an existing permutation (ops-level

@@ -112,6 +112,27 @@ struct GroupedGemmParams {
   int num_rows;                   // rows of out: expert_offsets are clamped to it
 };
 
+// fp8_moe_gemm.cuh: the W8A8 grouped GEMMs (same tile table as GroupedGemmParams).
+struct Fp8GroupedGemmParams {
+  const __nv_bfloat16* act_bf16;  // GEMM1: x [num_tokens, K] bf16, gathered; GEMM2: nullptr
+  const float* act_f32;           // GEMM2: h [rows, K] f32 (permuted order); GEMM1: nullptr
+  const int32_t* row_to_token;    // [rows] int32 (GEMM1), else nullptr
+  const unsigned char* weight;    // [E, N_w, K] e4m3 (ENK); N_w = 2*N_out if gated
+  const float* weight_scale;      // [E, N_w blocks, ceil(K/128)] f32: GEMM1 2*ceil(N_out/128)
+                                  // rows (gate blocks, then up blocks), GEMM2 ceil(N_out/128)
+  const float* row_weight;        // [rows] f32 routing weight (GEMM2), else nullptr
+  float* out_f32;                 // GEMM1: h [rows, N_out] f32 = silu(gate)*up
+  __nv_bfloat16* out_bf16;        // GEMM2: y [rows, N_out] bf16 = row_weight * acc
+  const int32_t* expert_offsets;  // [E + 1] int32
+  const int32_t* tile_expert;     // [max_tiles] int32
+  const int32_t* tile_row_begin;  // [max_tiles] int32
+  const int32_t* num_tiles;       // [1] int32
+  int K;                          // multiple of 16
+  int N_out;                      // multiple of 8
+  int num_tokens;                 // rows of x for the GEMM-1 gather (others read as zeros)
+  int num_rows;                   // rows of out: expert_offsets are clamped to it
+};
+
 // moe_combine.cuh
 inline constexpr int kCombineThreads = 128;
 

@@ -1,0 +1,64 @@
+// Template instances and launch geometry of the FP8 MoE grouped GEMM
+// (kernels/fp8_moe_gemm.cuh; see moe_launch.h).
+#include "moeopt/backend/cuda/kernels/fp8_moe_gemm.cuh"
+#include "moeopt/backend/cuda/launch_ex.cuh"
+#include "moeopt/backend/cuda/moe_launch.h"
+
+namespace moeopt::cuda::detail {
+namespace k = moeopt::cuda::kernels;
+
+// MoeFp8Tile configurations (moe_heuristics.h).
+//                                 BM  BN WM WN WK STAGES
+using Fp8Bm32Bn8 = k::Fp8GemmTile<32, 8, 1, 1, 4, 8>;
+using Fp8Bm64Bn16 = k::Fp8GemmTile<64, 16, 2, 1, 2, 6>;
+using Fp8Bm64Bn32 = k::Fp8GemmTile<64, 32, 2, 2, 1, 4>;
+
+namespace {
+
+template <class T, bool kGated>
+cudaError_t launch_fp8(const k::Fp8GroupedGemmParams& p, int max_tiles, bool pdl,
+                       cudaStream_t stream) {
+  auto kernel = k::fp8_moe_grouped_gemm_kernel<T, kGated>;
+  const size_t smem = T::smem_bytes(p.K);
+  cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (e != cudaSuccess) return e;
+  const int cols_per_block = kGated ? T::BM / 2 : T::BM;
+  const dim3 grid(max_tiles, (p.N_out + cols_per_block - 1) / cols_per_block);
+  return launch_ex(kernel, grid, dim3(T::kThreads), smem, pdl, stream, p);
+}
+
+template <class T>
+cudaError_t launch_fp8_gated(bool gated, const k::Fp8GroupedGemmParams& p, int max_tiles,
+                             bool pdl, cudaStream_t stream) {
+  return gated ? launch_fp8<T, true>(p, max_tiles, pdl, stream)
+               : launch_fp8<T, false>(p, max_tiles, pdl, stream);
+}
+
+}  // namespace
+
+size_t moe_fp8_gemm_smem_bytes(MoeFp8Tile tile, int K) {
+  switch (tile) {
+    case MoeFp8Tile::kBm32Bn8: return Fp8Bm32Bn8::smem_bytes(K);
+    case MoeFp8Tile::kBm64Bn16: return Fp8Bm64Bn16::smem_bytes(K);
+    case MoeFp8Tile::kBm64Bn32: return Fp8Bm64Bn32::smem_bytes(K);
+  }
+  return ~size_t(0);
+}
+
+cudaError_t launch_moe_fp8_grouped_gemm(MoeFp8Tile tile, bool gated,
+                                        const k::Fp8GroupedGemmParams& p, int max_tiles,
+                                        bool pdl, cudaStream_t stream) {
+  if (max_tiles <= 0) return cudaSuccess;
+  switch (tile) {
+    case MoeFp8Tile::kBm32Bn8:
+      return launch_fp8_gated<Fp8Bm32Bn8>(gated, p, max_tiles, pdl, stream);
+    case MoeFp8Tile::kBm64Bn16:
+      return launch_fp8_gated<Fp8Bm64Bn16>(gated, p, max_tiles, pdl, stream);
+    case MoeFp8Tile::kBm64Bn32:
+      return launch_fp8_gated<Fp8Bm64Bn32>(gated, p, max_tiles, pdl, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace moeopt::cuda::detail

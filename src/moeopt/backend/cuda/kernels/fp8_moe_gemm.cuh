@@ -1,0 +1,403 @@
+// FP8 (W8A8, 128x128 block scales) grouped GEMM for the MoE experts at decode and small M
+// (mma.sync m16n8k32 e4m3 x e4m3 -> f32). The number format is ops/fp8.h's:
+//   weights  w_q [E, N_w, K] e4m3, w_s [E, ceil(N_w'/128), ceil(K/128)] f32 (see below)
+//   tokens   quantised here, per token row in groups g of 128 along K:
+//            s_x[r, g] = max(amax_g, 1e-10) / 448,  x_q = e4m3_rne_satfinite(x / s_x)
+//   y[r, n]  = sum_g (s_x[r, g] * w_s[n/128, g]) * (sum_{k in g} x_q[r, k] * w_q[n, k])
+// For every token tile of expert e (the tile table of moe_permute.cuh) and weight tile:
+// GEMM 1 (kGated): W = W13[e] [2*N_out, K] (gate rows, then up rows), tokens = x [M, K] bf16
+//     gathered through permuted_row_to_token; epilogue h[r, n] = silu(gate) * up in f32
+//     ([rows, N_out], quantised by GEMM 2 as it loads it, exactly as the CPU reference
+//     quantises its f32 intermediate). Scale rows: gate row n -> n/128, up row n ->
+//     ceil(N_out/128) + n/128 (the ops/moe.h w13_scale layout), so no block mixes gate and up.
+// GEMM 2: W = W2[e] [N_out, K], tokens = h [rows, K] f32 (permuted order); epilogue
+//     y[r, n] = row_weight[r] * acc in bf16 (then moe_combine.cuh).
+//
+// Activation quantisation is fused into the token load, so there is no quantisation pass
+// and no quantised copy of x or h in memory: each block quantises the rows of its token
+// tile, for the whole K, into shared memory once (after issuing its first weight stages,
+// whose copies are then in flight), then streams only weights. Every block of a token tile
+// computes the same codes and scales (the same f32 operations in the same order), so the
+// result does not depend on the tiling. This costs BN * ceil(K/128) * 128 bytes of shared
+// memory (the launcher picks BN so that it fits) and re-reads the token rows once per
+// weight block from L2, as the bf16 kernel does.
+//
+// Roles ("swap AB", as in moe_grouped_gemm.cuh): weight rows are the mma's m dimension
+// (16 rows, the A operand), tokens its n dimension (8 per mma). One pipeline stage is one
+// K group: BK = 128 e4m3 bytes, so the block scale of a stage is one number per 16-row mma
+// tile (tiles never straddle a 128-row block: BM/2 or BM divides 128) and one per token.
+// Each warp accumulates a stage into a partial accumulator and adds it, times
+// s_x * w_s, to the running one. WARPS_K > 1 splits a stage's 128 k among warps (decode:
+// few tokens; the partials are reduced through shared memory at the end).
+//
+// Shared memory: STAGES weight stages [BM][128 B], the token tile [KB][BN][128 B] and token
+// scales [KB][BN] f32, weight scales [2][KB] f32. 128-byte rows are 16-byte chunks swizzled
+// as chunk ^ (row % 8), so ldmatrix reads are bank-conflict free; the fragment layouts of
+// m16n8k32 e4m3 are byte-for-byte those of m16n8k16 bf16, so the ldmatrix addressing is the
+// bf16 kernel's in bytes.
+//
+// Bounds (launcher): K % 16 == 0 (16-byte rows of e4m3), N_out % 8 == 0, pointers 16-byte
+// aligned; K tails (K % 128) and N tails are zero-filled / masked.
+// Test: tests/unit/cuda_moe_fp8_test.cpp. Bench: `moeopt bench moe --dtype fp8`.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+#include "moeopt/backend/cuda/kernels/moe_params.cuh"
+#include "moeopt/backend/cuda/kernels/sm80_mma_helpers.cuh"
+
+namespace moeopt::cuda::kernels {
+
+template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int WARPS_K_, int STAGES_>
+struct Fp8GemmTile {
+  static constexpr int BM = BM_, BN = BN_, BK = 128;  // BK in e4m3 elements = bytes
+  static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, WARPS_K = WARPS_K_;
+  static constexpr int STAGES = STAGES_;
+  static constexpr int kWarps = WARPS_M * WARPS_N * WARPS_K;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int WM = BM / WARPS_M;
+  static constexpr int WN = BN / WARPS_N;
+  static constexpr int BKW = BK / WARPS_K;  // k per warp per stage
+  static constexpr int MI = WM / 16;
+  static constexpr int NI = WN / 8;
+  static constexpr int kWeightStageBytes = BM * BK;
+  static_assert(WM % 16 == 0 && WN % 8 == 0 && BKW % 32 == 0, "warp tile must fit m16n8k32");
+  static_assert(NI == 1 || NI % 2 == 0, "tokens per warp: 8 or a multiple of 16 (ldmatrix x4)");
+  static_assert(STAGES >= 2, "pipeline needs at least two stages");
+  static_assert(128 % BM == 0 || BM % 128 == 0, "weight tiles must not straddle scale blocks");
+  // Shared memory for K (bytes), in the order of the file comment.
+  static constexpr size_t smem_bytes(int K) {
+    const size_t kb = size_t((K + 127) / 128);
+    return size_t(STAGES) * kWeightStageBytes + kb * BN * 128 + kb * BN * 4 + 2 * kb * 4;
+  }
+  // Cross-warp K reduction reuses the weight stages.
+  static_assert((WARPS_K - 1) * WARPS_M * WARPS_N * 32 * MI * NI * 4 * 4 <=
+                    STAGES * kWeightStageBytes,
+                "split-K reduction buffer must fit in the weight stages");
+};
+
+// Byte offset of byte `b` (0..127) of row `row` in a swizzled [rows][128 B] tile.
+__device__ __forceinline__ int swz128(int row, int b) {
+  return row * 128 + ((((b >> 4) ^ (row & 7))) << 4) + (b & 15);
+}
+
+__device__ __forceinline__ void mma_e4m3_16832(float (&c)[4], const uint32_t (&a)[4],
+                                               const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Eight f32 -> eight e4m3 codes (round to nearest even, saturating to +-448), low byte first.
+__device__ __forceinline__ uint2 quantize8(const float (&v)[8], float scale) {
+  uint32_t w[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    uint32_t packed = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i += 2) {
+      const float2 f = make_float2(__fdiv_rn(v[h * 4 + i], scale), __fdiv_rn(v[h * 4 + i + 1], scale));
+      const __nv_fp8x2_storage_t q = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
+      packed |= uint32_t(q) << (8 * i);
+    }
+    w[h] = packed;
+  }
+  return make_uint2(w[0], w[1]);
+}
+
+// Quantises the token tile into shared memory: rows [0, BN) of the tile, groups [0, KB).
+// A half warp (16 lanes x 8 elements) takes one (row, group) pair; kUnroll pairs' loads are
+// issued before any is used, so a block has kWarps * 2 * kUnroll loads in flight. Rows past
+// the tile (and padding tokens) become zero codes with scale 0.
+template <class T, bool kGated>
+__device__ __forceinline__ void fp8_quantize_token_tile(const Fp8GroupedGemmParams& p, int row0,
+                                                        int rows, unsigned char* tok,
+                                                        float* tok_scale) {
+  constexpr int kUnroll = 4;
+  const int K = p.K, KB = (p.K + 127) / 128;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int hl = lane & 15;
+  const int pairs = T::BN * KB;
+  // The loop bound is warp-uniform (the shuffles below need both halves of the warp).
+  for (int wbase = warp * 2 * kUnroll; wbase < pairs; wbase += T::kWarps * 2 * kUnroll) {
+    const int base = wbase + (lane >> 4) * kUnroll;
+    float v[kUnroll][8];
+    int row[kUnroll], grp[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int pr = base + u;
+      row[u] = pr % T::BN;
+      grp[u] = pr / T::BN;
+      const int k = grp[u] * 128 + hl * 8;
+      const bool in = pr < pairs && row[u] < rows && k < K;
+      if constexpr (kGated) {
+        const int t = in ? p.row_to_token[row0 + row[u]] : -1;
+        if (t >= 0 && t < p.num_tokens) {
+          const uint4 raw =
+              __ldg(reinterpret_cast<const uint4*>(p.act_bf16 + size_t(t) * K + k));
+          const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const float2 f = __bfloat1622float2(b[i]);
+            v[u][2 * i] = f.x;
+            v[u][2 * i + 1] = f.y;
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) v[u][i] = 0.f;
+        }
+      } else {
+        if (in) {
+          // h was written by the previous kernel (GEMM 1): plain loads, not the read-only path.
+          const float4* src = reinterpret_cast<const float4*>(p.act_f32 + size_t(row0 + row[u]) * K + k);
+          const float4 a = src[0], b = src[1];
+          v[u][0] = a.x; v[u][1] = a.y; v[u][2] = a.z; v[u][3] = a.w;
+          v[u][4] = b.x; v[u][5] = b.y; v[u][6] = b.z; v[u][7] = b.w;
+        } else {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) v[u][i] = 0.f;
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      float amax = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) amax = fmaxf(amax, fabsf(v[u][i]));
+#pragma unroll
+      for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      const int pr = base + u;
+      if (pr >= pairs) continue;
+      const bool live = row[u] < rows;
+      const float scale = fmaxf(amax, 1e-10f) / 448.0f;
+      const uint2 q = live ? quantize8(v[u], scale) : make_uint2(0, 0);
+      unsigned char* seg = tok + size_t(grp[u]) * T::BN * 128;
+      *reinterpret_cast<uint2*>(seg + swz128(row[u], hl * 8)) = q;
+      // Padding rows: scale 0, so their (zero) products stay exactly 0.
+      if (hl == 0) tok_scale[grp[u] * T::BN + row[u]] = live ? scale : 0.f;
+    }
+  }
+}
+
+template <class T, bool kGated>
+__global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8GroupedGemmParams p) {
+  static_assert(!kGated || T::WM % 32 == 0, "gated: each warp owns gate/up 16-row pairs");
+  constexpr int BM = T::BM, BN = T::BN, BK = T::BK, STAGES = T::STAGES;
+  extern __shared__ __align__(128) unsigned char smem[];
+
+  // The tile table was written by the permutation, which ran before GEMM 1 (and, for GEMM 2,
+  // before the GEMM 1 that GEMM 2 waits on): GEMM 1 waits first; GEMM 2 reads the table and
+  // starts its weight stream before it waits for h (as in moe_grouped_gemm.cuh).
+  if constexpr (kGated) {
+    griddep_wait();
+    griddep_launch_dependents();
+  }
+  const int tile = blockIdx.x;
+  if (tile >= __ldcg(p.num_tiles)) return;
+  const int e = __ldcg(p.tile_expert + tile);
+  const int row0 = __ldcg(p.tile_row_begin + tile);
+  const int rows = min(BN, min(__ldcg(p.expert_offsets + e + 1), p.num_rows) - row0);
+  const int K = p.K, KB = (K + 127) / 128;
+  const int N_out = p.N_out;
+  const int N_w = kGated ? 2 * N_out : N_out;
+  const int NB = kGated ? (N_out + 127) / 128 : 0;  // up rows' scale block offset
+  const int col0 = blockIdx.y * (kGated ? BM / 2 : BM);
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int wk = warp % T::WARPS_K;
+  const int wmn = warp / T::WARPS_K;
+  const int wn = wmn % T::WARPS_N;
+  const int wm = wmn / T::WARPS_N;
+
+  unsigned char* wstages = smem;
+  unsigned char* tok = smem + STAGES * T::kWeightStageBytes;
+  float* tok_scale = reinterpret_cast<float*>(tok + size_t(KB) * BN * 128);
+  float* w_scale = tok_scale + size_t(KB) * BN;  // [2][KB]: gate (or the only) block, up block
+  const uint32_t wstages_u32 = smem_u32(wstages);
+  const uint32_t tok_u32 = smem_u32(tok);
+
+  const unsigned char* wbase = p.weight + size_t(e) * N_w * K;
+  auto weight_row = [&](int r) -> int {
+    if constexpr (kGated) {
+      const int j = (r / 32) * 16 + (r % 16);
+      if (col0 + j >= N_out) return -1;
+      return ((r / 16) & 1) ? N_out + col0 + j : col0 + j;
+    } else {
+      return col0 + r < N_out ? col0 + r : -1;
+    }
+  };
+  constexpr int kChunksPerRow = BK / 16;
+  constexpr int kAChunks = BM * kChunksPerRow;
+  constexpr int kAPerThread = (kAChunks + T::kThreads - 1) / T::kThreads;
+  const unsigned char* a_src[kAPerThread];
+#pragma unroll
+  for (int i = 0; i < kAPerThread; ++i) {
+    const int c = tid + i * T::kThreads;
+    const int wr = c < kAChunks ? weight_row(c / kChunksPerRow) : -1;
+    a_src[i] = wr >= 0 ? wbase + size_t(wr) * K + (c % kChunksPerRow) * 16 : nullptr;
+  }
+  auto load_weights = [&](int stage, int kt) {
+    const int k0 = kt * BK;
+    const uint32_t dst = wstages_u32 + stage * T::kWeightStageBytes;
+#pragma unroll
+    for (int i = 0; i < kAPerThread; ++i) {
+      const int c = tid + i * T::kThreads;
+      if (kAChunks % T::kThreads != 0 && c >= kAChunks) break;
+      const int r = c / kChunksPerRow, kc = c % kChunksPerRow;
+      const bool ok = a_src[i] != nullptr && k0 + kc * 16 < K;
+      cp_async_16(dst + swz128(r, kc * 16), ok ? a_src[i] + k0 : p.weight, ok);
+    }
+  };
+
+  // Weight stream first (independent of the predecessor kernel), then the token tile.
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < KB) load_weights(s, s);
+    cp_async_commit();
+  }
+  // Block scales of the (at most two) 128-row blocks this tile's rows fall in.
+  {
+    const int blk = col0 / 128;  // gate / GEMM 2 block (a tile never straddles blocks)
+    const float* ws = p.weight_scale + size_t(e) * (kGated ? 2 * NB : (N_out + 127) / 128) * KB;
+    for (int g = tid; g < KB; g += T::kThreads) {
+      w_scale[g] = ws[size_t(blk) * KB + g];
+      w_scale[KB + g] = kGated ? ws[size_t(NB + blk) * KB + g] : 0.f;
+    }
+  }
+  if constexpr (!kGated) {
+    griddep_wait();
+    griddep_launch_dependents();
+  }
+  fp8_quantize_token_tile<T, kGated>(p, row0, rows, tok, tok_scale);
+  __syncthreads();
+
+  float acc[T::MI][T::NI][4], part[T::MI][T::NI][4];
+#pragma unroll
+  for (int i = 0; i < T::MI; ++i)
+#pragma unroll
+    for (int j = 0; j < T::NI; ++j)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[i][j][c] = part[i][j][c] = 0.f;
+
+  const int g4 = lane / 4;
+  const int q2 = (lane % 4) * 2;
+  for (int kt = 0; kt < KB; ++kt) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    {
+      const int nk = kt + STAGES - 1;
+      if (nk < KB) load_weights(nk % STAGES, nk);
+      cp_async_commit();
+    }
+    const uint32_t a_smem = wstages_u32 + (kt % STAGES) * T::kWeightStageBytes;
+    const uint32_t b_smem = tok_u32 + kt * BN * 128;
+#pragma unroll
+    for (int kk = 0; kk < T::BKW; kk += 32) {
+      const int kofs = wk * T::BKW + kk;
+      uint32_t af[T::MI][4];
+      uint32_t bf[T::NI][2];
+#pragma unroll
+      for (int i = 0; i < T::MI; ++i) {
+        const int r = wm * T::WM + i * 16 + (lane % 16);
+        ldmatrix_x4(a_smem + swz128(r, kofs + (lane / 16) * 16), af[i][0], af[i][1], af[i][2],
+                    af[i][3]);
+      }
+      if constexpr (T::NI == 1) {
+        const int r = wn * T::WN + (lane & 7);
+        ldmatrix_x2(b_smem + swz128(r, kofs + ((lane >> 3) & 1) * 16), bf[0][0], bf[0][1]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < T::NI; j += 2) {
+          const int r = wn * T::WN + j * 8 + (lane & 7) + ((lane >> 4) << 3);
+          ldmatrix_x4(b_smem + swz128(r, kofs + ((lane >> 3) & 1) * 16), bf[j][0], bf[j][1],
+                      bf[j + 1][0], bf[j + 1][1]);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < T::MI; ++i)
+#pragma unroll
+        for (int j = 0; j < T::NI; ++j) mma_e4m3_16832(part[i][j], af[i], bf[j]);
+    }
+    // acc += (s_x * w_s) * partial, per mma row tile (one weight block) and token column.
+#pragma unroll
+    for (int i = 0; i < T::MI; ++i) {
+      const bool up = kGated && (i & 1);
+      const float sw = w_scale[(up ? KB : 0) + kt];
+#pragma unroll
+      for (int j = 0; j < T::NI; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int tcol = wn * T::WN + j * 8 + q2 + (c & 1);
+          const float s = tok_scale[kt * BN + tcol] * sw;
+          acc[i][j][c] = fmaf(s, part[i][j][c], acc[i][j][c]);
+          part[i][j][c] = 0.f;
+        }
+    }
+  }
+  cp_async_wait<0>();
+
+  if constexpr (T::WARPS_K > 1) {
+    __syncthreads();
+    float* red = reinterpret_cast<float*>(smem);
+    constexpr int kPerWarp = T::MI * T::NI * 4;
+    if (wk > 0) {
+      float* dst = red + ((wk - 1) * (T::WARPS_M * T::WARPS_N) + wmn) * 32 * kPerWarp;
+#pragma unroll
+      for (int i = 0; i < T::MI; ++i)
+#pragma unroll
+        for (int j = 0; j < T::NI; ++j)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) dst[((i * T::NI + j) * 4 + c) * 32 + lane] = acc[i][j][c];
+    }
+    __syncthreads();
+    if (wk > 0) return;
+#pragma unroll
+    for (int w = 1; w < T::WARPS_K; ++w) {
+      const float* src = red + ((w - 1) * (T::WARPS_M * T::WARPS_N) + wmn) * 32 * kPerWarp;
+#pragma unroll
+      for (int i = 0; i < T::MI; ++i)
+#pragma unroll
+        for (int j = 0; j < T::NI; ++j)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[i][j][c] += src[((i * T::NI + j) * 4 + c) * 32 + lane];
+    }
+  }
+
+  // Epilogue: accumulator (i, j, c) is weight-tile row wm*WM + i*16 + lane/4 (+8 for c >= 2),
+  // token row wn*WN + j*8 + (lane%4)*2 + (c & 1).
+  if constexpr (kGated) {
+#pragma unroll
+    for (int i = 0; i < T::MI; i += 2)
+#pragma unroll
+      for (int j = 0; j < T::NI; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int col = col0 + (wm * T::WM) / 2 + (i / 2) * 16 + g4 + (c >= 2 ? 8 : 0);
+          const int r = wn * T::WN + j * 8 + q2 + (c & 1);
+          if (col < N_out && r < rows) {
+            const float gate = acc[i][j][c], up = acc[i + 1][j][c];
+            p.out_f32[size_t(row0 + r) * N_out + col] = gate / (1.f + __expf(-gate)) * up;
+          }
+        }
+  } else {
+#pragma unroll
+    for (int i = 0; i < T::MI; ++i)
+#pragma unroll
+      for (int j = 0; j < T::NI; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int col = col0 + wm * T::WM + i * 16 + g4 + (c >= 2 ? 8 : 0);
+          const int r = wn * T::WN + j * 8 + q2 + (c & 1);
+          if (col < N_out && r < rows)
+            p.out_bf16[size_t(row0 + r) * N_out + col] =
+                __float2bfloat16(p.row_weight[row0 + r] * acc[i][j][c]);
+        }
+  }
+}
+
+}  // namespace moeopt::cuda::kernels
