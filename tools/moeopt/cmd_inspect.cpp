@@ -67,9 +67,41 @@ bool has_safetensors(const std::string& dir) {
   return false;
 }
 
+// The checkpoint's weight format: "bf16", or "fp8 e4m3, 128x128 blocks, bf16 scales" (the
+// scale dtype read from the checkpoint's weight_scale_inv tensors when it has weights).
+struct WeightFormatInfo {
+  std::string weights = "bf16";
+  std::string scale_dtype;  // "" when not fp8 or unknown (config only)
+  std::string text;
+};
+
+WeightFormatInfo weight_format(const ModelConfig& c, const std::vector<SafetensorsTensorInfo>* tensors) {
+  WeightFormatInfo f;
+  if (!c.fp8) {
+    f.weights = c.torch_dtype == "float32" ? "f32" : c.torch_dtype == "float16" ? "f16" : "bf16";
+    if (tensors)
+      for (const auto& t : *tensors)
+        if (t.name == "model.embed_tokens.weight") f.weights = dtype_name(t.dtype);
+    f.text = f.weights;
+    return f;
+  }
+  f.weights = "fp8_e4m3";
+  if (tensors)
+    for (const auto& t : *tensors)
+      if (t.name.size() > 10 && t.name.compare(t.name.size() - 10, 10, "_scale_inv") == 0) {
+        f.scale_dtype = dtype_name(t.dtype);
+        break;
+      }
+  f.text = fmt::format("fp8 e4m3 W8A8, {}x{} blocks, {} scales (weight_scale_inv), activations {}",
+                       c.fp8->block_n, c.fp8->block_k, f.scale_dtype.empty() ? "f32/bf16/f16" : f.scale_dtype,
+                       c.fp8->activation_scheme);
+  return f;
+}
+
 void print_human(const ModelSource& src, const std::optional<CheckpointCheck>& ck, const ModelConfig& c,
                  const std::vector<TensorSpec>& tensors, const ParamCounts& p,
-                 const std::vector<const GpuSpec*>& gpus, int64_t ctx) {
+                 const std::vector<const GpuSpec*>& gpus, int64_t ctx,
+                 const WeightFormatInfo& format) {
   std::printf("moeopt inspect: %s (%s)\n", src.name.c_str(), src.config_path.c_str());
   const std::string cls = c.architectures.empty() ? std::string(arch_hf_class(c.arch)) : c.architectures[0];
   line("architecture", fmt::format("{} ({}), {}", c.model_type, cls,
@@ -121,7 +153,8 @@ void print_human(const ModelSource& src, const std::optional<CheckpointCheck>& c
     if (c.routed_scaling_factor != 1.0) routing += fmt::format(", routed scaling x{:g}", c.routed_scaling_factor);
     line("routing", routing);
   }
-  if (c.fp8) line("quantization", fmt::format("FP8 e4m3, {}x{} blocks", c.fp8->block_n, c.fp8->block_k));
+  line("format", format.text +
+                     (c.fp8 ? "; the fit table's FP8 column is this checkpoint as stored" : ""));
   if (ck)
     line("checkpoint", fmt::format("{} tensors in {} file(s), {}; names and shapes match config.json{}{}",
                                    ck->tensors, ck->files, gigabytes(ck->bytes),
@@ -195,9 +228,11 @@ int run_inspect(const InspectArgs& a) {
   // A checkpoint directory with weights: count from the safetensors headers, after checking
   // every tensor against what config.json implies.
   std::optional<CheckpointCheck> ck;
+  WeightFormatInfo format = weight_format(*cfg, nullptr);
   if (src->kind == ModelSourceKind::kCheckpointDir && has_safetensors(src->checkpoint_dir)) {
     auto opened = Checkpoint::open(src->checkpoint_dir);
     if (!opened.ok()) return report_error(cmd, opened.status());
+    format = weight_format(*cfg, &opened->tensors());
     auto checked = check_checkpoint_tensors(*cfg, opened->tensors(), src->checkpoint_dir);
     if (!checked.ok()) return report_error(cmd, checked.status());
     ck = *checked;
@@ -211,6 +246,9 @@ int run_inspect(const InspectArgs& a) {
 
   if (a.json) {
     json j = model_report_json(*cfg, *tensors, params, gpus, ctx);
+    j["format"] = {{"weights", format.weights},
+                   {"block", cfg->fp8 ? json{cfg->fp8->block_n, cfg->fp8->block_k} : json(nullptr)},
+                   {"scale_dtype", format.scale_dtype.empty() ? json(nullptr) : json(format.scale_dtype)}};
     j["source"] = {{"name", src->name},
                    {"config", src->config_path},
                    {"kind", src->kind == ModelSourceKind::kCatalog         ? "catalog"
@@ -223,7 +261,7 @@ int run_inspect(const InspectArgs& a) {
       j["checkpoint"] = nullptr;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    print_human(*src, ck, *cfg, *tensors, params, gpus, ctx);
+    print_human(*src, ck, *cfg, *tensors, params, gpus, ctx, format);
   }
   return 0;
 }
