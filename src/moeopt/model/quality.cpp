@@ -1,0 +1,80 @@
+// compare_models (quality.h).
+#include "moeopt/model/quality.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace moeopt {
+
+Result<std::vector<float>> prompt_logits(Model& m, const ops::Context& ctx,
+                                         const std::vector<int32_t>& prompt) {
+  const int32_t t = int32_t(prompt.size()), bs = 16, blocks = (t + bs - 1) / bs;
+  if (t == 0) return make_error(ErrorCode::kInvalidArgument, "quality: empty prompt");
+  const KvLayout kl = m.kv_layout();
+  std::vector<HostTensor> caches;
+  std::vector<LayerKv> kv;
+  for (int64_t l = 0; l < kl.num_layers; ++l) {
+    caches.emplace_back(DType::kF32, Shape{blocks, bs, kl.num_kv_heads, kl.head_dim});
+    caches.emplace_back(DType::kF32, Shape{blocks, bs, kl.num_kv_heads, kl.head_dim});
+    kv.push_back({caches[caches.size() - 2], caches.back()});
+  }
+  ForwardBatch b;
+  b.token_ids = prompt;
+  for (int32_t i = 0; i < t; ++i) {
+    b.positions.push_back(i);
+    b.slot_mapping.push_back(i);
+    b.logits_rows.push_back(i);
+  }
+  b.query_start_loc = {0, t};
+  b.context_lens = {t};
+  for (int32_t i = 0; i < blocks; ++i) b.block_table.push_back(i);
+  b.max_blocks_per_seq = blocks;
+  HostTensor logits(DType::kF32, {t, m.config().vocab_size});
+  MOEOPT_RETURN_IF_ERROR(m.forward(ctx, b, kv, logits));
+  return std::vector<float>(logits.ptr<float>(), logits.ptr<float>() + logits.numel());
+}
+
+namespace {
+
+std::vector<double> log_softmax(const float* x, int64_t v) {
+  double mx = -INFINITY;
+  for (int64_t i = 0; i < v; ++i) mx = std::max(mx, double(x[i]));
+  double s = 0;
+  for (int64_t i = 0; i < v; ++i) s += std::exp(double(x[i]) - mx);
+  std::vector<double> out(static_cast<size_t>(v));
+  for (int64_t i = 0; i < v; ++i) out[size_t(i)] = double(x[i]) - mx - std::log(s);
+  return out;
+}
+
+}  // namespace
+
+Result<QualityReport> compare_models(Model& reference, Model& test, const ops::Context& ctx,
+                                     const std::vector<std::vector<int32_t>>& prompts) {
+  const int64_t v = reference.config().vocab_size;
+  if (test.config().vocab_size != v)
+    return make_error(ErrorCode::kInvalidArgument, "quality: the models' vocabularies differ");
+  QualityReport r;
+  int64_t same = 0;
+  for (const auto& p : prompts) {
+    MOEOPT_ASSIGN_OR_RETURN(std::vector<float> a, prompt_logits(reference, ctx, p));
+    MOEOPT_ASSIGN_OR_RETURN(std::vector<float> b, prompt_logits(test, ctx, p));
+    for (size_t row = 0; row < p.size(); ++row) {
+      const float* ra = a.data() + row * size_t(v);
+      const float* rb = b.data() + row * size_t(v);
+      const std::vector<double> la = log_softmax(ra, v), lb = log_softmax(rb, v);
+      double kl = 0;
+      for (int64_t i = 0; i < v; ++i) kl += std::exp(la[size_t(i)]) * (la[size_t(i)] - lb[size_t(i)]);
+      r.mean_kl += kl;
+      r.max_kl = std::max(r.max_kl, kl);
+      same += std::max_element(ra, ra + v) - ra == std::max_element(rb, rb + v) - rb;
+      ++r.positions;
+    }
+  }
+  if (r.positions > 0) {
+    r.mean_kl /= double(r.positions);
+    r.top1_agreement = double(same) / double(r.positions);
+  }
+  return r;
+}
+
+}  // namespace moeopt

@@ -1,0 +1,98 @@
+// `moeopt bench quality [--model DIR|name] [--random-weights] [--prompts N] [--len L]
+//                       [--seed S] [--json]`
+//
+// The measured cost of FP8 W8A8 weights (ops/fp8.h): the same random token prompts through
+// the reference (the BF16 checkpoint, or an FP8 checkpoint's weights dequantised to f32) and
+// FP8 (the BF16 checkpoint quantised at load, or the FP8 checkpoint as stored), reporting KL
+// divergence and top-1 agreement of the next-token distributions at every position
+// (model/quality.h). CPU only. Until a trained demo model exists these run on init-random
+// weights, and the output says so: the numbers then bound the numerics, not task quality.
+#include <cstdio>
+#include <memory>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "bench_commands.h"
+#include "model_setup.h"
+#include "moeopt/core/thread_pool.h"
+#include "moeopt/model/model_cache.h"
+#include "moeopt/model/quality.h"
+#include "moeopt/ops/op_cases.h"
+
+namespace moeopt::cli {
+namespace {
+
+struct QualityArgs {
+  ModelArgs m;
+  int prompts = 4, len = 32;
+  uint64_t seed = 0;
+  bool json = false;
+};
+
+int run_bench_quality(QualityArgs& a) {
+  const char* cmd = "bench quality";
+  if (a.m.device != "cpu")
+    return report_error(cmd, Status(ErrorCode::kUnsupported, "FP8 weights are not yet on the GPU: run with --device cpu"));
+  // The checkpoint directory: load_model_for resolves names and --random-weights.
+  auto base = load_model_for(a.m, cmd);
+  if (!base.ok()) return report_error(cmd, base.status());
+  const std::string dir = base->source;
+  const bool fp8_ckpt = base->model->config().fp8.has_value();
+  ThreadPool pool(0);
+  LoadOptions ref_opt, test_opt;
+  ref_opt.ctx.pool = test_opt.ctx.pool = &pool;
+  ref_opt.format = fp8_ckpt ? WeightFormat::kDequantized : WeightFormat::kAsStored;
+  test_opt.format = fp8_ckpt ? WeightFormat::kAsStored : WeightFormat::kFp8;
+  auto ref = load_model(dir, ref_opt);
+  if (!ref.ok()) return report_error(cmd, ref.status());
+  auto test = load_model(dir, test_opt);
+  if (!test.ok()) return report_error(cmd, test.status());
+  const int64_t vocab = (*ref)->config().vocab_size;
+  ops::CaseRng rng(a.seed + 1);
+  std::vector<std::vector<int32_t>> prompts(size_t(a.prompts));
+  for (auto& p : prompts)
+    for (int i = 0; i < a.len; ++i) p.push_back(int32_t(rng.below(std::min<int64_t>(vocab, 100000))));
+  ops::Context ctx{.pool = &pool};
+  auto r = compare_models(**ref, **test, ctx, prompts);
+  if (!r.ok()) return report_error(cmd, r.status());
+  const bool random = a.m.random_weights || a.m.model.empty() || a.m.model == kDefaultModelName ||
+                      dir.find("random") != std::string::npos;
+  const char* ref_name = fp8_ckpt ? "f32 on the dequantised FP8 weights" : "the checkpoint's own weights (bf16)";
+  const char* test_name = fp8_ckpt ? "FP8 W8A8 as stored" : "FP8 W8A8, quantised at load (128x128 blocks)";
+  const char* note = random ? "random init-random weights (no trained model yet): these numbers bound the "
+                              "numerics of the format, not its task quality"
+                            : "the checkpoint's weights";
+  if (a.json) {
+    nlohmann::json j = {{"model", dir}, {"reference", ref_name}, {"test", test_name},
+                        {"weights", random ? "random" : "checkpoint"}, {"note", note},
+                        {"prompts", a.prompts}, {"prompt_len", a.len}, {"positions", r->positions},
+                        {"mean_kl_nats", r->mean_kl}, {"max_kl_nats", r->max_kl},
+                        {"top1_agreement", r->top1_agreement}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("quality of FP8 weights on %s\n  reference: %s\n  test:      %s\n  weights:   %s\n"
+                "  %lld positions (%d random prompts of %d tokens): KL mean %.3g nats, max %.3g; "
+                "top-1 agreement %.4f\n",
+                dir.c_str(), ref_name, test_name, note, (long long)r->positions, a.prompts, a.len,
+                r->mean_kl, r->max_kl, r->top1_agreement);
+  }
+  return 0;
+}
+
+RunFn setup_bench_quality(CLI::App& bench) {
+  auto a = std::make_shared<QualityArgs>();
+  CLI::App* sub = bench.add_subcommand("quality", "KL divergence and top-1 agreement of FP8 weights against BF16");
+  add_model_flags(sub, &a->m);
+  sub->add_option("--prompts", a->prompts, "random prompts (default 4)")->check(CLI::Range(1, 1000));
+  sub->add_option("--len", a->len, "tokens per prompt (default 32)")->check(CLI::Range(1, 4096));
+  sub->add_option("--seed", a->seed, "seed of the prompts (default 0)");
+  sub->add_flag("--json", a->json, "print one JSON object");
+  return [a] { return run_bench_quality(*a); };
+}
+
+}  // namespace
+
+MOEOPT_REGISTER_BENCH(setup_bench_quality);
+
+}  // namespace moeopt::cli
