@@ -559,7 +559,8 @@ def test_small_server(reference_texts):
         check(m["moeopt_preemptions_total"] > 0, "no preemption happened in a 10-block pool")
         for i in idx:
             check(got[i] == reference_texts[i], f"request {i} under preemption: {got[i]!r} vs {reference_texts[i]!r}")
-        check(m["moeopt_kv_blocks_used"] == 0, "blocks leaked")
+        # The last answer can reach the client one engine step before its blocks are freed.
+        wait_for(lambda: srv.metrics()["moeopt_kv_blocks_used"] == 0, 10, "KV blocks freed (leak)")
         # Queue full: at most max_num_seqs + max_waiting = 8 in flight; the rest get 429.
         def raw(i):
             return srv.request("POST", "/v1/completions",
