@@ -594,12 +594,12 @@ TEST_F(CudaDense, LinearCapturedInAGraphReplays) {
   }
 
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  ASSERT_TRUE(linear(ctx, dx, dw, db.v, y).ok());
+  ASSERT_TRUE(linear(ctx, dx, dw.v, db.v, y).ok());
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   const HostTensor eager1 = download(y);
   upload(dx.v, x2);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  ASSERT_TRUE(linear(ctx, dx, dw, db.v, y).ok());
+  ASSERT_TRUE(linear(ctx, dx, dw.v, db.v, y).ok());
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   const HostTensor eager2 = download(y);
 
@@ -609,7 +609,7 @@ TEST_F(CudaDense, LinearCapturedInAGraphReplays) {
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaGraph_t graph = nullptr;
   ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-  const Status st = linear(ctx, dx, dw, db.v, y);
+  const Status st = linear(ctx, dx, dw.v, db.v, y);
   ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
   ASSERT_TRUE(st.ok()) << st.message();
   cudaGraphExec_t exec = nullptr;
