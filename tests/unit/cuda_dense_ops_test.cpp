@@ -460,7 +460,7 @@ void run_linear(cuda::CudaBackend& be, const LinearShape& s) {
   const TensorView xv = xb.view(s.x_off, {s.m, s.k}), yv = yb.view(s.y_off, {s.m, s.n});
   upload(xv, x);
   const std::optional<TensorView> db = s.bias ? std::optional<TensorView>(bv) : std::nullopt;
-  expect_ok(linear(Context{.device_backend = &be}, xv, dw, db, yv), "linear");
+  expect_ok(linear(Context{.device_backend = &be}, xv, dw.v, db, yv), "linear");
   expect_close(download(yv), ref, Metric::kNormalizedMse, tol_for(s.y), "linear");
   EXPECT_TRUE(yb.untouched_outside({yv}));
 }
@@ -474,7 +474,7 @@ TEST_P(CudaDenseLinear, MatchesCpu) {
   if (c.weight_dtype != DType::kBF16) {  // bf16 weights only on CUDA: a clean kUnsupported
     DevCopy dw(bf16_values({c.n, c.k}, c.name), c.weight_dtype);
     DevBuf xb(DType::kBF16, c.m, c.k), yb(DType::kBF16, c.m, c.n);
-    const Status s = linear(Context{.device_backend = &be}, xb.view(0, {c.m, c.k}), dw,
+    const Status s = linear(Context{.device_backend = &be}, xb.view(0, {c.m, c.k}), dw.v,
                             std::nullopt, yb.view(0, {c.m, c.n}));
     EXPECT_EQ(s.code(), ErrorCode::kUnsupported) << s.message();
     EXPECT_TRUE(yb.untouched_outside({}));
@@ -526,7 +526,7 @@ TEST_F(CudaDense, LinearOddSizesBiasPathsAndEmpty) {
   HostTensor w = bf16_values({8, 16}, "empty/w");
   DevCopy dw(w, DType::kBF16);
   DevBuf xb(DType::kBF16, 1, 16), yb(DType::kBF16, 1, 8);
-  expect_ok(linear(gpu(), xb.view(0, {0, 16}), dw, std::nullopt, yb.view(0, {0, 8})), "m0");
+  expect_ok(linear(gpu(), xb.view(0, {0, 16}), dw.v, std::nullopt, yb.view(0, {0, 8})), "m0");
   EXPECT_TRUE(yb.untouched_outside({}));
 }
 
@@ -584,7 +584,7 @@ TEST_F(CudaDense, LinearCapturedInAGraphReplays) {
   {
     cuda::CudaBackend fresh;
     ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-    const Status s = linear(Context{.stream = stream, .device_backend = &fresh}, dx, dw,
+    const Status s = linear(Context{.stream = stream, .device_backend = &fresh}, dx, dw.v,
                             db.v, y);
     cudaGraph_t g = nullptr;
     cudaStreamEndCapture(stream, &g);
