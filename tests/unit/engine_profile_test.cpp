@@ -248,14 +248,19 @@ TEST(Profile, OverridesReadOnOffAndOneZero) {
   EXPECT_FALSE(parse_profile("features:\n  fp8_weights: on\n", "x.yaml", "x").ok());
 }
 
-TEST(Profile, Fp8WeightsRunOnTheCpuNotYetOnTheGpu) {
+TEST(Profile, Fp8WeightsRunOnTheCpuAndOnTheGpuOfACudaBuild) {
   Profile prof;
   prof.name = "balanced";
   prof.features.fp8_weights = true;
   EXPECT_TRUE(feature_implemented(Feature::kFp8Weights, Device::kCpu));
-  EXPECT_FALSE(feature_implemented(Feature::kFp8Weights, Device::kCuda));
   EXPECT_NE(describe_features(prof, Device::kCpu).find("fp8_weights=on"), std::string::npos);
+#if MOEOPT_ENGINE_WITH_CUDA
+  EXPECT_TRUE(feature_implemented(Feature::kFp8Weights, Device::kCuda));
+  EXPECT_NE(describe_features(prof, Device::kCuda).find("fp8_weights=on"), std::string::npos);
+#else
+  EXPECT_FALSE(feature_implemented(Feature::kFp8Weights, Device::kCuda));
   EXPECT_NE(describe_features(prof, Device::kCuda).find("fp8_weights=unavailable"), std::string::npos);
+#endif
   prof.features.fp8_weights = false;
   EXPECT_NE(describe_features(prof, Device::kCpu).find("fp8_weights=off"), std::string::npos);
   // The CPU runs no fused MoE kernels or CUDA graphs.

@@ -21,6 +21,8 @@
 //     measured distinct experts of each MoE layer + the KV of the timed steps' contexts. On
 //     the GPU a step whose bytes over its time exceed the card's measured device copy
 //     bandwidth is an error, not a row: the byte model or the timing would be wrong.
+//     With --fp8-weights on (or an FP8 checkpoint) the weights run FP8 W8A8 and the bound
+//     counts them as the engine holds them: one byte per fp8 weight plus f32 block scales.
 //   bench prefill [--prompt-lens 512,1024,2048,4096,8192] [--repeats 5] [--json FILE]
 //     Batch 1, output 1, the whole prompt in one step (no chunking); one warm-up then
 //     --repeats timed runs per length, median. Compute roofline (see prefill_flops) against
@@ -87,6 +89,7 @@ struct CommonArgs {
 
 void add_common_flags(CLI::App* sub, CommonArgs* a) {
   add_model_flags(sub, &a->m);
+  add_fp8_weights_flag(sub, &a->m);
   sub->add_option("--threads", a->threads, "CPU threads (default: all)");
   sub->add_option("--seed", a->seed, "seed of the random prompts (default 0)");
   sub->add_option("--hbm-gbps", a->hbm_gbps,
@@ -224,7 +227,8 @@ Result<Peaks> find_peaks(const CommonArgs& a) {
   return p;
 }
 
-// ---- Model sizes for the rooflines (sizing.h conventions, BF16 weights).
+// ---- Model sizes for the rooflines (sizing.h conventions; bf16 weights, fp8 ones one byte
+// plus their f32 block scales, as the engine holds them).
 
 struct Sizes {
   int64_t layers = 0, moe_layers = 0, experts = 0, top_k = 0, q_heads = 0, head_dim = 0;
@@ -235,9 +239,13 @@ struct Sizes {
   double head_params = 0;              // LM head [V, H]
 };
 
-Result<Sizes> model_sizes(const ModelConfig& c, bool on_device) {
+// fp8: the weights run FP8 W8A8 (an FP8 checkpoint, or --fp8-weights on).
+Result<Sizes> model_sizes(const ModelConfig& c, bool on_device, bool fp8) {
   MOEOPT_ASSIGN_OR_RETURN(std::vector<TensorSpec> specs, expected_tensors(c));
   const ParamCounts pc = count_params(c, specs);
+  MOEOPT_ASSIGN_OR_RETURN(std::vector<TensorSpec> held,
+                          c.fp8 ? checkpoint_tensors(c, false) : Result<std::vector<TensorSpec>>(specs));
+  if (fp8) mark_fp8_quantized(held);
   Sizes s;
   s.layers = c.num_hidden_layers;
   s.moe_layers = c.num_moe_layers();
@@ -247,11 +255,16 @@ Result<Sizes> model_sizes(const ModelConfig& c, bool on_device) {
   s.head_dim = c.qk_head_dim();
   s.head_params = double(c.vocab_size) * double(c.hidden_size);
   // Everything but the routed experts and the embedding table (one row per token is read);
-  // the LM head [V, H] is read whole, tied to the embedding or not.
-  s.non_expert_weight_bytes =
-      2.0 * (double(pc.total - pc.routed_experts - pc.embedding - pc.lm_head) + s.head_params);
-  if (s.moe_layers > 0 && s.experts > 0)
-    s.expert_bytes = 2.0 * double(pc.routed_experts) / double(s.moe_layers * s.experts);
+  // the LM head [V, H] (bf16, never quantised) is read whole, tied to the embedding or not.
+  double experts_total = 0;
+  s.non_expert_weight_bytes = 2.0 * s.head_params;
+  for (const TensorSpec& t : held) {
+    const double bytes =
+        double(t.numel()) * (t.fp8_quantized ? 1.0 : t.role == TensorRole::kFp8Scale ? 4.0 : 2.0);
+    if (t.expert >= 0) experts_total += bytes;  // routed expert weights and their scales
+    else if (t.role != TensorRole::kEmbedding && t.role != TensorRole::kLmHead) s.non_expert_weight_bytes += bytes;
+  }
+  if (s.moe_layers > 0 && s.experts > 0) s.expert_bytes = experts_total / double(s.moe_layers * s.experts);
   // The engine keeps KV in bf16 on the GPU and in f32 on the CPU.
   s.kv_bytes_per_token = double(kv_bytes_per_token(c).bf16) * (on_device ? 1.0 : 2.0);
   s.linear_params = double(pc.active - pc.embedding - pc.lm_head - pc.norms);
@@ -332,6 +345,7 @@ nlohmann::json json_header(const CommonArgs& a, const ModelConfig& c, const Peak
   return {{"engine", "moeopt"},
           {"model", a.m.model.empty() ? std::string(kDefaultModelName) : a.m.model},
           {"layers", c.num_hidden_layers},
+          {"weights", a.m.fp8_weights || c.fp8 ? "fp8_w8a8_128x128" : "bf16"},
           {"device", a.m.device},
           {"card", p.card},
           {"hbm_GBps", p.hbm_Bps / 1e9},
@@ -548,7 +562,7 @@ int run_bench_decode(const DecodeArgs& a) {
                                         max_in, a.output_len, cfg.max_position_embeddings));
   auto peaks = find_peaks(a.c);
   if (!peaks.ok()) return report_error(cmd, peaks.status());
-  auto sizes = model_sizes(cfg, on_device);
+  auto sizes = model_sizes(cfg, on_device, a.c.m.fp8_weights || cfg.fp8.has_value());
   if (!sizes.ok()) return report_error(cmd, sizes.status());
 
   // KV budget and the cases it holds.
@@ -774,7 +788,7 @@ int run_bench_prefill(const PrefillArgs& a) {
                                         max_len, cfg.max_position_embeddings));
   auto peaks = find_peaks(a.c);
   if (!peaks.ok()) return report_error(cmd, peaks.status());
-  auto sizes = model_sizes(cfg, a.c.m.device == "cuda");
+  auto sizes = model_sizes(cfg, a.c.m.device == "cuda", a.c.m.fp8_weights || cfg.fp8.has_value());
   if (!sizes.ok()) return report_error(cmd, sizes.status());
 
   EngineOptions eo;

@@ -43,7 +43,6 @@ struct GenerateArgs {
   int threads = 0;
   bool logits = false, json = false;
   std::vector<int32_t> stop_ids;
-  std::string fp8_weights = "off";
 };
 
 Result<std::vector<int32_t>> parse_ids(const std::string& s) {
@@ -98,7 +97,6 @@ int run_generate(GenerateArgs& a) {
     return report_error(cmd, Status(ErrorCode::kInvalidArgument, "give either --prompt-ids or --prompt"));
   if (a.chat && a.prompts.empty())
     return report_error(cmd, Status(ErrorCode::kInvalidArgument, "--chat needs --prompt"));
-  a.m.fp8_weights = a.fp8_weights == "on";
   auto lm = load_model_for(a.m, cmd);
   if (!lm.ok()) return report_error(cmd, lm.status());
   const std::string* dir = &lm->tokenizer_dir;
@@ -182,8 +180,7 @@ RunFn setup_generate(CLI::App& app) {
   sub->add_flag("--ignore-eos", a->params.ignore_eos, "do not stop at the model's EOS");
   sub->add_option("--seed", a->params.seed, "seed for sampling");
   sub->add_option("--threads", a->threads, "CPU threads (default: all)");
-  sub->add_option("--fp8-weights", a->fp8_weights, "on: quantise the weights to FP8 W8A8 at load (default off)")
-      ->check(CLI::IsMember({"on", "off"}));
+  add_fp8_weights_flag(sub, &a->m);
   sub->add_flag("--logits", a->logits, "also output the logits at the last prompt position");
   sub->add_flag("--json", a->json, "print JSON: {token_ids, text, finish_reason[, prompt_logits_last]}");
   return [a] { return run_generate(*a); };

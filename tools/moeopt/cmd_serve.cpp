@@ -86,9 +86,9 @@ void print_summary(const ModelConfig& c, const std::string& dir, const std::stri
   std::printf(
       "  engine: %s, max_model_len %d, KV %d blocks x %d tokens, max_num_seqs %d, "
       "max_num_batched_tokens %d, prefix caching %s, chunked prefill %s\n",
-      eo.device ? "CUDA backend (bf16)" : "CPU backend", e.max_model_len(), e.blocks().num_blocks(), eo.block_size, eo.max_num_seqs, eo.max_num_batched_tokens,
+      eo.device ? "CUDA backend" : "CPU backend", e.max_model_len(), e.blocks().num_blocks(), eo.block_size, eo.max_num_seqs, eo.max_num_batched_tokens,
       eo.enable_prefix_caching ? "on" : "off", eo.enable_chunked_prefill ? "on" : "off");
-  std::printf("  %s\n", engine::describe_features(prof).c_str());
+  std::printf("  %s\n", engine::describe_features(prof, eo.device ? Device::kCuda : Device::kCpu).c_str());
   std::printf("  queue: %d waiting requests beyond the running batch; API key %s\n", so.max_waiting_requests,
               so.api_key.empty() ? "off" : "required");
 }
@@ -114,6 +114,7 @@ int run_serve(ServeArgs& a) {
     return report_error(
         cmd, make_error(ErrorCode::kInvalidArgument, "--port must be in [0, 65535], got {}", a.port));
 
+  a.m.fp8_weights = prof->features.fp8_weights;  // balanced / aggressive: FP8 W8A8 weights
   auto lm = load_model_for(a.m, cmd);
   if (!lm.ok()) return report_error(cmd, lm.status());
   const std::string* dir = &lm->tokenizer_dir;

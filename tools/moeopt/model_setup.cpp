@@ -29,6 +29,14 @@ void add_model_flags(CLI::App* sub, ModelArgs* a) {
   sub->add_option("--weights-seed", a->seed, "seed of --random-weights (default 0)");
 }
 
+void add_fp8_weights_flag(CLI::App* sub, ModelArgs* a) {
+  sub->add_option_function<std::string>(
+         "--fp8-weights", [a](const std::string& v) { a->fp8_weights = v == "on"; },
+         "on: quantise the weights to FP8 W8A8 (128x128 blocks) at load, on the device that runs "
+         "them (default off)")
+      ->check(CLI::IsMember({"on", "off"}));
+}
+
 namespace {
 
 // The config a --model argument names, without materialising anything.
@@ -93,16 +101,13 @@ Result<LoadedModel> load_model_for(const ModelArgs& a, const char* cmd) {
     m.tokenizer_dir = dir;
     return m;
   }
-  if (a.fp8_weights)
-    return make_error(ErrorCode::kUnsupported,
-                      "{}: FP8 weights (--fp8-weights on) are not yet on the GPU; they run on the "
-                      "CPU (--device cpu)", cmd);
   MOEOPT_ASSIGN_OR_RETURN(m.backend, make_backend());
   ops::Context ctx;
   ctx.device_backend = m.backend.get();
   DeviceWeightsOptions wo;
   wo.ctx = &ctx;
   wo.progress = progress_printer();
+  wo.fp8 = a.fp8_weights;
   std::error_code ec;
   const bool checkpoint = !a.model.empty() && fs::is_directory(a.model, ec) && !a.random_weights;
   if (checkpoint) {

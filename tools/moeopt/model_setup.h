@@ -37,6 +37,8 @@ struct ModelArgs {
 };
 
 void add_model_flags(CLI::App* sub, ModelArgs* a);
+// --fp8-weights on|off (ModelArgs::fp8_weights; serve takes it from its profile instead).
+void add_fp8_weights_flag(CLI::App* sub, ModelArgs* a);
 
 struct LoadedModel {
   // Declared first so it is destroyed last: the model's and engine's device memory is

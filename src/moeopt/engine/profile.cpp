@@ -387,9 +387,10 @@ bool feature_implemented(Feature f) { return kImplemented[size_t(f)]; }
 bool feature_implemented(Feature f, Device device) {
   switch (f) {
     case Feature::kFp8Weights:
-      // W8A8 with 128x128 block scales: the CPU reference runs it (FP8 checkpoints and
-      // online quantisation at load); the GPU kernels are not in yet.
-      return device == Device::kCpu;
+      // W8A8 with 128x128 block scales: the CPU reference, and the CUDA kernels of a CUDA
+      // build (FP8 checkpoints and online quantisation at load on both; the GPU needs e4m3
+      // tensor cores, sm_89+, which verify checks).
+      return device == Device::kCpu || (device == Device::kCuda && kCudaBuild);
     case Feature::kFusedMoe:
     case Feature::kCudaGraphs: return device == Device::kCuda && kImplemented[size_t(f)];
     case Feature::kFp8KvCache:

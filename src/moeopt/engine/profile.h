@@ -128,8 +128,8 @@ std::vector<FeatureState> feature_states(const Profile& profile);
 std::string describe_features(const Profile& profile);
 
 // The same questions for the backend a model runs on: fp8_weights is implemented on the CPU
-// (the W8A8 reference, ops/fp8.h) and not yet on the GPU; fused_moe and cuda_graphs only on
-// the GPU of a CUDA build. A caller that loads the model with the profile's fp8_weights
+// (the W8A8 reference, ops/fp8.h) and on the GPU of a CUDA build; fused_moe and cuda_graphs
+// only on the GPU of a CUDA build. A caller that loads the model with the profile's fp8_weights
 // (cli::ModelArgs::fp8_weights) prints this banner.
 bool feature_implemented(Feature f, Device device);
 std::vector<FeatureState> feature_states(const Profile& profile, Device device);

@@ -12,6 +12,17 @@
 //     through WeightStore::stacked_experts.
 // Synthetic weights (`--random-weights`) use ops/random_fill.h, the values init-random writes
 // for the same seed, so a GPU model made this way equals the CPU checkpoint bit for bit.
+//
+// FP8 (ops/fp8.h): weights that are fp8 e4m3 in the checkpoint (fp8_quantized specs) are
+// placed as they are, one byte each, with their block scales in f32 (the host store already
+// converted BF16/F16 scales). With DeviceWeightsOptions::fp8 every other fp8_linear weight is
+// quantised on the device at load (online quantisation: the weight is staged in its
+// checkpoint dtype, then ops::quantize_fp8_weight_blocks, bit-equal to the CPU's), and random
+// weights of an fp8 config, or with fp8 set, are generated in bf16 and quantised the same way
+// (what init-random --fp8 writes for the seed, with f32 scales). FP8 expert stacks round I up
+// to a multiple of 16 (16-byte e4m3 rows) and carry w13_scale [E, 2*IB, HB] and w2_scale
+// [E, HB, IB] (ops/moe.h); q/k/v and gate/up stay adjacent but the decoder does not fuse
+// fp8 projections (each has its own scale).
 #pragma once
 
 #include <cstdint>
@@ -27,6 +38,8 @@ namespace moeopt {
 
 struct DeviceWeightsOptions {
   const ops::Context* ctx = nullptr;  // device_backend and stream to use (required)
+  // Quantise every fp8_linear weight that is not fp8 yet (--fp8-weights on).
+  bool fp8 = false;
   // Called now and then with (bytes placed so far, total bytes).
   std::function<void(uint64_t, uint64_t)> progress;
 };
@@ -38,7 +51,8 @@ Result<WeightStore> upload_weights(const ModelConfig& config, const WeightStore&
 Result<WeightStore> random_device_weights(const ModelConfig& config, uint64_t seed,
                                           const DeviceWeightsOptions& options);
 
-// Bytes the device layout of `config` takes (what --random-weights and upload allocate).
-Result<uint64_t> device_weight_bytes(const ModelConfig& config);
+// Bytes the device layout of `config` takes (what --random-weights and upload allocate);
+// `fp8`: with online quantisation.
+Result<uint64_t> device_weight_bytes(const ModelConfig& config, bool fp8 = false);
 
 }  // namespace moeopt

@@ -63,10 +63,12 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, const LoadOpti
 
 struct DeviceWeightsOptions;  // model/device_weights.h
 class WeightStore;            // model/weights.h
-// The same, with the weights uploaded to the device of options.ctx (bf16).
+// The same, with the weights uploaded to the device of options.ctx (bf16; fp8 weights and
+// their scales as stored; options.fp8 quantises the rest on the device, model/device_weights.h).
 Result<std::unique_ptr<Model>> load_model_to_device(const std::string& dir,
                                                     const DeviceWeightsOptions& options);
-// A model of `config` whose init-random weights (seed) are generated on the device.
+// A model of `config` whose init-random weights (seed) are generated on the device (fp8
+// ones, for an fp8 config or options.fp8, quantised there).
 Result<std::unique_ptr<Model>> random_model_on_device(ModelConfig config, uint64_t seed,
                                                       const DeviceWeightsOptions& options);
 // The architecture's recipe over weights already opened or placed.

@@ -75,10 +75,6 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, const LoadOpti
 Result<std::unique_ptr<Model>> load_model_to_device(const std::string& dir,
                                                     const DeviceWeightsOptions& options) {
   MOEOPT_ASSIGN_OR_RETURN(ModelConfig config, checkpoint_config(dir));
-  if (config.fp8)
-    return make_error(ErrorCode::kUnsupported,
-                      "{}: FP8 weights do not run on the GPU yet (not yet on the GPU); run this "
-                      "checkpoint with --device cpu", dir);
   MOEOPT_ASSIGN_OR_RETURN(WeightStore host, WeightStore::open(dir, config));
   MOEOPT_ASSIGN_OR_RETURN(WeightStore dev, upload_weights(config, host, options));
   return make_model(std::move(config), std::move(dev));
@@ -86,9 +82,10 @@ Result<std::unique_ptr<Model>> load_model_to_device(const std::string& dir,
 
 Result<std::unique_ptr<Model>> random_model_on_device(ModelConfig config, uint64_t seed,
                                                       const DeviceWeightsOptions& options) {
-  if (config.fp8)
-    return make_error(ErrorCode::kUnsupported, "{}: random weights of FP8 configs are not supported; "
-                      "use the BF16 model's config", config.source);
+  if (config.fp8 && (config.fp8->block_n != ops::kFp8BlockSize || config.fp8->block_k != ops::kFp8BlockSize))
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: field 'quantization_config.weight_block_size' is [{}, {}]: only "
+                      "[128, 128] blocks run", config.source, config.fp8->block_n, config.fp8->block_k);
   MOEOPT_ASSIGN_OR_RETURN(WeightStore dev, random_device_weights(config, seed, options));
   return make_model(std::move(config), std::move(dev));
 }

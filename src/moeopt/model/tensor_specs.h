@@ -74,6 +74,13 @@ Result<std::vector<TensorSpec>> checkpoint_tensors(const ModelConfig& c, bool in
 
 // The name of a weight's FP8 block scale: "x.q_proj.weight" -> "x.q_proj.weight_scale_inv".
 std::string fp8_scale_name(const std::string& weight_name);
+// The spec of an [N, K] weight's 128x128 block scale: [ceil(N/128), ceil(K/128)], role
+// kFp8Scale, the weight's layer and expert.
+TensorSpec fp8_scale_spec(const TensorSpec& weight);
+// Online quantisation (--fp8-weights on): every 2-D fp8_linear weight not yet fp8 becomes
+// fp8_quantized, and its scale spec is appended (what a pre-quantized checkpoint of the same
+// model holds, without modules_to_not_convert: routers and lm_head are never fp8_linear).
+void mark_fp8_quantized(std::vector<TensorSpec>& specs);
 
 namespace arch_tensors {
 // Per-family builders (arch/<family>_tensors.cpp). Each appends to `out`.

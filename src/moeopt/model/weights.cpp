@@ -83,6 +83,7 @@ WeightStore WeightStore::from_views(std::vector<TensorSpec> specs,
   ws.specs_ = std::move(specs);
   ws.views_ = std::move(views);
   ws.owner_ = std::move(owner);
+  for (const TensorSpec& s : ws.specs_) ws.fp8_weights_ += s.fp8_quantized ? 1 : 0;
   return ws;
 }
 
@@ -120,7 +121,7 @@ Status WeightStore::quantize_fp8(const ops::Context& ctx) {
     it->second = q.view();
     const std::string sname = fp8_scale_name(s.name);
     views_[sname] = scale.view();
-    added.push_back(arch_tensors::make(sname, scale.shape().vec(), TensorRole::kFp8Scale, s.layer, s.expert));
+    added.push_back(fp8_scale_spec(s));
     s.fp8_quantized = true;
     ++fp8_weights_;
     owned_->push_back(std::move(q));

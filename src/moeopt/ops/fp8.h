@@ -68,7 +68,8 @@ float fp8_quantize_group(const float* x, int64_t n, uint8_t* q);
 Status expect_fp8_block_scale(const char* op, const char* name, const TensorView& weight,
                               const TensorView& scale);
 
-// Per-token-group activation quantisation (the scheme above).
+// Per-token-group activation quantisation (the scheme above; CPU: the GPU quantises inside
+// its FP8 GEMMs).
 //   x        [M, K]            f32 (rows may be strided)
 //   x_q      [M, K]            fp8 e4m3, contiguous
 //   x_scale  [M, ceil(K/128)]  f32, contiguous
@@ -76,15 +77,15 @@ Status expect_fp8_block_scale(const char* op, const char* name, const TensorView
 Status quantize_fp8_activations(const Context& ctx, const TensorView& x, const TensorView& x_q,
                                 const TensorView& x_scale);
 
-// Block quantisation of a weight (the scheme above).
+// Block quantisation of a weight (the scheme above); CPU and CUDA give the same bits.
 //   w        [N, K]                        bf16 / f16 / f32, contiguous
-//   w_q      [N, K]                        fp8 e4m3, contiguous
+//   w_q      [N, K]                        fp8 e4m3, rows may be strided (padded device rows)
 //   w_scale  [ceil(N/128), ceil(K/128)]    f32, contiguous
 // Deterministic and thread-count independent. Test: tests/unit/ops_fp8_test.cpp.
 Status quantize_fp8_weight_blocks(const Context& ctx, const TensorView& w, const TensorView& w_q,
                                   const TensorView& w_scale);
 
-// Block dequantisation: w [N, K] f32 = w_q * w_scale (used by tests and the quality report).
+// Block dequantisation (CPU): w [N, K] f32 = w_q * w_scale (used by tests and the quality report).
 Status dequantize_fp8_weight_blocks(const Context& ctx, const TensorView& w_q,
                                     const TensorView& w_scale, const TensorView& w);
 

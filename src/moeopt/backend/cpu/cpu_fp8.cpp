@@ -89,6 +89,7 @@ Status quantize_fp8_weight_blocks(const Context& ctx, const TensorView& w, const
   const int64_t n = w.shape[0], k = w.shape[1];
   const int64_t nb = ops::fp8_blocks(n), kb = ops::fp8_blocks(k);
   uint8_t* q = w_q.ptr<uint8_t>();
+  const int64_t qs = ops::row_stride(w_q);
   float* s = w_scale.ptr<float>();
   // One task per block row: amax of each block, then the codes of its rows.
   parallel_for(ctx, nb, [&](int64_t bb, int64_t be) {
@@ -106,7 +107,7 @@ Status quantize_fp8_weight_blocks(const Context& ctx, const TensorView& w, const
       for (int64_t r = r0; r < r1; ++r) {
         load_f32(w.data, w.dtype, r * k, k, row.data());
         for (int64_t c = 0; c < k; ++c)
-          q[r * k + c] = f32_to_fp8e4m3(row[size_t(c)] / s[bi * kb + c / kFp8BlockSize]);
+          q[r * qs + c] = f32_to_fp8e4m3(row[size_t(c)] / s[bi * kb + c / kFp8BlockSize]);
       }
     }
   }, 1);
@@ -117,12 +118,13 @@ Status dequantize_fp8_weight_blocks(const Context& ctx, const TensorView& w_q,
                                     const TensorView& w_scale, const TensorView& w) {
   const int64_t n = w_q.shape[0], k = w_q.shape[1], kb = ops::fp8_blocks(k);
   const uint8_t* q = w_q.ptr<uint8_t>();
+  const int64_t qs = ops::row_stride(w_q);
   const float* s = w_scale.ptr<float>();
   parallel_for(ctx, n, [&](int64_t rb, int64_t re) {
     std::vector<float> row(static_cast<size_t>(k));
     for (int64_t r = rb; r < re; ++r) {
       for (int64_t c = 0; c < k; ++c)
-        row[size_t(c)] = fp8e4m3_to_f32(q[r * k + c]) *
+        row[size_t(c)] = fp8e4m3_to_f32(q[r * qs + c]) *
                          s[(r / kFp8BlockSize) * kb + c / kFp8BlockSize];
       store_f32(w.data, w.dtype, r * k, k, row.data());
     }

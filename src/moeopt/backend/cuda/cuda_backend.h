@@ -84,6 +84,14 @@ class CudaBackend final : public ops::DeviceBackend {
                       const TensorView& weight, float eps, const TensorView& out) override;
   Status linear(const ops::Context& ctx, const TensorView& x, const TensorView& weight,
                 const std::optional<TensorView>& bias, const TensorView& y) override;
+  // FP8 (cuda_fp8_ops.cpp): the W8A8 linear (bf16 x, e4m3 weight with f32 block scales,
+  // bf16 bias, bf16 / f32 y) and the block quantiser of online quantisation (bit-equal to
+  // the CPU's).
+  Status linear_fp8(const ops::Context& ctx, const TensorView& x, const TensorView& weight,
+                    const TensorView& weight_scale, const std::optional<TensorView>& bias,
+                    const TensorView& y) override;
+  Status quantize_fp8_weight_blocks(const ops::Context& ctx, const TensorView& w,
+                                    const TensorView& w_q, const TensorView& w_scale) override;
   Status silu_and_mul(const ops::Context& ctx, const TensorView& x,
                       const TensorView& out) override;
   Status silu(const ops::Context& ctx, const TensorView& x, const TensorView& out) override;

@@ -29,7 +29,6 @@ namespace k = kernels;
 constexpr size_t kAlign = 256;
 size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 constexpr int64_t kInt32Limit = int64_t(1) << 31;
-constexpr size_t kMaxSmemPerBlock = 227 * 1024;  // sm_90 opt-in limit
 static_assert(k::kRouteMaxExperts >= ops::kMaxExperts && k::kPermuteMaxExperts >= ops::kMaxExperts,
               "the CUDA router and permutation take every expert count ops/moe.h allows");
 
@@ -312,9 +311,9 @@ Result<MoeLayerPlan> moe_layer_plan(const MoeDims& d, const MoeTileChoice& tiles
                                 : choose_moe_fp8_tile(d.num_tokens, d.top_k, d.num_experts);
     const int kmax = int(std::max(d.hidden, d.inter));
     while (!tiles.fp8_tile && p.fp8_tile != MoeFp8Tile::kBm32Bn8 &&
-           detail::moe_fp8_gemm_smem_bytes(p.fp8_tile, kmax) > kMaxSmemPerBlock)
+           detail::moe_fp8_gemm_smem_bytes(p.fp8_tile, kmax) > detail::kMaxSmemPerBlock)
       p.fp8_tile = MoeFp8Tile(int(p.fp8_tile) - 1);
-    if (detail::moe_fp8_gemm_smem_bytes(p.fp8_tile, kmax) > kMaxSmemPerBlock)
+    if (detail::moe_fp8_gemm_smem_bytes(p.fp8_tile, kmax) > detail::kMaxSmemPerBlock)
       return make_error(ErrorCode::kUnsupported,
                         "moe: fp8 tile {} does not fit K = {} in shared memory",
                         moe_fp8_tile_name(p.fp8_tile), kmax);

@@ -61,4 +61,17 @@ cudaError_t launch_moe_fp8_grouped_gemm(MoeFp8Tile tile, bool gated,
   return cudaErrorInvalidValue;
 }
 
+cudaError_t launch_fp8_dense_linear(MoeFp8Tile tile, const k::Fp8GroupedGemmParams& p,
+                                    cudaStream_t stream) {
+  if (p.num_rows <= 0 || p.N_out <= 0) return cudaSuccess;
+  const int rows = moe_fp8_tile_rows(tile);
+  const int tiles = (p.num_rows + rows - 1) / rows;
+  switch (tile) {
+    case MoeFp8Tile::kBm32Bn8: return launch_fp8<Fp8Bm32Bn8, false>(p, tiles, false, stream);
+    case MoeFp8Tile::kBm64Bn16: return launch_fp8<Fp8Bm64Bn16, false>(p, tiles, false, stream);
+    case MoeFp8Tile::kBm64Bn32: return launch_fp8<Fp8Bm64Bn32, false>(p, tiles, false, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
 }  // namespace moeopt::cuda::detail

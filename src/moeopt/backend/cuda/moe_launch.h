@@ -10,6 +10,9 @@
 
 namespace moeopt::cuda::detail {
 
+// Dynamic shared memory a block may opt into on sm_90.
+inline constexpr size_t kMaxSmemPerBlock = 227 * 1024;
+
 // pdl: launch with programmatic dependent launch (the kernel may start while the previous
 // kernel in the stream finishes; every kernel waits with griddepcontrol before it reads what
 // its predecessor wrote).
@@ -26,6 +29,10 @@ size_t moe_fp8_gemm_smem_bytes(MoeFp8Tile tile, int K);
 cudaError_t launch_moe_fp8_grouped_gemm(MoeFp8Tile tile, bool gated,
                                         const kernels::Fp8GroupedGemmParams& p, int max_tiles,
                                         bool pdl, cudaStream_t stream);
+// The same kernel as a dense FP8 linear (p.dense = 1): grid ceil(num_rows / BN) x
+// ceil(N_out / BM), no PDL. Used by cuda_fp8_ops.cpp.
+cudaError_t launch_fp8_dense_linear(MoeFp8Tile tile, const kernels::Fp8GroupedGemmParams& p,
+                                    cudaStream_t stream);
 cudaError_t launch_moe_combine(const kernels::CombineParams& p, bool pdl, cudaStream_t stream);
 
 // Routing from given logits, the tile table of an existing permutation (ops-level

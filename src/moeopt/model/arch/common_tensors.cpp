@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "moeopt/model/tensor_specs.h"
+#include "moeopt/ops/fp8.h"
 
 namespace moeopt {
 
@@ -28,6 +29,21 @@ const char* tensor_role_name(TensorRole r) {
 
 std::string fp8_scale_name(const std::string& weight_name) {
   return weight_name + "_scale_inv";
+}
+
+TensorSpec fp8_scale_spec(const TensorSpec& w) {
+  return arch_tensors::make(fp8_scale_name(w.name), ops::fp8_scale_shape(w.shape[0], w.shape[1]).vec(),
+                            TensorRole::kFp8Scale, w.layer, w.expert);
+}
+
+void mark_fp8_quantized(std::vector<TensorSpec>& specs) {
+  std::vector<TensorSpec> scales;
+  for (TensorSpec& s : specs) {
+    if (!s.fp8_linear || s.fp8_quantized || s.shape.size() != 2) continue;
+    s.fp8_quantized = true;
+    scales.push_back(fp8_scale_spec(s));
+  }
+  specs.insert(specs.end(), scales.begin(), scales.end());
 }
 
 int64_t TensorSpec::numel() const {
@@ -141,8 +157,8 @@ Result<std::vector<TensorSpec>> checkpoint_tensors(const ModelConfig& c, bool in
     });
     if (skipped) continue;
     t.fp8_quantized = true;
-    const int64_t bn = c.fp8->block_n, bk = c.fp8->block_k;
-    scales.push_back(arch_tensors::make(module + ".weight_scale_inv",
+    const int64_t bn = c.fp8->block_n, bk = c.fp8->block_k;  // any block size: inspect sizes it
+    scales.push_back(arch_tensors::make(fp8_scale_name(t.name),
                                         {(t.shape[0] + bn - 1) / bn, (t.shape[1] + bk - 1) / bk},
                                         TensorRole::kFp8Scale, t.layer, t.expert));
   }

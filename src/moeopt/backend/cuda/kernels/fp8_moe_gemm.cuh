@@ -12,6 +12,8 @@
 //     ceil(N_out/128) + n/128 (the ops/moe.h w13_scale layout), so no block mixes gate and up.
 // GEMM 2: W = W2[e] [N_out, K], tokens = h [rows, K] f32 (permuted order); epilogue
 //     y[r, n] = row_weight[r] * acc in bf16 (then moe_combine.cuh).
+// Dense (GEMM 2's kernel with p.dense, the FP8 linear of ops/linear.h): one weight [N_out, K],
+//     tokens = x [M, K] bf16 in order (strided rows), y[m, n] = acc (+ bias) in bf16 or f32.
 //
 // Activation quantisation is fused into the token load, so there is no quantisation pass
 // and no quantised copy of x or h in memory: each block quantises the rows of its token
@@ -151,6 +153,21 @@ __device__ __forceinline__ void fp8_quantize_token_tile(const Fp8GroupedGemmPara
 #pragma unroll
           for (int i = 0; i < 8; ++i) v[u][i] = 0.f;
         }
+      } else if (p.dense) {
+        if (in) {
+          const uint4 raw = *reinterpret_cast<const uint4*>(
+              p.act_bf16 + size_t(row0 + row[u]) * p.ld_act + k);
+          const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const float2 f = __bfloat1622float2(b[i]);
+            v[u][2 * i] = f.x;
+            v[u][2 * i + 1] = f.y;
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) v[u][i] = 0.f;
+        }
       } else {
         if (in) {
           // h was written by the previous kernel (GEMM 1): plain loads, not the read-only path.
@@ -198,10 +215,16 @@ __global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8Gr
     griddep_launch_dependents();
   }
   const int tile = blockIdx.x;
-  if (tile >= __ldcg(p.num_tiles)) return;
-  const int e = __ldcg(p.tile_expert + tile);
-  const int row0 = __ldcg(p.tile_row_begin + tile);
-  const int rows = min(BN, min(__ldcg(p.expert_offsets + e + 1), p.num_rows) - row0);
+  int e = 0, row0 = tile * BN, rows = 0;
+  if (!kGated && p.dense) {
+    rows = min(BN, p.num_rows - row0);
+    if (rows <= 0) return;
+  } else {
+    if (tile >= __ldcg(p.num_tiles)) return;
+    e = __ldcg(p.tile_expert + tile);
+    row0 = __ldcg(p.tile_row_begin + tile);
+    rows = min(BN, min(__ldcg(p.expert_offsets + e + 1), p.num_rows) - row0);
+  }
   const int K = p.K, KB = (K + 127) / 128;
   const int N_out = p.N_out;
   const int N_w = kGated ? 2 * N_out : N_out;
@@ -393,9 +416,16 @@ __global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8Gr
         for (int c = 0; c < 4; ++c) {
           const int col = col0 + wm * T::WM + i * 16 + g4 + (c >= 2 ? 8 : 0);
           const int r = wn * T::WN + j * 8 + q2 + (c & 1);
-          if (col < N_out && r < rows)
+          if (col >= N_out || r >= rows) continue;
+          if (p.dense) {
+            const float y = acc[i][j][c] + (p.bias ? __bfloat162float(p.bias[col]) : 0.f);
+            const size_t at = size_t(row0 + r) * p.ld_out + col;
+            if (p.out_f32) p.out_f32[at] = y;
+            else p.out_bf16[at] = __float2bfloat16(y);
+          } else {
             p.out_bf16[size_t(row0 + r) * N_out + col] =
                 __float2bfloat16(p.row_weight[row0 + r] * acc[i][j][c]);
+          }
         }
   }
 }

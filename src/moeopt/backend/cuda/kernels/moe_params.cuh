@@ -131,6 +131,14 @@ struct Fp8GroupedGemmParams {
   int N_out;                      // multiple of 8
   int num_tokens;                 // rows of x for the GEMM-1 gather (others read as zeros)
   int num_rows;                   // rows of out: expert_offsets are clamped to it
+  // Dense linear (GEMM 2 form, one weight, E = 1): tile t covers token rows [t*BN, t*BN+BN)
+  // of num_rows, in order; no tile table, expert offsets or routing weights. Tokens are bf16
+  // act_bf16 [num_rows, K] with row stride ld_act; y = acc (+ bias) goes to out_f32 when it
+  // is set, else out_bf16, with row stride ld_out.
+  int dense;                      // 0: MoE GEMM (above); 1: dense linear
+  int ld_act;                     // dense: elements between token rows (multiple of 8)
+  int ld_out;                     // dense: elements between output rows
+  const __nv_bfloat16* bias;      // dense: [N_out] bf16 or nullptr
 };
 
 // moe_combine.cuh

@@ -1,0 +1,29 @@
+// Launch geometry of the FP8 helper kernels (fp8_launch.h).
+#include "moeopt/backend/cuda/fp8_launch.h"
+#include "moeopt/backend/cuda/kernels/fp8_linear_fallback.cuh"
+#include "moeopt/backend/cuda/kernels/fp8_quantize.cuh"
+
+namespace moeopt::cuda::detail {
+namespace k = moeopt::cuda::kernels;
+
+cudaError_t launch_fp8_quantize_weight(const k::Fp8QuantWeightParams& p, cudaStream_t stream) {
+  if (p.n <= 0 || p.k <= 0) return cudaSuccess;
+  const dim3 grid(unsigned((p.k + 127) / 128), unsigned((p.n + 127) / 128));
+  k::fp8_quantize_weight_kernel<<<grid, k::kFp8BlockThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+size_t fp8_fallback_smem_bytes(int64_t kk) { return size_t(kk + (kk + 127) / 128) * sizeof(float); }
+
+cudaError_t launch_fp8_linear_fallback(const k::Fp8LinearFallbackParams& p, cudaStream_t stream) {
+  if (p.m <= 0 || p.n <= 0) return cudaSuccess;
+  const size_t smem = fp8_fallback_smem_bytes(p.k);
+  cudaError_t e = cudaFuncSetAttribute(k::fp8_linear_fallback_kernel,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (e != cudaSuccess) return e;
+  const dim3 grid(unsigned(p.m), unsigned((p.n + k::kFp8FallbackCols - 1) / k::kFp8FallbackCols));
+  k::fp8_linear_fallback_kernel<<<grid, k::kFp8FallbackThreads, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace moeopt::cuda::detail

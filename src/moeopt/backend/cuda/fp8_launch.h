@@ -1,0 +1,16 @@
+// Raw launchers of the FP8 helper kernels (fp8_launch.cu): the weight quantiser and the fallback
+// linear. Validation lives in cuda_fp8_ops.cpp. Nothing to do enqueues nothing.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "moeopt/backend/cuda/kernels/fp8_params.cuh"
+
+namespace moeopt::cuda::detail {
+
+cudaError_t launch_fp8_quantize_weight(const kernels::Fp8QuantWeightParams& p, cudaStream_t stream);
+// Shared memory (K + ceil(K/128)) * 4 bytes: the caller checks it fits (fp8_fallback_smem_bytes).
+size_t fp8_fallback_smem_bytes(int64_t k);
+cudaError_t launch_fp8_linear_fallback(const kernels::Fp8LinearFallbackParams& p, cudaStream_t stream);
+
+}  // namespace moeopt::cuda::detail

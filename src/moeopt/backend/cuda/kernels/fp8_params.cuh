@@ -1,0 +1,44 @@
+// Parameter structs of the FP8 helper kernels (kernels/fp8_quantize.cuh,
+// kernels/fp8_linear_fallback.cuh): plain structs of device pointers and element strides,
+// includable from host C++ (cuda_fp8_ops.cpp validates, nvcc never sees it). The number
+// format is ops/fp8.h's; the fast FP8 linear is the dense mode of kernels/fp8_moe_gemm.cuh.
+#pragma once
+
+#include <cstdint>
+
+#include "moeopt/backend/cuda/kernels/dense_params.cuh"
+
+namespace moeopt::cuda::kernels {
+
+inline constexpr int kFp8BlockThreads = 256;   // weight blocks: one block per 128x128 block
+
+// 128x128 weight blocks: w [N, K] (f32 / bf16 / f16, contiguous) -> w_q [N, K] e4m3 with row
+// stride q_stride (>= K: the device weight layout pads expert rows), w_scale
+// [ceil(N/128), ceil(K/128)] f32 contiguous. Grid: (ceil(K/128), ceil(N/128)).
+struct Fp8QuantWeightParams {
+  const void* w;
+  DenseDType w_dtype;
+  int64_t n, k;
+  unsigned char* w_q;
+  int64_t q_stride;
+  float* w_scale;
+};
+
+// The W8A8 linear for any shape (the fast kernel needs K % 16 == 0, N % 8 == 0 and 16-byte
+// rows): one block per (token row, 32 output features); the row is quantised into shared
+// memory ([K] f32 codes + [ceil(K/128)] scales), then each warp takes 4 features.
+inline constexpr int kFp8FallbackThreads = 256;
+inline constexpr int kFp8FallbackCols = 32;
+struct Fp8LinearFallbackParams {
+  const void* x;          // [M, K] bf16 / f32 (x_dtype), row stride x_stride
+  DenseDType x_dtype;
+  const unsigned char* w; // [N, K] e4m3 contiguous
+  const float* w_scale;   // [ceil(N/128), ceil(K/128)] f32
+  const void* bias;       // [N] (bias_dtype) or nullptr
+  DenseDType bias_dtype;
+  void* y;                // [M, N] bf16 / f32 (y_dtype), row stride y_stride
+  DenseDType y_dtype;
+  int64_t m, n, k, x_stride, y_stride;
+};
+
+}  // namespace moeopt::cuda::kernels

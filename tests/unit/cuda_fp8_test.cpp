@@ -1,0 +1,220 @@
+// The CUDA FP8 ops (backend/cuda/cuda_fp8_ops.cpp) against the CPU reference of ops/fp8.h:
+//   - the weight block quantiser gives the CPU's codes and scales bit for bit (bf16, f16 and
+//     f32 weights, partial blocks, row-strided codes);
+//   - the W8A8 linear (fast kernel and fallback) on the op-case table's kLinearFp8 cases and
+//     on Qwen3-30B-A3B projection shapes (H 2048, q 4096, kv 512) for M in {1, 8, 64, 300},
+//     bf16 and f32 outputs, bias, strided rows.
+// Method: x and w are drawn and rounded to bf16; the CPU quantises w (the codes and scales
+// then go to the GPU as they are) and runs linear on the f32 copy of x; the GPU gets x in
+// bf16 (exact). Both quantise x from the same values, so the only difference is the order
+// of the f32 sums: kF32Nmse for f32 outputs, kBf16Nmse (one bf16 rounding) for bf16.
+// Every test skips without a CUDA device. Run: build/tests/test_cuda --gtest_filter='CudaFp8*'
+#include <gtest/gtest.h>
+
+#if MOEOPT_HAVE_CUDA
+
+#include <cuda_runtime.h>
+
+#include "cuda_test_support.h"
+
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "moeopt/backend/cuda/cuda_backend.h"
+#include "moeopt/core/thread_pool.h"
+#include "moeopt/ops/check.h"
+#include "moeopt/ops/fp8.h"
+#include "moeopt/ops/linear.h"
+#include "moeopt/ops/op_cases.h"
+
+namespace moeopt::ops {
+namespace {
+
+constexpr double kBf16Nmse = 1e-5;
+constexpr double kF32Nmse = 1e-9;
+
+ThreadPool& pool() {
+  static ThreadPool p(0);
+  return p;
+}
+Context cpu_ctx() { return Context{.pool = &pool()}; }
+
+// Values in +-[lo, hi] (sign and magnitude from the seed), rounded to bf16, as f32.
+HostTensor bf16_values(const Shape& shape, const std::string& seed, double lo, double hi) {
+  HostTensor t(DType::kF32, shape);
+  CaseRng rng(seed);
+  for (int64_t i = 0; i < t.numel(); ++i) t.ptr<float>()[i] = round_to_bf16(float(rng.nonzero(lo, hi)));
+  return t;
+}
+
+HostTensor converted(const HostTensor& src, DType dtype) {
+  HostTensor out(dtype, src.shape());
+  for (int64_t i = 0; i < src.numel(); ++i)
+    store_from_f32(out.ptr<void>(), dtype, i, load_as_f32(src.ptr<void>(), src.dtype(), i));
+  return out;
+}
+
+// A device buffer of rows x stride elements, filled with a byte pattern.
+struct Dev {
+  DType dtype;
+  int64_t rows, stride;
+  void* p = nullptr;
+  Dev(DType d, int64_t r, int64_t s) : dtype(d), rows(r), stride(s) {
+    const size_t bytes = std::max<size_t>(1, size_t(r * s) * dtype_size(d));
+    EXPECT_EQ(cudaMalloc(&p, bytes), cudaSuccess);
+    EXPECT_EQ(cudaMemset(p, 0x5a, bytes), cudaSuccess);
+  }
+  ~Dev() { cudaFree(p); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+  // [rows, cols] starting at element `off`, rows `stride` apart.
+  TensorView view(int64_t cols, int64_t off = 0) const {
+    TensorView v = TensorView::contiguous(static_cast<char*>(p) + off * dtype_size(dtype), dtype,
+                                          {rows, cols}, Device::kCuda);
+    v.strides[0] = stride;
+    return v;
+  }
+};
+
+void put(const TensorView& dev, const HostTensor& host) {  // host contiguous, dev's dtype
+  const size_t es = dtype_size(dev.dtype), row = size_t(dev.shape[1]) * es;
+  ASSERT_EQ(host.dtype(), dev.dtype);
+  if (dev.shape[0] == 0 || row == 0) return;
+  ASSERT_EQ(cudaMemcpy2D(dev.data, size_t(row_stride(dev)) * es, host.ptr<void>(), row, row,
+                         size_t(dev.shape[0]), cudaMemcpyHostToDevice),
+            cudaSuccess);
+}
+
+HostTensor get(const TensorView& dev) {
+  HostTensor h(dev.dtype, dev.shape);
+  const size_t es = dtype_size(dev.dtype), row = size_t(dev.shape[1]) * es;
+  if (dev.shape[0] > 0 && row > 0)
+    EXPECT_EQ(cudaMemcpy2D(h.ptr<void>(), row, dev.data, size_t(row_stride(dev)) * es, row,
+                           size_t(dev.shape[0]), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+  return h;
+}
+
+// ---------------------------------------------------------------- weight quantiser
+
+void check_quantiser(cuda::CudaBackend& be, int64_t n, int64_t k, DType dtype, int64_t q_pad) {
+  SCOPED_TRACE(fmt::format("{}x{} {} pad {}", n, k, dtype_name(dtype), q_pad));
+  // Magnitudes over 2^-12 .. 2: some blocks reach e4m3 subnormals, ties and the saturation edge.
+  HostTensor w = converted(bf16_values({n, k}, fmt::format("q{}x{}", n, k), 1.0 / 4096, 2.0), dtype);
+  for (int64_t i = 0; i < n * k; i += 97) store_from_f32(w.ptr<void>(), dtype, i, 0.0f);
+  HostTensor q(DType::kF8E4M3, {n, k}), s(DType::kF32, fp8_scale_shape(n, k));
+  ASSERT_TRUE(quantize_fp8_weight_blocks(cpu_ctx(), w, q, s).ok());
+  Dev dw(dtype, n, k), dq(DType::kF8E4M3, n, k + q_pad), ds(DType::kF32, fp8_blocks(n), fp8_blocks(k));
+  put(dw.view(k), w);
+  const Status st = quantize_fp8_weight_blocks(Context{.device_backend = &be}, dw.view(k),
+                                               dq.view(k), ds.view(fp8_blocks(k)));
+  ASSERT_TRUE(st.ok()) << st.message();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  HostTensor gq = get(dq.view(k)), gs = get(ds.view(fp8_blocks(k)));
+  EXPECT_EQ(std::memcmp(gs.ptr<void>(), s.ptr<void>(), size_t(s.numel()) * 4), 0) << "scales differ";
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n * k; ++i) bad += gq.ptr<uint8_t>()[i] != q.ptr<uint8_t>()[i];
+  EXPECT_EQ(bad, 0) << "codes differ";
+  if (q_pad > 0) {  // the padding columns keep their bytes
+    std::vector<uint8_t> all(size_t(n * (k + q_pad)));
+    ASSERT_EQ(cudaMemcpy(all.data(), dq.p, all.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = k; c < k + q_pad; ++c) ASSERT_EQ(all[size_t(r * (k + q_pad) + c)], 0x5a);
+  }
+}
+
+TEST(CudaFp8, WeightQuantiserEqualsTheCpuBitForBit) {
+  SKIP_WITHOUT_GPU();
+  cuda::CudaBackend be;
+  check_quantiser(be, 256, 384, DType::kBF16, 0);
+  check_quantiser(be, 200, 300, DType::kBF16, 0);  // partial blocks on both dims
+  check_quantiser(be, 130, 77, DType::kF32, 0);
+  check_quantiser(be, 5, 17, DType::kF16, 0);
+  check_quantiser(be, 192, 136, DType::kBF16, 8);  // row-strided codes (padded expert rows)
+}
+
+// ---------------------------------------------------------------- W8A8 linear
+
+struct Fp8LinearShape {
+  std::string name;
+  int64_t m, n, k;
+  bool bias = false;
+  DType y = DType::kBF16;
+  int64_t x_pad = 0, y_pad = 0;  // extra elements per row (strided views)
+};
+
+void check_linear(cuda::CudaBackend& be, const Fp8LinearShape& s) {
+  SCOPED_TRACE(s.name);
+  HostTensor x = bf16_values({s.m, s.k}, s.name + "/x", 0.01, 2.0);
+  HostTensor w = bf16_values({s.n, s.k}, s.name + "/w", 0.001, 0.1);
+  HostTensor b = bf16_values({s.n}, s.name + "/b", 0.0, 1.0);
+  HostTensor q(DType::kF8E4M3, {s.n, s.k}), sc(DType::kF32, fp8_scale_shape(s.n, s.k));
+  ASSERT_TRUE(quantize_fp8_weight_blocks(cpu_ctx(), w, q, sc).ok());
+  HostTensor ref(DType::kF32, {s.m, s.n});
+  const std::optional<TensorView> hb = s.bias ? std::optional<TensorView>(b.view()) : std::nullopt;
+  ASSERT_TRUE(linear(cpu_ctx(), x, LinearWeight(q.view(), sc.view()), hb, ref).ok());
+
+  Dev dx(DType::kBF16, s.m, s.k + s.x_pad), dq(DType::kF8E4M3, s.n, s.k),
+      ds(DType::kF32, fp8_blocks(s.n), fp8_blocks(s.k)), db(DType::kBF16, 1, s.n),
+      dy(s.y, s.m, s.n + s.y_pad);
+  put(dx.view(s.k), converted(x, DType::kBF16));
+  put(dq.view(s.k), q);
+  put(ds.view(fp8_blocks(s.k)), sc);
+  HostTensor b16 = converted(b, DType::kBF16);
+  ASSERT_EQ(cudaMemcpy(db.p, b16.ptr<void>(), size_t(s.n) * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  TensorView bias_v = TensorView::contiguous(db.p, DType::kBF16, {s.n}, Device::kCuda);
+  const std::optional<TensorView> dbias = s.bias ? std::optional<TensorView>(bias_v) : std::nullopt;
+  const Status st = linear(Context{.device_backend = &be}, dx.view(s.k),
+                           LinearWeight(dq.view(s.k), ds.view(fp8_blocks(s.k))), dbias, dy.view(s.n));
+  ASSERT_TRUE(st.ok()) << st.message();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  HostTensor got = converted(get(dy.view(s.n)), DType::kF32);
+  const double tol = s.y == DType::kF32 ? kF32Nmse : kBf16Nmse;
+  std::vector<double> want(size_t(ref.numel()));
+  for (int64_t i = 0; i < ref.numel(); ++i) want[size_t(i)] = ref.ptr<float>()[i];
+  const Comparison c = compare_values(got.ptr<float>(), want.data(), ref.numel(), Metric::kNormalizedMse, tol);
+  EXPECT_TRUE(c.ok) << "against the CPU W8A8 reference: normalised MSE " << c.value << " > " << tol
+                    << "; " << c.detail;
+}
+
+std::string case_name(const testing::TestParamInfo<OpCase>& info) { return info.param.name; }
+
+class CudaFp8Linear : public testing::TestWithParam<OpCase> {};
+
+TEST_P(CudaFp8Linear, MatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  const OpCase& c = GetParam();
+  cuda::CudaBackend be;
+  check_linear(be, {.name = c.name, .m = c.m, .n = c.n, .k = c.k, .bias = c.bias});
+  check_linear(be, {.name = c.name + std::string("/f32"), .m = c.m, .n = c.n, .k = c.k,
+                    .bias = c.bias, .y = DType::kF32});
+  check_linear(be, {.name = c.name + std::string("/strided"), .m = c.m, .n = c.n, .k = c.k,
+                    .bias = c.bias, .x_pad = 8, .y_pad = 3});
+}
+INSTANTIATE_TEST_SUITE_P(Cases, CudaFp8Linear, testing::ValuesIn(op_cases_for(OpKind::kLinearFp8)),
+                         case_name);
+
+TEST(CudaFp8, LinearRealWidth) {
+  SKIP_WITHOUT_GPU();
+  cuda::CudaBackend be;
+  for (int64_t m : {1, 8, 64, 300}) {
+    const std::string t = fmt::format("_m{}", m);
+    check_linear(be, {.name = "q" + t, .m = m, .n = 4096, .k = 2048});
+    check_linear(be, {.name = "kv" + t, .m = m, .n = 512, .k = 2048, .x_pad = 0, .y_pad = 4096});
+    check_linear(be, {.name = "o_f32" + t, .m = m, .n = 2048, .k = 4096, .y = DType::kF32});
+    check_linear(be, {.name = "bias" + t, .m = m, .n = 1024, .k = 2048, .bias = true});
+  }
+  // Long K: the token tile steps down (K = 16384 does not fit 32 token rows).
+  check_linear(be, {.name = "long_k", .m = 40, .n = 256, .k = 16384, .y = DType::kF32});
+  // Unaligned x rows: the fallback kernel.
+  check_linear(be, {.name = "unaligned", .m = 9, .n = 256, .k = 512, .x_pad = 3});
+}
+
+}  // namespace
+}  // namespace moeopt::ops
+
+#endif  // MOEOPT_HAVE_CUDA
