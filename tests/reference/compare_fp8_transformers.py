@@ -11,7 +11,7 @@ Prints cos similarity and top-1 agreement per prompt and a summary; exits 1 when
 larger than activation quantisation explains (cos < 0.999 or top-1 < 0.9).
 
 Needs torch + transformers + safetensors (the GPU machine has them; CI's venv has no torch):
-  python3 tests/reference/compare_fp8_transformers.py --moeopt build/bin/moeopt --out /tmp/fp8cmp
+  python3 tests/reference/compare_fp8_transformers.py --moeopt build/bin/moeopt --out /tmp/fp8cmp [--device cuda]
 """
 import argparse
 import json
@@ -62,6 +62,7 @@ def main():
     ap.add_argument("--config", default="models/tiny-qwen3-moe/config.json")
     ap.add_argument("--layers", default="2")
     ap.add_argument("--scale-dtype", default="bf16")
+    ap.add_argument("--device", default="cpu", help="where moeopt runs the FP8 checkpoint: cpu or cuda")
     a = ap.parse_args()
     fp8_dir, deq_dir = os.path.join(a.out, "fp8"), os.path.join(a.out, "dequantised_f32")
     subprocess.run([a.moeopt, "init-random", "--config", a.config, "--layers", a.layers, "--fp8",
@@ -78,7 +79,7 @@ def main():
             ref = model(torch.tensor([ids])).logits[0, -1].double()
         r = subprocess.run([a.moeopt, "generate", "--model", fp8_dir, "--prompt-ids",
                             ",".join(map(str, ids)), "--max-tokens", "1", "--temperature", "0",
-                            "--logits", "--json"], check=True, capture_output=True, text=True)
+                            "--logits", "--json", "--device", a.device], check=True, capture_output=True, text=True)
         got = torch.tensor(json.loads(r.stdout)["prompt_logits_last"], dtype=torch.float64)
         cos = float(torch.dot(got, ref) / (got.norm() * ref.norm()))
         same = int(got.argmax()) == int(ref.argmax())
@@ -87,7 +88,7 @@ def main():
         print(f"prompt of {len(ids):3d} tokens: cos {cos:.6f}, top-1 {'same' if same else 'DIFFERENT'}, "
               f"max |diff| {float((got - ref).abs().max()):.4f}")
     agree = top1 / len(prompts)
-    print(f"moeopt FP8 W8A8 ({n_fp8} fp8 weights, {a.scale_dtype} scales) vs transformers f32 on the "
+    print(f"moeopt FP8 W8A8 on the {a.device} ({n_fp8} fp8 weights, {a.scale_dtype} scales) vs transformers f32 on the "
           f"dequantised weights: cos min {min(cos_all):.6f} mean {sum(cos_all) / len(cos_all):.6f}, "
           f"top-1 agreement {agree:.3f} over {len(prompts)} prompts (random weights)")
     return 0 if min(cos_all) >= 0.999 and agree >= 0.9 else 1
