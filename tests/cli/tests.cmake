@@ -84,3 +84,27 @@ moeopt_cli_test(generate_fp8_static "generate|--model|${_fp8}/fp8_static|--promp
 moeopt_cli_test(generate_fp8_weights_on_gpu "generate|--device|cuda|--fp8-weights|on|--prompt-ids|1,2" 2
   STDERR "^moeopt generate: error: generate: FP8 weights \\(--fp8-weights on\\) are not yet on the GPU")
 moeopt_cli_test(init_random_bad_scale_dtype "init-random|--config|qwen3-30b-a3b|--out|/tmp/x|--fp8|--fp8-scale-dtype|f64" 2)
+
+# Configs written by transformers 5 save_pretrained (tests/reference/golden_configs/tf5,
+# manifest.json names each one's original): `inspect` prints the same for both, as a table
+# and as JSON. Hub originals are given as checkpoint directories, the others as files.
+set(_tf5 ${PROJECT_SOURCE_DIR}/tests/reference/golden_configs/tf5)
+file(READ ${_tf5}/manifest.json _tf5_manifest)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${_tf5}/manifest.json)
+string(JSON _tf5_n LENGTH "${_tf5_manifest}" configs)
+math(EXPR _tf5_last "${_tf5_n} - 1")
+foreach(i RANGE ${_tf5_last})
+  string(JSON _name GET "${_tf5_manifest}" configs ${i} name)
+  string(JSON _orig GET "${_tf5_manifest}" configs ${i} original)
+  if(_orig MATCHES "^models/catalog/(.*)/config.json$")
+    set(_a ${PROJECT_SOURCE_DIR}/models/catalog/${CMAKE_MATCH_1})
+    set(_b ${_tf5}/${_name})
+  else()
+    set(_a ${PROJECT_SOURCE_DIR}/${_orig})
+    set(_b ${_tf5}/${_name}/config.json)
+  endif()
+  add_test(NAME cli_inspect_tf5_${_name} COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:moeopt_cli>
+    -DA=${_a} -DB=${_b} -DTMP=${CMAKE_CURRENT_BINARY_DIR}/inspect_tf5_${_name}
+    -P ${CMAKE_CURRENT_LIST_DIR}/compare_inspect.cmake)
+  set_tests_properties(cli_inspect_tf5_${_name} PROPERTIES LABELS cli ENVIRONMENT MOEOPT_HOME=${PROJECT_SOURCE_DIR})
+endforeach()

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 
 #include <nlohmann/json.hpp>
@@ -282,6 +283,27 @@ class Reader {
     return v->get<std::string>();
   }
 
+  // The key, among spellings of one setting, that the config uses: the first of `keys`
+  // present (and not null), nullptr when none is. Several present with different values are
+  // an error naming both (see "Two spellings of one setting" below). `prefix`
+  // ("rope_parameters.") is put before the keys in messages.
+  const char* one_of(std::initializer_list<const char*> keys, const std::string& prefix = "") {
+    const char* first = nullptr;
+    for (const char* k : keys) {
+      const json* v = get(k);
+      if (!v) continue;
+      if (!first) {
+        first = k;
+      } else if (*v != *get(first)) {  // numbers compare by value: 128 == 128.0
+        fail(ErrorCode::kInvalidArgument,
+             "fields '{}{}' ({}) and '{}{}' ({}) disagree (two spellings of one setting: keep one)", prefix,
+             first, short_dump(*get(first)), prefix, k, short_dump(*v));
+        break;
+      }
+    }
+    return first;
+  }
+
   // Token ids: an integer or a list of integers.
   std::vector<int64_t> int_or_list(const char* key) {
     std::vector<int64_t> out;
@@ -339,21 +361,46 @@ FamilyDefaults family_defaults(Arch a) {
   return {std::nullopt, 2048, 1e-6, 10000.0};
 }
 
-void parse_rope(Reader& r, ModelConfig& c) {
-  // transformers 5 writes rope_parameters {"rope_type", "rope_theta", ...}; 4.x rope_scaling
-  // plus a top-level rope_theta. Accept both; rope_parameters wins when both are present.
-  const char* key = r.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
-  const json* rs = r.get(key);
-  if (!rs) return;
-  if (!rs->is_object()) {
-    r.fail(ErrorCode::kInvalidArgument, "field '{}': expected an object or null, got {}", key,
-           short_dump(*rs));
-    return;
-  }
-  Reader s(*rs, r.source());
-  if (s.has("rope_theta")) c.rope_theta = s.number("rope_theta", c.rope_theta, 0.0, 1e12, true);
-  std::string type = s.has("rope_type") ? s.string("rope_type", "default") : s.string("type", "default");
-  RopeScaling& o = c.rope_scaling;
+// ------------------------------------------------------------------------------------------
+// Two spellings of one setting
+//
+// transformers 5 renamed several config keys and `save_pretrained` writes only the new ones:
+//   torch_dtype                      -> dtype
+//   rope_theta, rope_scaling         -> rope_parameters {rope_theta, rope_type, factor, ...}
+//   rope_scaling.type                -> rope_type (inside the dict; 4.3x+ already wrote both)
+//   num_experts (qwen3_moe)          -> num_local_experts
+// and every configuration class maps aliases onto its own keys (attribute_map: mixtral
+// num_experts, deepseek_v2 num_experts, deepseek_v3 num_local_experts and num_mtp_layers,
+// olmoe num_local_experts). Both spellings are read for every family.
+//
+// When a file has both spellings with different values, parsing fails with one line naming
+// both keys and their values; equal values are accepted. Neither spelling is preferred
+// because transformers itself does not agree on one: 5.x takes the old rope_scaling over
+// rope_parameters (and then the top-level rope_theta) but the new dtype over torch_dtype and
+// num_local_experts over num_experts, while 4.x reads only the old keys. Whichever one we
+// picked, some transformers version would run the same file as a different model; such a
+// file was edited by hand or by a tool that updated one key only, and saying so is the
+// useful answer.
+
+// One rope dict: `rope_parameters` (transformers 5) or `rope_scaling` (4.x), at `key`.
+struct RopeDict {
+  std::optional<double> theta;  // rope_parameters.rope_theta (4.x rope_scaling has none)
+  RopeScaling scaling;
+};
+
+std::optional<RopeDict> read_rope_dict(Reader& r, const json& obj, const std::string& key) {
+  RopeDict d;
+  Reader s(obj, r.source());
+  // Errors of the inner reader, re-issued by `r` without the repeated source prefix.
+  auto pass_on = [&]() {
+    r.fail(s.status().code(), "{}", s.status().message().substr(r.source().size() + 2));
+    return std::nullopt;
+  };
+  if (s.has("rope_theta")) d.theta = s.number("rope_theta", 0.0, 0.0, 1e12, true);
+  const char* type_key = s.one_of({"rope_type", "type"}, key + ".");
+  std::string type = type_key ? s.string(type_key, "default") : "default";
+  if (!s.ok()) return pass_on();
+  RopeScaling& o = d.scaling;
   if (type == "default") {
     o.type = RopeScalingType::kNone;
   } else if (type == "linear") {
@@ -368,7 +415,7 @@ void parse_rope(Reader& r, ModelConfig& c) {
     r.fail(ErrorCode::kUnsupported,
            "field '{}.type': rope scaling '{}' is not supported (default, linear, dynamic, yarn, llama3)",
            key, type);
-    return;
+    return std::nullopt;
   }
   if (o.type != RopeScalingType::kNone) {
     if (!s.has("factor"))
@@ -387,7 +434,124 @@ void parse_rope(Reader& r, ModelConfig& c) {
   if (o.type == RopeScalingType::kLlama3 && o.original_max_position_embeddings == 0)
     s.fail(ErrorCode::kInvalidArgument,
            "field '{}.original_max_position_embeddings' is required for rope type 'llama3'", key);
-  if (!s.ok()) r.fail(s.status().code(), "{}", s.status().message().substr(r.source().size() + 2));
+  // transformers 5 keys that change the rotation but that ModelConfig does not carry: a value
+  // other than the default would be silently dropped, so it is refused instead.
+  if (s.has("partial_rotary_factor") && s.number("partial_rotary_factor", 1.0, 0.0, 1.0, true) != 1.0)
+    s.fail(ErrorCode::kUnsupported, "field '{}.partial_rotary_factor': only 1.0 is supported", key);
+  if (s.has("truncate") && !s.boolean("truncate", true))
+    s.fail(ErrorCode::kUnsupported, "field '{}.truncate': only true is supported", key);
+  if (!s.ok()) return pass_on();
+  return d;
+}
+
+// The first field in which two rope scalings of the same config differ, as "factor (4 vs
+// 2)"; nullopt when they describe the same rotation. Only the fields of the type count, and
+// an absent original_max_position_embeddings is max_position_embeddings (what transformers 5
+// writes there, and what moeopt's rope uses).
+std::optional<std::string> rope_difference(const RopeScaling& a, const RopeScaling& b, int64_t max_pos) {
+  if (a.type != b.type)
+    return fmt::format("type ('{}' vs '{}')", rope_scaling_type_name(a.type), rope_scaling_type_name(b.type));
+  if (a.type == RopeScalingType::kNone) return std::nullopt;
+  auto num = [](const char* f, double x, double y) -> std::optional<std::string> {
+    if (x == y) return std::nullopt;
+    return fmt::format("{} ({} vs {})", f, x, y);
+  };
+  auto opt = [](const char* f, const std::optional<double>& x,
+                const std::optional<double>& y) -> std::optional<std::string> {
+    if (x == y) return std::nullopt;
+    auto show = [](const std::optional<double>& v) { return v ? fmt::format("{}", *v) : std::string("absent"); };
+    return fmt::format("{} ({} vs {})", f, show(x), show(y));
+  };
+  if (auto d = num("factor", a.factor, b.factor)) return d;
+  if (a.type == RopeScalingType::kYarn || a.type == RopeScalingType::kLlama3) {
+    auto orig = [&](const RopeScaling& s) {
+      return s.original_max_position_embeddings > 0 ? s.original_max_position_embeddings : max_pos;
+    };
+    if (orig(a) != orig(b))
+      return fmt::format("original_max_position_embeddings ({} vs {})", orig(a), orig(b));
+  }
+  if (a.type == RopeScalingType::kYarn) {
+    if (auto d = num("beta_fast", a.beta_fast, b.beta_fast)) return d;
+    if (auto d = num("beta_slow", a.beta_slow, b.beta_slow)) return d;
+    if (auto d = opt("mscale", a.mscale, b.mscale)) return d;
+    if (auto d = opt("mscale_all_dim", a.mscale_all_dim, b.mscale_all_dim)) return d;
+    if (auto d = opt("attention_factor", a.attention_factor, b.attention_factor)) return d;
+  }
+  if (a.type == RopeScalingType::kLlama3) {
+    if (auto d = num("low_freq_factor", a.low_freq_factor, b.low_freq_factor)) return d;
+    if (auto d = num("high_freq_factor", a.high_freq_factor, b.high_freq_factor)) return d;
+  }
+  return std::nullopt;
+}
+
+// rope_theta and the scaling, from any mix of transformers 4 keys (top-level rope_theta,
+// rope_scaling) and transformers 5 ones (rope_parameters), as explained above. c.rope_theta
+// holds the top-level value or the family default on entry.
+void parse_rope(Reader& r, ModelConfig& c) {
+  std::optional<RopeDict> p, s;
+  std::string p_key = "rope_parameters";
+  if (const json* v = r.get("rope_parameters")) {
+    if (!v->is_object()) {
+      r.fail(ErrorCode::kInvalidArgument, "field 'rope_parameters': expected an object or null, got {}",
+             short_dump(*v));
+      return;
+    }
+    // transformers 5 nests the dict per layer type ({"full_attention": {...},
+    // "sliding_attention": {...}}) for models whose layer types rotate differently. One rope
+    // for all layers is all these families have: accept the nesting when every entry is the same.
+    const json* dict = v;
+    bool nested = !v->empty();
+    for (const auto& [k, e] : v->items()) nested = nested && e.is_object();
+    if (nested) {
+      for (const auto& [k, e] : v->items()) {
+        if (e != v->begin().value()) {
+          r.fail(ErrorCode::kUnsupported,
+                 "field 'rope_parameters': a different rope per layer type ('{}', '{}') is not supported",
+                 v->begin().key(), k);
+          return;
+        }
+      }
+      p_key = "rope_parameters." + v->begin().key();
+      dict = &v->begin().value();
+    }
+    p = read_rope_dict(r, *dict, p_key);
+    if (!p) return;
+  }
+  if (const json* v = r.get("rope_scaling")) {
+    if (!v->is_object()) {
+      r.fail(ErrorCode::kInvalidArgument, "field 'rope_scaling': expected an object or null, got {}",
+             short_dump(*v));
+      return;
+    }
+    s = read_rope_dict(r, *v, "rope_scaling");
+    if (!s) return;
+  }
+
+  // rope_theta: top level (4.x), inside rope_parameters (5.x) or, rarely, inside rope_scaling.
+  std::optional<std::pair<std::string, double>> theta;
+  auto take_theta = [&](const std::string& key, std::optional<double> v) {
+    if (!v || !r.ok()) return;
+    if (!theta) theta.emplace(key, *v);
+    else if (theta->second != *v)
+      r.fail(ErrorCode::kInvalidArgument,
+             "fields '{}' ({}) and '{}' ({}) disagree (two spellings of one setting: keep one)", theta->first,
+             theta->second, key, *v);
+  };
+  take_theta(p_key + ".rope_theta", p ? p->theta : std::nullopt);
+  take_theta("rope_scaling.rope_theta", s ? s->theta : std::nullopt);
+  take_theta("rope_theta", r.has("rope_theta") ? std::optional<double>(c.rope_theta) : std::nullopt);
+  if (!r.ok()) return;
+  if (theta) c.rope_theta = theta->second;
+
+  if (p && s) {
+    if (auto d = rope_difference(p->scaling, s->scaling, c.max_position_embeddings)) {
+      r.fail(ErrorCode::kInvalidArgument,
+             "fields '{}' and 'rope_scaling' disagree in {} (two spellings of one setting: keep one)", p_key, *d);
+      return;
+    }
+  }
+  if (p) c.rope_scaling = p->scaling;
+  else if (s) c.rope_scaling = s->scaling;
 }
 
 void parse_quantization(Reader& r, ModelConfig& c) {
@@ -458,9 +622,24 @@ void parse_quantization(Reader& r, ModelConfig& c) {
 // Routed-expert fields, one family at a time.
 void parse_moe(Reader& r, ModelConfig& c) {
   const bool ds = arch_is_deepseek(c.arch);
-  const char* experts_key = c.arch == Arch::kMixtral ? "num_local_experts"
-                            : ds                      ? "n_routed_experts"
-                                                      : "num_experts";
+  // The family's own key first, then the spellings transformers reads for it: qwen3_moe
+  // writes num_local_experts from 5.x on; the others are the classes' attribute_map aliases
+  // (qwen2_moe has none, but is read like qwen3_moe, its sibling).
+  const char* canonical = c.arch == Arch::kMixtral ? "num_local_experts"
+                          : ds                      ? "n_routed_experts"
+                                                    : "num_experts";
+  const char* experts_key = c.arch == Arch::kMixtral ? r.one_of({"num_local_experts", "num_experts"})
+                            : ds ? r.one_of({"n_routed_experts", "num_experts", "num_local_experts"})
+                                 : r.one_of({"num_experts", "num_local_experts"});
+  if (!r.ok()) return;
+  if (!experts_key) {
+    r.fail(ErrorCode::kInvalidArgument, "missing required field '{}' (number of routed experts; also read as {})",
+           canonical,
+           c.arch == Arch::kMixtral ? "'num_experts'"
+           : ds                     ? "'num_experts' or 'num_local_experts'"
+                                    : "'num_local_experts'");
+    return;
+  }
   c.num_experts = r.integer(experts_key, std::nullopt, 1, kMaxExperts, "number of routed experts");
   c.num_experts_per_tok = r.integer("num_experts_per_tok", std::nullopt, 1, kMaxExperts, "experts per token");
   if (!r.ok()) return;
@@ -576,7 +755,9 @@ void parse_mla(Reader& r, ModelConfig& c) {
   c.qk_rope_head_dim = r.integer("qk_rope_head_dim", int64_t(64), 1, kMaxHeadDim);
   c.v_head_dim = r.integer("v_head_dim", int64_t(128), 1, kMaxHeadDim);
   c.head_dim = c.qk_nope_head_dim + c.qk_rope_head_dim;
-  c.num_nextn_predict_layers = r.integer("num_nextn_predict_layers", int64_t(0), 0, 16);
+  // DeepseekV3Config reads num_mtp_layers as an alias (attribute_map).
+  const char* mtp_key = r.one_of({"num_nextn_predict_layers", "num_mtp_layers"});
+  c.num_nextn_predict_layers = mtp_key ? r.integer(mtp_key, int64_t(0), 0, 16) : 0;
 }
 
 }  // namespace
@@ -659,13 +840,14 @@ Result<ModelConfig> parse_model_config(const json& j, const std::string& source_
   parse_rope(r, c);
   if (!r.ok()) return r.status();
 
-  // Weight dtype: "torch_dtype" (transformers 4) or "dtype" (5).
-  c.torch_dtype = r.has("torch_dtype") ? r.string("torch_dtype", "bfloat16") : r.string("dtype", "bfloat16");
+  // Weight dtype: "dtype" (transformers 5) or "torch_dtype" (4).
+  const char* dtype_key = r.one_of({"dtype", "torch_dtype"});
+  if (dtype_key) c.torch_dtype = r.string(dtype_key, "bfloat16");
   if (!r.ok()) return r.status();
   if (c.torch_dtype != "bfloat16" && c.torch_dtype != "float16" && c.torch_dtype != "float32")
     return make_error(ErrorCode::kUnsupported,
-                      "{}: field 'torch_dtype': '{}' is not supported (bfloat16, float16, float32)",
-                      source_name, c.torch_dtype);
+                      "{}: field '{}': '{}' is not supported (bfloat16, float16, float32)", source_name,
+                      dtype_key ? dtype_key : "dtype", c.torch_dtype);
 
   // Attention.
   if (ds) {

@@ -10,6 +10,11 @@
 // expert count, width and top-k of MoE families) are required instead: a config without them
 // is broken, and guessing them would describe a different model.
 //
+// Keys that transformers 5 renamed are read in both spellings, for every family: dtype /
+// torch_dtype, rope_parameters / rope_theta + rope_scaling, num_local_experts / num_experts
+// (and the configuration classes' other aliases). A config with both spellings of one
+// setting and different values is refused with an error naming both keys (config.cpp says why).
+//
 // Every error is one line naming the source file and the field, e.g.
 //   "models/x/config.json: field 'num_experts_per_tok' (9) is larger than num_experts (8)".
 #pragma once
@@ -52,8 +57,9 @@ bool arch_is_moe_family(Arch a);
 // True for the DeepSeek families (MLA attention, DeepSeek routing).
 bool arch_is_deepseek(Arch a);
 
-// RoPE scaling (HF `rope_scaling`, or `rope_parameters` in transformers 5). Only the fields
-// of the chosen type are meaningful; the others keep their defaults.
+// RoPE scaling (HF `rope_scaling`, or `rope_parameters` in transformers 5; a config with both
+// must give them the same meaning, see config.cpp "Two spellings of one setting"). Only the
+// fields of the chosen type are meaningful; the others keep their defaults.
 enum class RopeScalingType { kNone, kLinear, kDynamic, kYarn, kLlama3 };
 const char* rope_scaling_type_name(RopeScalingType t);
 
@@ -119,7 +125,7 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
-  std::string torch_dtype = "bfloat16";
+  std::string torch_dtype = "bfloat16";  // "dtype" (transformers 5) or "torch_dtype" (4)
 
   // Attention details.
   bool attention_bias = false;   // bias on q/k/v/o (llama, qwen3, olmoe, deepseek)
@@ -132,7 +138,8 @@ struct ModelConfig {
   int64_t max_window_layers = 0;             // qwen2 family
 
   // MoE.
-  int64_t num_experts = 0;               // routed experts (num_experts / num_local_experts / n_routed_experts)
+  int64_t num_experts = 0;               // routed experts (num_experts / num_local_experts / n_routed_experts,
+                                         // per family; transformers 5 qwen3_moe: num_local_experts)
   int64_t num_experts_per_tok = 0;
   int64_t moe_intermediate_size = 0;     // routed expert width (Mixtral/OLMoE: intermediate_size)
   int64_t num_shared_experts = 0;        // DeepSeek n_shared_experts; Qwen2-MoE: 1 when its width > 0
