@@ -81,8 +81,8 @@ moeopt_cli_test(generate_fp8_block64 "generate|--model|${_fp8}/fp8_block64|--pro
   STDERR "^moeopt generate: error: [^\n]*field 'quantization_config.weight_block_size' is \\[64, 64\\]: only \\[128, 128\\] blocks run\n$")
 moeopt_cli_test(generate_fp8_static "generate|--model|${_fp8}/fp8_static|--prompt-ids|1,2" 2
   STDERR "^moeopt generate: error: [^\n]*field 'quantization_config.activation_scheme' is 'static'")
-moeopt_cli_test(generate_fp8_weights_on_gpu "generate|--device|cuda|--fp8-weights|on|--prompt-ids|1,2" 2
-  STDERR "^moeopt generate: error: generate: FP8 weights \\(--fp8-weights on\\) are not yet on the GPU")
+moeopt_cli_test(generate_fp8_weights_bad_value "generate|--fp8-weights|yes|--prompt-ids|1,2" 2)
+moeopt_cli_test(bench_decode_fp8_weights_bad_value "bench|decode|--fp8-weights|1|--batch-sizes|1" 2)
 moeopt_cli_test(init_random_bad_scale_dtype "init-random|--config|qwen3-30b-a3b|--out|/tmp/x|--fp8|--fp8-scale-dtype|f64" 2)
 
 # Configs written by transformers 5 save_pretrained (tests/reference/golden_configs/tf5,

@@ -5,7 +5,8 @@
 // the reference (the BF16 checkpoint, or an FP8 checkpoint's weights dequantised to f32) and
 // FP8 (the BF16 checkpoint quantised at load, or the FP8 checkpoint as stored), reporting KL
 // divergence and top-1 agreement of the next-token distributions at every position
-// (model/quality.h). CPU only. Until a trained demo model exists these run on init-random
+// (model/quality.h). CPU only: the CPU reference defines the FP8 numerics, and test_cuda checks
+// the GPU's FP8 path against it (tests/unit/cuda_engine_fp8_test.cpp). Until a trained demo model exists these run on init-random
 // weights, and the output says so: the numbers then bound the numerics, not task quality.
 #include <cstdio>
 #include <memory>
@@ -33,7 +34,9 @@ struct QualityArgs {
 int run_bench_quality(QualityArgs& a) {
   const char* cmd = "bench quality";
   if (a.m.device != "cpu")
-    return report_error(cmd, Status(ErrorCode::kUnsupported, "FP8 weights are not yet on the GPU: run with --device cpu"));
+    return report_error(cmd, Status(ErrorCode::kUnsupported,
+                                    "the quality report runs on the CPU reference (--device cpu), which "
+                                    "defines the FP8 numerics; test_cuda checks the GPU's FP8 path against it"));
   // The checkpoint directory: load_model_for resolves names and --random-weights.
   auto base = load_model_for(a.m, cmd);
   if (!base.ok()) return report_error(cmd, base.status());

@@ -9,9 +9,9 @@
 // --random-weights on the CPU materialises the random checkpoint in the cache (as a catalog
 // name always does there).
 // fp8_weights (generate's --fp8-weights on, the profile's fp8_weights for serve): BF16
-// checkpoints are quantised at load to FP8 with 128x128 block scales and run W8A8 (CPU only
-// for now; --device cuda answers that FP8 is not yet on the GPU). FP8 checkpoints run as FP8
-// whatever it says.
+// checkpoints are quantised at load to FP8 with 128x128 block scales and run W8A8, on the CPU
+// (host quantisation) or the GPU (quantised on the device, model/device_weights.h). FP8
+// checkpoints run as FP8 whatever it says.
 #pragma once
 
 #include <cstdint>

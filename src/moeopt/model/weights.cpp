@@ -113,8 +113,8 @@ Status WeightStore::quantize_fp8(const ops::Context& ctx) {
     const TensorView src = it->second;
     if (src.device != Device::kCpu)
       return make_error(ErrorCode::kUnsupported,
-                        "FP8 weights (--fp8-weights on) are quantised on the CPU only: '{}' is on "
-                        "the GPU (not yet on the GPU)", s.name);
+                        "WeightStore::quantize_fp8 quantises host stores: '{}' is on the GPU "
+                        "(device stores quantise at upload, model/device_weights.h)", s.name);
     HostTensor q(DType::kF8E4M3, src.shape);
     HostTensor scale(DType::kF32, ops::fp8_scale_shape(src.shape[0], src.shape[1]));
     MOEOPT_RETURN_IF_ERROR(ops::quantize_fp8_weight_blocks(ctx, src, q, scale));
