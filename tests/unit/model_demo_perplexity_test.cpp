@@ -1,0 +1,75 @@
+// The trained demo model (models/tiny-qwen3-moe-novels, the embedded default) against Hugging
+// Face transformers: its perplexity of a held-out excerpt of its corpus, as moeopt's CPU
+// reference computes it (model/quality.h), equals transformers' float32 CPU value to 1e-3
+// relative, window by window and in total.
+//
+// The golden (tests/data/demo_perplexity_golden.json, written by
+// tests/reference/make_demo_ppl_golden.py) holds the excerpt's token ids from HF tokenizers,
+// the windows (256 tokens, non-overlapping, each scored from its own start), each window's
+// summed negative log-likelihood and the perplexity. The tokenizer itself is checked against
+// HF tokenizers by the tokenizer_hf_tiny_qwen3_moe_novels test.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "moeopt/core/file_io.h"
+#include "moeopt/core/thread_pool.h"
+#include "moeopt/model/model.h"
+#include "moeopt/model/quality.h"
+
+namespace fs = std::filesystem;
+
+namespace moeopt {
+namespace {
+
+const fs::path kSource = MOEOPT_SOURCE_DIR;
+
+TEST(DemoModel, PerplexityEqualsTransformers) {
+  auto text = read_file((kSource / "tests/data/demo_perplexity_golden.json").string());
+  ASSERT_TRUE(text.ok()) << text.status().message();
+  const nlohmann::json g = nlohmann::json::parse(*text);
+  auto model = load_model((kSource / g["model"].get<std::string>()).string());
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  ThreadPool pool(0);
+  const ops::Context ctx{.pool = &pool};
+  const auto ids = g["ids"].get<std::vector<int32_t>>();
+  const int window = g["window"].get<int>();
+
+  // Window by window: the same windows, each within 1e-3 of transformers' summed NLL.
+  const auto windows = token_windows(ids, window);
+  ASSERT_EQ(windows.size(), g["windows"].size());
+  for (size_t i = 0; i < windows.size(); ++i) {
+    const auto& gw = g["windows"][i];
+    ASSERT_EQ(int64_t(windows[i].size()), gw["len"].get<int64_t>()) << "window " << i;
+    auto w = perplexity(**model, ctx, windows[i], window);
+    ASSERT_TRUE(w.ok()) << w.status().message();
+    const double want = gw["nll_sum"].get<double>();
+    EXPECT_LE(std::fabs(w->nll_sum - want) / want, 1e-3) << "window " << i << ": " << w->nll_sum
+                                                         << " vs " << want;
+  }
+  auto r = perplexity(**model, ctx, ids, window);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->scored_tokens, g["scored_tokens"].get<int64_t>());
+  const double want = g["perplexity"].get<double>();
+  const double rel = std::fabs(r->perplexity - want) / want;
+  EXPECT_LE(rel, 1e-3) << "moeopt " << r->perplexity << " vs transformers " << want;
+  std::printf("demo model perplexity on %s: moeopt %.6f, transformers %.6f (relative difference %.2e)\n",
+              g["text_file"].get<std::string>().c_str(), r->perplexity, want, rel);
+}
+
+TEST(DemoModel, PerplexityRejectsOutOfVocabularyTokens) {
+  auto model = load_model((kSource / "models/tiny-qwen3-moe-novels").string());
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  ThreadPool pool(1);
+  const ops::Context ctx{.pool = &pool};
+  EXPECT_FALSE(perplexity(**model, ctx, {1, 2, 8192}, 256).ok());
+  EXPECT_FALSE(perplexity(**model, ctx, {1}, 256).ok());
+  EXPECT_FALSE(perplexity(**model, ctx, {1, 2, 3}, 1).ok());
+}
+
+}  // namespace
+}  // namespace moeopt
