@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Compares `moeopt tokenize` / `moeopt detokenize` with Hugging Face `tokenizers`.
 
-For one vendored tokenizer (models/tokenizers/<name>) and the corpus in
+For one vendored tokenizer (models/tokenizers/<name>, or the trained demo model's own,
+models/tiny-qwen3-moe-novels) and the corpus in
 tests/data/tokenizer_corpus (corpus.jsonl.gz + hostile.jsonl), the expected results are
 computed here, at test time, by the reference library, and compared line by line with:
   1. encode, without and with special tokens (ids must be identical);
@@ -179,6 +180,10 @@ VARIANTS = {
 }
 
 
+# Tokenizers of committed model folders (plain tokenizer.json), checked like the vendored ones.
+MODEL_TOKENIZERS = {"tiny_qwen3_moe_novels": os.path.join("models", "tiny-qwen3-moe-novels")}
+
+
 def random_code_point_strings(rng, count):
     out = []
     for _ in range(count):
@@ -204,9 +209,14 @@ def main():
     from tokenizers import Tokenizer  # the reference; installed in .venv by scripts/setup.sh
 
     base = VARIANTS[args.tokenizer][0] if args.tokenizer in VARIANTS else args.tokenizer
-    tok_dir = os.path.join(ROOT, "models", "tokenizers", base)
-    with gzip.open(os.path.join(tok_dir, "tokenizer.json.gz"), "rb") as f:
-        text = f.read().decode("utf-8")
+    if base in MODEL_TOKENIZERS:
+        tok_dir = os.path.join(ROOT, MODEL_TOKENIZERS[base])
+        with open(os.path.join(tok_dir, "tokenizer.json"), "rb") as f:
+            text = f.read().decode("utf-8")
+    else:
+        tok_dir = os.path.join(ROOT, "models", "tokenizers", base)
+        with gzip.open(os.path.join(tok_dir, "tokenizer.json.gz"), "rb") as f:
+            text = f.read().decode("utf-8")
     tmp = None
     if args.tokenizer in VARIANTS:
         spec = json.loads(text)

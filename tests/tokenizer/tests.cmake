@@ -5,7 +5,8 @@
 # VARIANTS in compare_hf.py). Label: tokenizer (ctest -L tokenizer).
 set(_tok_python ${PROJECT_SOURCE_DIR}/.venv/bin/python)
 foreach(_tok qwen3 deepseek_v3 llama2 llama3
-        llama2_metaspace_first llama2_metaspace_split qwen3_bytelevel_lower qwen3_nfd_whitespace)
+        llama2_metaspace_first llama2_metaspace_split qwen3_bytelevel_lower qwen3_nfd_whitespace
+        tiny_qwen3_moe_novels)
   add_test(NAME tokenizer_hf_${_tok}
     COMMAND ${_tok_python} ${CMAKE_CURRENT_LIST_DIR}/compare_hf.py
             --moeopt $<TARGET_FILE:moeopt_cli> --tokenizer ${_tok}

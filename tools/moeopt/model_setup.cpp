@@ -43,8 +43,9 @@ namespace {
 Result<std::pair<ModelConfig, std::string>> config_of(const ModelArgs& a) {
   std::string path;
   std::error_code ec;
-  if (a.model.empty() || a.model == kDefaultModelName) {
-    path = (fs::path(data_root()) / "models" / kDefaultModelName / "config.json").string();
+  if (a.model.empty() || a.model == kDefaultModelName || a.model == kRandomModelName) {
+    const std::string name = a.model.empty() ? kDefaultModelName : a.model;
+    path = (fs::path(data_root()) / "models" / name / "config.json").string();
   } else if (fs::is_directory(a.model, ec)) {
     path = (fs::path(a.model) / "config.json").string();
   } else {
@@ -109,14 +110,19 @@ Result<LoadedModel> load_model_for(const ModelArgs& a, const char* cmd) {
   wo.progress = progress_printer();
   wo.fp8 = a.fp8_weights;
   std::error_code ec;
-  const bool checkpoint = !a.model.empty() && fs::is_directory(a.model, ec) && !a.random_weights;
+  const bool is_default = a.model.empty() || a.model == kDefaultModelName;
+  const bool checkpoint = !a.random_weights && (is_default || fs::is_directory(a.model, ec));
   if (checkpoint) {
-    MOEOPT_ASSIGN_OR_RETURN(m.model, load_model_to_device(a.model, wo));
-    m.source = a.model;
-    m.tokenizer_dir = a.model;
+    std::string dir = a.model;
+    if (is_default) {
+      MOEOPT_ASSIGN_OR_RETURN(dir, resolve_runnable_model("", data_root()));
+    }
+    MOEOPT_ASSIGN_OR_RETURN(m.model, load_model_to_device(dir, wo));
+    m.source = dir;
+    m.tokenizer_dir = dir;
     return m;
   }
-  if (!a.random_weights && !(a.model.empty() || a.model == kDefaultModelName))
+  if (!a.random_weights && a.model != kRandomModelName)
     return make_error(ErrorCode::kInvalidArgument,
                       "{}: '{}' is a config without weights: add --random-weights to run it on the GPU",
                       cmd, a.model);

@@ -67,12 +67,26 @@ Result<std::string> materialize_random_checkpoint(const std::string& config_path
   return dir.string();
 }
 
+std::string default_model_dir(const std::string& data_root) {
+  return (fs::path(data_root) / "models" / kDefaultModelName).string();
+}
+
 Result<std::string> resolve_runnable_model(const std::string& arg, const std::string& data_root,
                                            std::optional<int64_t> num_layers) {
   std::string tokenizers = (fs::path(data_root) / "models" / "tokenizers").string();
   std::error_code ec;
   if (arg.empty() || arg == kDefaultModelName) {
-    fs::path cfg = fs::path(data_root) / "models" / kDefaultModelName / "config.json";
+    if (num_layers)
+      return make_error(ErrorCode::kInvalidArgument, "--layers applies to catalog models, not to the "
+                        "trained default {}", kDefaultModelName);
+    const std::string dir = default_model_dir(data_root);
+    if (!fs::exists(fs::path(dir) / "model.safetensors", ec))
+      return make_error(ErrorCode::kNotFound, "{}: the default model's weights (model.safetensors) are "
+                        "missing", dir);
+    return dir;
+  }
+  if (arg == kRandomModelName) {
+    fs::path cfg = fs::path(data_root) / "models" / kRandomModelName / "config.json";
     return materialize_random_checkpoint(cfg.string(), 0, num_layers, tokenizers);
   }
   if (fs::is_directory(arg, ec)) {

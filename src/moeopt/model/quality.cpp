@@ -55,6 +55,7 @@ Result<QualityReport> compare_models(Model& reference, Model& test, const ops::C
     return make_error(ErrorCode::kInvalidArgument, "quality: the models' vocabularies differ");
   QualityReport r;
   int64_t same = 0;
+  double nll_ref = 0, nll_test = 0;
   for (const auto& p : prompts) {
     MOEOPT_ASSIGN_OR_RETURN(std::vector<float> a, prompt_logits(reference, ctx, p));
     MOEOPT_ASSIGN_OR_RETURN(std::vector<float> b, prompt_logits(test, ctx, p));
@@ -62,6 +63,11 @@ Result<QualityReport> compare_models(Model& reference, Model& test, const ops::C
       const float* ra = a.data() + row * size_t(v);
       const float* rb = b.data() + row * size_t(v);
       const std::vector<double> la = log_softmax(ra, v), lb = log_softmax(rb, v);
+      if (row + 1 < p.size() && p[row + 1] >= 0 && p[row + 1] < v) {
+        nll_ref -= la[size_t(p[row + 1])];
+        nll_test -= lb[size_t(p[row + 1])];
+        ++r.scored_tokens;
+      }
       double kl = 0;
       for (int64_t i = 0; i < v; ++i) kl += std::exp(la[size_t(i)]) * (la[size_t(i)] - lb[size_t(i)]);
       r.mean_kl += kl;
@@ -74,6 +80,42 @@ Result<QualityReport> compare_models(Model& reference, Model& test, const ops::C
     r.mean_kl /= double(r.positions);
     r.top1_agreement = double(same) / double(r.positions);
   }
+  if (r.scored_tokens > 0) {
+    r.reference_perplexity = std::exp(nll_ref / double(r.scored_tokens));
+    r.test_perplexity = std::exp(nll_test / double(r.scored_tokens));
+  }
+  return r;
+}
+
+std::vector<std::vector<int32_t>> token_windows(const std::vector<int32_t>& tokens, int window) {
+  std::vector<std::vector<int32_t>> out;
+  if (window < 2) return out;
+  for (size_t s = 0; s < tokens.size(); s += size_t(window)) {
+    const size_t e = std::min(tokens.size(), s + size_t(window));
+    if (e - s >= 2) out.emplace_back(tokens.begin() + std::ptrdiff_t(s), tokens.begin() + std::ptrdiff_t(e));
+  }
+  return out;
+}
+
+Result<PerplexityReport> perplexity(Model& model, const ops::Context& ctx,
+                                    const std::vector<int32_t>& tokens, int window) {
+  if (window < 2) return make_error(ErrorCode::kInvalidArgument, "perplexity: the window must hold 2+ tokens");
+  const int64_t v = model.config().vocab_size;
+  PerplexityReport r;
+  for (const auto& w : token_windows(tokens, window)) {
+    for (int32_t id : w)
+      if (id < 0 || id >= v)
+        return make_error(ErrorCode::kInvalidArgument, "perplexity: token {} is outside the vocabulary of {}",
+                          id, v);
+    MOEOPT_ASSIGN_OR_RETURN(std::vector<float> logits, prompt_logits(model, ctx, w));
+    for (size_t row = 0; row + 1 < w.size(); ++row) {
+      r.nll_sum -= log_softmax(logits.data() + row * size_t(v), v)[size_t(w[row + 1])];
+      ++r.scored_tokens;
+    }
+  }
+  if (r.scored_tokens == 0) return make_error(ErrorCode::kInvalidArgument, "perplexity: fewer than 2 tokens");
+  r.mean_nll = r.nll_sum / double(r.scored_tokens);
+  r.perplexity = std::exp(r.mean_nll);
   return r;
 }
 

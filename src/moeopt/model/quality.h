@@ -3,8 +3,12 @@
 //
 //   KL(p_ref || p_test) = sum_v p_ref(v) (log p_ref(v) - log p_test(v)), in nats, per position
 //   top-1 agreement     = share of positions whose argmax logits agree
+//   perplexity          = exp(mean over scored tokens of -log p(token | the tokens before it))
 // Each prompt is prefilled in one step and every position's next-token logits are compared
-// (double-precision softmax). CPU models; `moeopt bench quality` prints it.
+// (double-precision softmax). On text, the prompts are the text's tokens in non-overlapping
+// windows (token_windows) and both models' perplexity of the actual next tokens is reported
+// as well. CPU models; `moeopt bench quality` prints it. Tests: tests/unit/model_fp8_test.cpp,
+// tests/unit/model_demo_perplexity_test.cpp (against transformers on the trained demo model).
 #pragma once
 
 #include <cstdint>
@@ -19,7 +23,27 @@ struct QualityReport {
   int64_t positions = 0;
   double mean_kl = 0.0, max_kl = 0.0;  // nats
   double top1_agreement = 0.0;         // [0, 1]
+  // Perplexity of each model on the prompts' own next tokens (positions 0 .. len-2 of every
+  // prompt), over scored_tokens tokens.
+  int64_t scored_tokens = 0;
+  double reference_perplexity = 0.0, test_perplexity = 0.0;
 };
+
+struct PerplexityReport {
+  int64_t scored_tokens = 0;
+  double nll_sum = 0.0;   // nats
+  double mean_nll = 0.0;  // nats per scored token
+  double perplexity = 0.0;
+};
+
+// `tokens` cut into non-overlapping windows of `window` tokens; a last window shorter than
+// 2 tokens (nothing to score) is dropped.
+std::vector<std::vector<int32_t>> token_windows(const std::vector<int32_t>& tokens, int window);
+
+// Perplexity of `tokens` in windows of `window` tokens (token_windows): within a window,
+// token i > 0 is scored given tokens [0, i) of that window, no BOS added.
+Result<PerplexityReport> perplexity(Model& model, const ops::Context& ctx,
+                                    const std::vector<int32_t>& tokens, int window);
 
 // Logits of every position of `prompt` ([len, vocab] row-major), one prefill step.
 Result<std::vector<float>> prompt_logits(Model& model, const ops::Context& ctx,
