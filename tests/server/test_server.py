@@ -11,7 +11,10 @@ Starts real servers on the embedded tiny model (CPU) on free ports and checks:
     does not disturb the others;
   * a client that disconnects mid-stream has its request cancelled and its KV blocks freed
     (visible in /metrics); prefix-cache hits on a repeated prompt;
-  * /tokenize, /detokenize, /health, /v1/models, /metrics;
+  * /tokenize, /detokenize, /health, /v1/models, /metrics (finish reasons, phase histograms);
+  * logit_bias (+100 forces a token, in chat and completions, stream or not), echo (with
+    max_tokens 0 too), tool calls: a forced malformed <tool_call> stays content (200, no
+    tool_calls), tool_choice "required" is a 400;
   * SIGTERM: the in-flight stream finishes, new requests are refused, exit code 0.
 
 Usage: test_server.py PATH/TO/moeopt [SOURCE_DIR]
@@ -369,6 +372,14 @@ def test_bad_inputs(srv):
         ("/v1/nothing-here", {"x": 1}, None, 404, None),
         ("/detokenize", {"tokens": [-1]}, None, 400, "tokens"),
         ("/tokenize", {"prompt": 12}, None, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "logit_bias": {"999999": 1}}, None, 400, "logit_bias"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "logit_bias": {"5": 200}}, None, 400, "logit_bias"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "logit_bias": {"x": 1}}, None, 400, "logit_bias"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                                  "logit_bias": {"5": "a"}}, None, 400, "logit_bias"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "echo": True, "logprobs": 1}, None, 400, "echo"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                                  "tools": TOOLS, "tool_choice": "required"}, None, 400, "tool_choice"),
     ]
     for path, body, raw, want, param in cases:
         status, text, _ = srv.request("POST", path, body=body, raw=raw)
@@ -398,6 +409,90 @@ def test_bad_inputs(srv):
         bad = [ex.submit(srv.request, "POST", "/v1/completions", None, None, "{\"prompt\": [") for _ in range(20)]
         check(all(b.result()[0] == 400 for b in bad), "bad burst")
         check(good.result() == good_want, "good request disturbed by bad ones")
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+def token_id(srv, text):
+    status, body, _ = srv.request("POST", "/tokenize", {"prompt": text, "add_special_tokens": False})
+    ids = json.loads(body)["tokens"]
+    check(status == 200 and len(ids) == 1, f"{text!r} is not one token: {body}")
+    return ids[0]
+
+
+def test_logit_bias(srv):
+    cl = srv.client()
+    hello = token_id(srv, " hello")
+    c = cl.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=4, temperature=0,
+                              logit_bias={str(hello): 100}, extra_body={"ignore_eos": True})
+    check(c.choices[0].text == " hello" * 4, f"+100 did not force ' hello': {c.choices[0].text!r}")
+    # Sampled, streamed, chat: the same.
+    chunks = list(cl.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+                                             temperature=1.0, seed=5, logit_bias={str(hello): 100}, stream=True,
+                                             extra_body={"ignore_eos": True}))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    check(text == " hello" * 3, f"chat stream with +100: {text!r}")
+    # A -100 bias on the unbiased greedy choice moves it.
+    plain = cl.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=1, temperature=0, logprobs=1)
+    first = plain.choices[0].logprobs.tokens[0]
+    first_id = token_id(srv, first)
+    banned = cl.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=1, temperature=0, logprobs=1,
+                                   logit_bias={str(first_id): -100})
+    check(banned.choices[0].logprobs.tokens[0] != first, f"-100 on {first!r} did not move the choice")
+    # Logprobs stay those of the unbiased distribution: the banned token is still the top one.
+    top = banned.choices[0].logprobs.top_logprobs[0]
+    check(list(top) == [first], f"top logprob under a bias: {top}")
+
+
+def test_echo(srv):
+    cl = srv.client()
+    prompt = "Once upon a time"
+    plain = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=5, temperature=0)
+    echoed = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=5, temperature=0, echo=True)
+    check(echoed.choices[0].text == prompt + plain.choices[0].text, f"echo: {echoed.choices[0].text!r}")
+    check(echoed.usage == plain.usage, "echo does not change usage")
+    chunks = list(cl.completions.create(model=MODEL, prompt=prompt, max_tokens=5, temperature=0, echo=True, stream=True))
+    check("".join(c.choices[0].text for c in chunks) == echoed.choices[0].text, "streamed echo")
+    only = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=0, echo=True)
+    check(only.choices[0].text == prompt and only.usage.completion_tokens == 0
+          and only.choices[0].finish_reason == "length", f"echo with max_tokens 0: {only}")
+    ids = hf_tokenizer().encode(prompt).ids
+    only_ids = cl.completions.create(model=MODEL, prompt=ids, max_tokens=0, echo=True, stream=True,
+                                     stream_options={"include_usage": True})
+    parts = list(only_ids)
+    check("".join(c.choices[0].text for c in parts if c.choices) == prompt, "token-id prompt echoed as text")
+    check(parts[-1].usage.prompt_tokens == len(ids) and parts[-1].usage.completion_tokens == 0, "echo-only usage")
+
+
+def test_tool_calls(srv):
+    cl = srv.client()
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    # The random model writes no tool calls on its own: a plain answer.
+    r = cl.chat.completions.create(model=MODEL, messages=msgs, tools=TOOLS, max_tokens=6, temperature=0)
+    check(r.choices[0].message.tool_calls is None and r.choices[0].finish_reason in ("stop", "length"),
+          f"plain answer with tools: {r.choices[0]}")
+    # Forced "<tool_call>" tokens never close into a valid call: everything stays content, 200.
+    tc = token_id(srv, "<tool_call>")
+    for stream in (False, True):
+        kw = dict(model=MODEL, messages=msgs, tools=TOOLS, max_tokens=4, temperature=0,
+                  logit_bias={str(tc): 100}, extra_body={"ignore_eos": True})
+        if stream:
+            chunks = list(cl.chat.completions.create(stream=True, **kw))
+            content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            check(not any(c.choices and c.choices[0].delta.tool_calls for c in chunks), "no tool_calls deltas")
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        else:
+            m = cl.chat.completions.create(**kw)
+            content, finish = m.choices[0].message.content, [m.choices[0].finish_reason]
+            check(m.choices[0].message.tool_calls is None, "malformed call parsed")
+        check(content == "<tool_call>" * 4, f"stream={stream}: content {content!r}")
+        check(finish == ["length"], f"stream={stream}: finish {finish}")
+    # tool_choice "none": no parsing at all (the same text).
+    m = cl.chat.completions.create(model=MODEL, messages=msgs, tools=TOOLS, tool_choice="none", max_tokens=2,
+                                   temperature=0, logit_bias={str(tc): 100}, extra_body={"ignore_eos": True})
+    check(m.choices[0].message.content == "<tool_call>" * 2, f"tool_choice none: {m.choices[0].message}")
 
 
 def test_tokenize_detokenize(srv):
@@ -510,6 +605,17 @@ def test_metrics_shape(srv):
     m = srv.metrics()
     check(m['moeopt_time_to_first_token_seconds_bucket{le="+Inf"}'] == m["moeopt_time_to_first_token_seconds_count"],
           "histogram +Inf bucket equals count")
+    # Finish reasons as labels (the tests before ran requests to their length and aborted some);
+    # request phases as histograms, one observation per request that ran.
+    fin = {r: m.get(f'moeopt_requests_finished_total{{finish_reason="{r}"}}') for r in
+           ("stop", "length", "tool_calls", "abort")}
+    check(all(v is not None for v in fin.values()) and fin["length"] > 0 and fin["abort"] > 0, f"finish reasons {fin}")
+    for phase in ("queue", "prefill", "decode"):
+        name = f"moeopt_request_{phase}_time_seconds"
+        check(m[f'{name}_bucket{{le="+Inf"}}'] == m[f"{name}_count"] > 0, f"{name}: {m.get(name + '_count')}")
+        check(m[f"{name}_sum"] >= 0, f"{name}_sum")
+    check(m["moeopt_request_queue_time_seconds_count"] >= m["moeopt_request_decode_time_seconds_count"],
+          "every request that decoded was queued")
     # Routing counts: the tiny model has 4 MoE layers of 16 experts, top-4 — every layer saw
     # the same number of routed (token, slot) pairs, a multiple of 4, spread over experts.
     per_layer = {}
@@ -640,7 +746,8 @@ def main():
     reference = None
     tests = [test_health_and_models, test_completion_usage_and_logprobs, test_completion_stream_equals_nonstream,
              test_chat, test_stop_strings_and_ids, test_seeded_sampling, test_tokenize_detokenize,
-             test_bad_inputs, test_disconnect_frees_blocks, test_long_nonstream_response, test_prefix_cache_hits]
+             test_bad_inputs, test_disconnect_frees_blocks, test_long_nonstream_response, test_prefix_cache_hits,
+             test_logit_bias, test_echo, test_tool_calls]
     try:
         for t in tests:
             t0 = time.time()

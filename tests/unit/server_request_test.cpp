@@ -100,8 +100,25 @@ TEST(ServerRequest, BadBodiesNameTheField) {
       {R"({"prompt": "x", "max_completion_tokens": -1})", Endpoint::kCompletions, "max_completion_tokens"},
       {R"({"prompt": "x", "n": 2})", Endpoint::kCompletions, "n"},
       {R"({"prompt": "x", "best_of": 3})", Endpoint::kCompletions, "best_of"},
-      {R"({"prompt": "x", "echo": true})", Endpoint::kCompletions, "echo"},
-      {R"({"prompt": "x", "logit_bias": {"5": 1}})", Endpoint::kCompletions, "logit_bias"},
+      {R"({"prompt": "x", "echo": "yes"})", Endpoint::kCompletions, "echo"},
+      {R"({"prompt": "x", "echo": true, "logprobs": 1})", Endpoint::kCompletions, "echo"},
+      {R"({"prompt": "x", "echo": true, "max_tokens": -1})", Endpoint::kCompletions, "max_tokens"},
+      {R"({"prompt": "x", "logit_bias": [1]})", Endpoint::kCompletions, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"a": 1}})", Endpoint::kCompletions, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"-1": 1}})", Endpoint::kCompletions, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"99999999999": 1}})", Endpoint::kCompletions, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"5": 101}})", Endpoint::kCompletions, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"5": -100.5}})", Endpoint::kCompletions, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"5": "up"}})", Endpoint::kCompletions, "logit_bias"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"5": true}})", Endpoint::kChat,
+       "logit_bias"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", Endpoint::kChat,
+       "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"})", Endpoint::kChat,
+       "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": 1})", Endpoint::kChat, "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function",
+          "function": {"name": "f"}}})", Endpoint::kChat, "tool_choice"},
       {R"({"prompt": "x", "stop": [""]})", Endpoint::kCompletions, "stop"},
       {R"({"prompt": "x", "stop": [1]})", Endpoint::kCompletions, "stop"},
       {R"({"prompt": "x", "logprobs": 21})", Endpoint::kCompletions, "logprobs"},
@@ -126,6 +143,71 @@ TEST(ServerRequest, BadBodiesNameTheField) {
     auto j = e.to_json();
     EXPECT_EQ(j["error"]["type"], "invalid_request_error");
   }
+}
+
+TEST(ServerRequest, LogitBiasEchoAndToolChoice) {
+  ApiRequest r = parse_ok(R"({"prompt": "x", "logit_bias": {"7": -100, "3": 2.5, "100000": 100}})");
+  using Bias = std::vector<std::pair<int32_t, float>>;
+  EXPECT_EQ(r.params.logit_bias, (Bias{{3, 2.5f}, {7, -100.0f}, {100000, 100.0f}}));
+  EXPECT_FALSE(r.echo);
+  EXPECT_TRUE(parse_ok(R"({"prompt": "x", "logit_bias": null})").params.logit_bias.empty());
+  EXPECT_TRUE(parse_ok(R"({"prompt": "x", "logit_bias": {}})").params.logit_bias.empty());
+  // Ids beyond the vocabulary are caught by SamplingParams::validate, naming the field.
+  Status st = r.params.validate(50000);
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(st.message().substr(0, 11), "logit_bias ");
+
+  ApiRequest e = parse_ok(R"({"prompt": "x", "echo": true, "max_tokens": 0})");
+  EXPECT_TRUE(e.echo);
+  EXPECT_EQ(e.params.max_tokens, 0);
+  EXPECT_TRUE(e.max_tokens_given);
+
+  const std::string msgs = R"("messages": [{"role": "user", "content": "x"}])";
+  const std::string tools = R"("tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}])";
+  EXPECT_TRUE(parse_ok("{" + msgs + ", " + tools + "}", Endpoint::kChat).parse_tool_calls);
+  EXPECT_TRUE(parse_ok("{" + msgs + ", " + tools + R"(, "tool_choice": "auto"})", Endpoint::kChat).parse_tool_calls);
+  EXPECT_FALSE(parse_ok("{" + msgs + ", " + tools + R"(, "tool_choice": "none"})", Endpoint::kChat).parse_tool_calls);
+  EXPECT_FALSE(parse_ok("{" + msgs + "}", Endpoint::kChat).parse_tool_calls);
+  EXPECT_FALSE(parse_ok("{" + msgs + R"(, "tools": []})", Endpoint::kChat).parse_tool_calls);
+}
+
+TEST(ServerResponse, ToolCallsInMessagesAndChunks) {
+  ResponseInfo info;
+  info.endpoint = Endpoint::kChat;
+  info.id = "chatcmpl-x";
+  info.model = "m";
+  ToolCall call{"call_1", "get_weather", R"({"city":"Paris"})"};
+  ojson full = full_response(info, "", "tool_calls", nullptr, Usage{}, {call});
+  const ojson& msg = full["choices"][0]["message"];
+  EXPECT_TRUE(msg["content"].is_null());
+  ASSERT_EQ(msg["tool_calls"].size(), 1u);
+  EXPECT_EQ(msg["tool_calls"][0]["id"], "call_1");
+  EXPECT_EQ(msg["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(msg["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(msg["tool_calls"][0]["function"]["arguments"], R"({"city":"Paris"})");
+  EXPECT_FALSE(msg["tool_calls"][0].contains("index"));
+  EXPECT_EQ(full["choices"][0]["finish_reason"], "tool_calls");
+  // Text next to the calls stays content; without calls there is no tool_calls key.
+  EXPECT_EQ(full_response(info, "ok", "tool_calls", nullptr, Usage{}, {call})["choices"][0]["message"]["content"],
+            "ok");
+  ojson plain = full_response(info, "", "stop", nullptr, Usage{});
+  EXPECT_EQ(plain["choices"][0]["message"]["content"], "");
+  EXPECT_FALSE(plain["choices"][0]["message"].contains("tool_calls"));
+
+  ojson chunk = tool_calls_chunk(info, {call, ToolCall{"call_2", "f", "{}"}}, 3, true);
+  EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+  EXPECT_TRUE(chunk["usage"].is_null());
+  const ojson& calls = chunk["choices"][0]["delta"]["tool_calls"];
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0]["index"], 3);
+  EXPECT_EQ(calls[1]["index"], 4);
+  EXPECT_EQ(calls[1]["id"], "call_2");
+  EXPECT_EQ(calls[1]["function"]["arguments"], "{}");
+  EXPECT_TRUE(chunk["choices"][0]["finish_reason"].is_null());
+
+  EXPECT_EQ(chat_finish_reason("stop", 1), "tool_calls");
+  EXPECT_EQ(chat_finish_reason("stop", 0), "stop");
+  EXPECT_EQ(chat_finish_reason("length", 2), "length");
 }
 
 TEST(ServerRequest, HostileBodiesAre400s) {

@@ -172,6 +172,23 @@ Result<std::vector<SampleResult>> DeviceRunner::sample(const TensorView& logits,
     num_logprobs = std::max(num_logprobs, p.logprobs);
     plain_greedy &= p.greedy() && !has_penalty(p) && p.logprobs < 0;
   }
+  // logit_bias: the sampling kernels take no bias, so a row that has one makes a round trip
+  // through the host (its unbiased copy stays here for the logprobs, which are those of the
+  // raw distribution on either backend).
+  const int64_t vocab = model_.config().vocab_size;
+  const size_t row_bytes = size_t(vocab) * sizeof(float);
+  std::vector<std::vector<float>> raw_rows(static_cast<size_t>(r));
+  for (int64_t i = 0; i < r; ++i) {
+    const SamplingParams& p = sampling[size_t(i)]->params;
+    if (p.logit_bias.empty()) continue;
+    void* row = logits.select0(i).data;
+    std::vector<float>& raw = raw_rows[size_t(i)];
+    raw.resize(size_t(vocab));
+    MOEOPT_RETURN_IF_ERROR(backend_->copy_to_host(ctx, raw.data(), row, row_bytes));
+    std::vector<float> biased = raw;
+    apply_logit_bias(biased, p);
+    MOEOPT_RETURN_IF_ERROR(backend_->copy_to_device(ctx, row, biased.data(), row_bytes));
+  }
   std::vector<int32_t> tokens(static_cast<size_t>(r));
   if (plain_greedy) {
     MOEOPT_ASSIGN_OR_RETURN(TensorView ids, arena_->alloc(DType::kI32, {r}));
@@ -252,6 +269,10 @@ Result<std::vector<SampleResult>> DeviceRunner::sample(const TensorView& logits,
     res.token = tokens[size_t(i)];
     res.logprob = logprob[size_t(i)];
     const int want = sampling[size_t(i)]->params.logprobs;
+    if (want >= 0 && !raw_rows[size_t(i)].empty()) {
+      fill_logprobs(raw_rows[size_t(i)], want, res);
+      continue;
+    }
     for (int j = 0; j < want && j < num_logprobs; ++j)
       res.top.push_back({top_ids[size_t(i * n + j)], top_lp[size_t(i * n + j)]});
   }

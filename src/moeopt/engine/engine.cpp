@@ -109,6 +109,7 @@ Result<std::vector<RequestOutput>> Engine::step() {
       o.prompt_tokens = s->prompt_len;
       o.generated_tokens = s->num_generated();
       o.cached_prompt_tokens = s->cached_prompt_tokens;
+      o.first_scheduled = s->first_scheduled;
       outputs.push_back(std::move(o));
     }
   };
@@ -125,8 +126,10 @@ Result<std::vector<RequestOutput>> Engine::step() {
   b.max_blocks_per_seq = max_blocks;
   b.query_start_loc.push_back(0);
   std::vector<Sequence*> sampling;
+  const auto step_start = std::chrono::steady_clock::now();
   for (const ScheduledSeq& w : work) {
     Sequence& s = *w.seq;
+    if (!s.first_scheduled) s.first_scheduled = step_start;
     for (int32_t i = 0; i < w.num_new_tokens; ++i) {
       int32_t pos = s.num_computed + i;
       b.token_ids.push_back(s.tokens[size_t(pos)]);
@@ -191,6 +194,7 @@ Result<std::vector<RequestOutput>> Engine::step() {
     o.prompt_tokens = s.prompt_len;
     o.generated_tokens = s.num_generated();
     o.cached_prompt_tokens = s.cached_prompt_tokens;
+    o.first_scheduled = s.first_scheduled;
     outputs.push_back(std::move(o));
   }
   scheduler_->take_finished();  // frees blocks of sequences that just finished

@@ -5,7 +5,9 @@
 // drives it (the server serialises access).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <memory>
 #include <vector>
 
@@ -54,6 +56,8 @@ struct RequestOutput {
   int32_t prompt_tokens = 0;
   int32_t generated_tokens = 0;             // so far, including this step
   int32_t cached_prompt_tokens = 0;         // prompt tokens taken from the prefix cache
+  // When a step first ran this request's tokens (unset if it never ran: aborted while waiting).
+  std::optional<std::chrono::steady_clock::time_point> first_scheduled;
   std::vector<float> prompt_logits_last;    // set on the first token when asked
   std::vector<float> logits;                // the row new_tokens[0] was sampled from, when
                                             // the request wants step logits

@@ -26,6 +26,12 @@ Status SamplingParams::validate(int64_t vocab_size) const {
   for (int32_t id : stop_token_ids)
     if (id < 0 || id >= vocab_size)
       return bad(fmt::format("stop token id {} is outside the vocabulary [0, {})", id, vocab_size));
+  for (auto [id, bias] : logit_bias) {
+    if (id < 0 || id >= vocab_size)
+      return bad(fmt::format("logit_bias token id {} is outside the vocabulary [0, {})", id, vocab_size));
+    if (!(bias >= -100.0f && bias <= 100.0f))
+      return bad(fmt::format("logit_bias for token {} must be in [-100, 100], got {}", id, bias));
+  }
   return {};
 }
 
@@ -45,6 +51,11 @@ RequestRng::RequestRng(std::optional<uint64_t> seed)
     : gen_(seed ? *seed : std::random_device{}() ^ (uint64_t(std::random_device{}()) << 32)) {}
 
 double RequestRng::uniform() { return double(gen_() >> 11) * 0x1.0p-53; }
+
+void apply_logit_bias(std::span<float> logits, const SamplingParams& p) {
+  for (auto [id, bias] : p.logit_bias)
+    if (id >= 0 && size_t(id) < logits.size()) logits[size_t(id)] += bias;
+}
 
 void apply_penalties(std::span<float> logits, const SamplingParams& p, const TokenHistory& h) {
   if (p.repetition_penalty != 1.0f) {
@@ -84,12 +95,27 @@ int32_t argmax(std::span<const float> x) {
 
 }  // namespace
 
+void fill_logprobs(std::span<const float> raw_logits, int32_t num_top, SampleResult& r) {
+  std::vector<float> raw_logprobs = log_softmax(raw_logits);
+  r.logprob = raw_logprobs[size_t(r.token)];
+  r.top.clear();
+  if (num_top <= 0) return;
+  std::vector<int32_t> idx(raw_logprobs.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  size_t k = std::min(size_t(num_top), idx.size());
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
+    return raw_logprobs[a] > raw_logprobs[b] || (raw_logprobs[a] == raw_logprobs[b] && a < b);
+  });
+  for (size_t i = 0; i < k; ++i) r.top.push_back({idx[i], raw_logprobs[size_t(idx[i])]});
+}
+
 SampleResult sample_token(std::span<float> logits, const SamplingParams& p,
                           const TokenHistory& history, RequestRng& rng) {
   SampleResult r;
-  std::vector<float> raw_logprobs;
-  if (p.logprobs >= 0) raw_logprobs = log_softmax(logits);
+  std::vector<float> raw;  // the unmodified row, for logprobs
+  if (p.logprobs >= 0) raw.assign(logits.begin(), logits.end());
 
+  apply_logit_bias(logits, p);
   apply_penalties(logits, p, history);
 
   if (p.greedy()) {
@@ -146,18 +172,7 @@ SampleResult sample_token(std::span<float> logits, const SamplingParams& p,
     }
   }
 
-  if (p.logprobs >= 0) {
-    r.logprob = raw_logprobs[size_t(r.token)];
-    if (p.logprobs > 0) {
-      std::vector<int32_t> idx(raw_logprobs.size());
-      std::iota(idx.begin(), idx.end(), 0);
-      size_t k = std::min(size_t(p.logprobs), idx.size());
-      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
-        return raw_logprobs[a] > raw_logprobs[b] || (raw_logprobs[a] == raw_logprobs[b] && a < b);
-      });
-      for (size_t i = 0; i < k; ++i) r.top.push_back({idx[i], raw_logprobs[size_t(idx[i])]});
-    }
-  }
+  if (p.logprobs >= 0) fill_logprobs(raw, p.logprobs, r);
   return r;
 }
 

@@ -1,6 +1,7 @@
 // Token sampling on the CPU: penalties, temperature, top-k, top-p, min-p, seeded draws.
 //
 // Order of operations (as vLLM and HF apply them):
+//   0. logit_bias: bias added to the listed tokens' logits,
 //   1. repetition penalty over tokens seen in prompt or output (logit / p if > 0, * p if < 0),
 //   2. presence and frequency penalties over output tokens (logit -= presence + freq * count),
 //   3. greedy: argmax (lowest id wins ties) — steps 4-6 are skipped,
@@ -54,6 +55,12 @@ class RequestRng {
 // Samples one token from `logits` (one row, modified in place as scratch).
 SampleResult sample_token(std::span<float> logits, const SamplingParams& params,
                           const TokenHistory& history, RequestRng& rng);
+
+// Sets r.logprob (of r.token) and r.top (num_top best) from the unmodified logits row.
+void fill_logprobs(std::span<const float> raw_logits, int32_t num_top, SampleResult& r);
+
+// Applies step 0 (logit_bias) in place.
+void apply_logit_bias(std::span<float> logits, const SamplingParams& params);
 
 // Applies steps 1-2 (penalties) in place. Exposed for tests.
 void apply_penalties(std::span<float> logits, const SamplingParams& params,

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "moeopt/core/status.h"
@@ -22,6 +23,9 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;  // stop after emitting any of these (included in output)
   bool ignore_eos = false;          // keep going past the model's EOS ids
   int32_t logprobs = -1;            // -1: none; 0..20: chosen token's logprob + that many top ones
+  // OpenAI logit_bias: added to these tokens' logits before penalties (ids ascending, each
+  // once, bias in [-100, 100]). Logprobs stay those of the unbiased distribution.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 
   bool greedy() const { return temperature == 0.0f; }
   // Range checks; messages name the field ("temperature must be in [0, 2], got 3").

@@ -1,6 +1,7 @@
 // Sequence: one request's state inside the engine.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -32,6 +33,8 @@ struct Sequence {
   // the cache), parallel to blocks[0, block_hashes.size()).
   std::vector<uint64_t> block_hashes;
   int32_t cached_prompt_tokens = 0;  // prompt tokens found in the prefix cache at admission
+  // When a step first ran any of its tokens (the end of its queue time; for metrics).
+  std::optional<std::chrono::steady_clock::time_point> first_scheduled;
 
   Sequence(uint64_t id_, std::vector<int32_t> prompt, SamplingParams p, int64_t vocab)
       : id(id_), tokens(std::move(prompt)), prompt_len(int32_t(tokens.size())), params(std::move(p)),

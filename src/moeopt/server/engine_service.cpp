@@ -1,6 +1,8 @@
 // EngineService: see engine_service.h for the threading model.
 #include "moeopt/server/engine_service.h"
 
+#include <algorithm>
+
 #include "moeopt/core/logging.h"
 
 namespace moeopt::server {
@@ -63,7 +65,7 @@ void EngineService::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-Result<std::shared_ptr<RequestStream>> EngineService::submit(Request request) {
+Result<std::shared_ptr<RequestStream>> EngineService::submit(Request request, bool caller_counts_stop) {
   std::shared_ptr<RequestStream> stream;
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -74,7 +76,7 @@ Result<std::shared_ptr<RequestStream>> EngineService::submit(Request request) {
                         "the server is at capacity ({} requests in flight); retry later", opt_.max_in_flight);
     ++in_flight_;
     stream = std::make_shared<RequestStream>(next_stream_id_++);
-    incoming_.push_back({stream, std::move(request), Clock::now()});
+    incoming_.push_back({stream, std::move(request), Clock::now(), caller_counts_stop});
   }
   cv_.notify_all();
   return stream;
@@ -122,12 +124,25 @@ void EngineService::publish_snapshot() {
 
 void EngineService::finish_active(uint64_t engine_id, Active& a, StreamEvent& ev) {
   auto now = Clock::now();
-  double e2e = std::chrono::duration<double>(now - a.arrival).count();
-  double tpot = 0;
-  bool has_tpot = a.first_token && a.generated >= 2;
-  if (has_tpot) tpot = std::chrono::duration<double>(now - *a.first_token).count() / double(a.generated - 1);
-  metrics_->record_request(e2e, tpot, has_tpot, ev.prompt_tokens, a.generated,
-                           ev.finish_reason == FinishReason::kAbort && !a.completed_by_caller);
+  auto secs = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  FinishedRequest f;
+  f.e2e_s = secs(now - a.arrival);
+  f.has_tpot = a.first_token && a.generated >= 2;
+  if (f.has_tpot) f.tpot_s = secs(now - *a.first_token) / double(a.generated - 1);
+  if (a.first_scheduled) {
+    f.queue_s = secs(*a.first_scheduled - a.arrival);
+    if (a.first_token) f.prefill_s = std::max(0.0, secs(*a.first_token - *a.first_scheduled));
+  }
+  if (a.first_token) f.decode_s = secs(now - *a.first_token);
+  f.prompt_tokens = ev.prompt_tokens;
+  f.generated_tokens = a.generated;
+  f.aborted = ev.finish_reason == FinishReason::kAbort && !a.completed_by_caller;
+  // A request its caller ended on purpose (a stop string matched) stopped.
+  const bool stopped = ev.finish_reason == FinishReason::kStop || (a.completed_by_caller && !f.aborted);
+  f.finish_reason = stopped ? (a.caller_counts_stop ? "" : "stop")
+                   : ev.finish_reason == FinishReason::kLength ? "length"
+                                                               : "abort";
+  metrics_->record_request(f);
   a.stream->push(std::move(ev));
   stream_to_engine_.erase(a.stream->id());
   active_.erase(engine_id);
@@ -158,7 +173,11 @@ void EngineService::loop() {
         --in_flight_;
         continue;
       }
-      active_[*id] = Active{p.stream, p.arrival, std::nullopt, 0};
+      Active a;
+      a.stream = p.stream;
+      a.arrival = p.arrival;
+      a.caller_counts_stop = p.caller_counts_stop;
+      active_[*id] = std::move(a);
       stream_to_engine_[p.stream->id()] = *id;
     }
     for (auto [sid, completed] : cancels) {
@@ -203,6 +222,7 @@ void EngineService::loop() {
           ev.finish_reason = o.finish_reason;
           ev.prompt_tokens = o.prompt_tokens;
           ev.cached_prompt_tokens = o.cached_prompt_tokens;
+          if (o.first_scheduled && !a.first_scheduled) a.first_scheduled = o.first_scheduled;
           if (!ev.tokens.empty() && !a.first_token) {
             a.first_token = now;
             metrics_->record_first_token(std::chrono::duration<double>(now - a.arrival).count());

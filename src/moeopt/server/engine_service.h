@@ -82,8 +82,10 @@ class EngineService {
   void stop();
 
   // Queues a request (already validated). kResourceExhausted when the queue is full,
-  // kUnsupported once stop() began.
-  Result<std::shared_ptr<RequestStream>> submit(Request request);
+  // kUnsupported once stop() began. `caller_counts_stop`: a "stop" finish is not counted
+  // by reason here; the caller reports the reason it answered with
+  // (Metrics::count_finish_reason, e.g. "tool_calls").
+  Result<std::shared_ptr<RequestStream>> submit(Request request, bool caller_counts_stop = false);
   // Aborts a request (no-op when it already finished). `completed` marks a request the
   // caller ended on purpose (a stop string matched): metrics count it as finished, not
   // aborted.
@@ -99,6 +101,7 @@ class EngineService {
     std::shared_ptr<RequestStream> stream;
     Request request;
     std::chrono::steady_clock::time_point arrival;
+    bool caller_counts_stop = false;
   };
   struct Active {
     std::shared_ptr<RequestStream> stream;
@@ -106,6 +109,8 @@ class EngineService {
     std::optional<std::chrono::steady_clock::time_point> first_token;
     int32_t generated = 0;
     bool completed_by_caller = false;
+    bool caller_counts_stop = false;
+    std::optional<std::chrono::steady_clock::time_point> first_scheduled;
   };
 
   void loop();

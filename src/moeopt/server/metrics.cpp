@@ -15,6 +15,13 @@ const std::vector<double> kTpotBuckets = {0.001, 0.005, 0.01, 0.015, 0.02, 0.025
 const std::vector<double> kE2eBuckets = {0.01, 0.05, 0.1,  0.3,  0.5,  0.8,  1.0,  1.5,  2.0,  2.5,
                                          5.0,  10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0};
 
+// Request phases: waiting for the scheduler, prompt (arrival of the first step to the first
+// token), decoding (first token to the last).
+const std::vector<double> kPhaseBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                                           2.5,   5.0,    10.0,  20.0, 40.0,  60.0, 120.0};
+// Always rendered, so a dashboard sees every series from the start.
+const char* const kFinishReasons[] = {"stop", "length", "tool_calls", "abort"};
+
 std::string fmt_double(double v) {
   return fmt::format("{}", v);
 }
@@ -47,7 +54,15 @@ void Histogram::render(const std::string& name, std::string& out) const {
   out += fmt::format("{}_sum {}\n{}_count {}\n", name, fmt_double(sum_), name, count_);
 }
 
-Metrics::Metrics() : ttft_(kTtftBuckets), tpot_(kTpotBuckets), e2e_(kE2eBuckets) {}
+Metrics::Metrics()
+    : ttft_(kTtftBuckets),
+      tpot_(kTpotBuckets),
+      e2e_(kE2eBuckets),
+      queue_(kPhaseBuckets),
+      prefill_(kPhaseBuckets),
+      decode_(kPhaseBuckets) {
+  for (const char* r : kFinishReasons) finish_reasons_[r] = 0;
+}
 
 void Metrics::count_response(const std::string& endpoint, int status) {
   std::lock_guard<std::mutex> lk(mu_);
@@ -59,14 +74,22 @@ void Metrics::record_first_token(double ttft_s) {
   ttft_.observe(ttft_s);
 }
 
-void Metrics::record_request(double e2e_s, double tpot_s, bool has_tpot, int64_t prompt_tokens,
-                             int64_t generated_tokens, bool aborted) {
+void Metrics::record_request(const FinishedRequest& r) {
   std::lock_guard<std::mutex> lk(mu_);
-  e2e_.observe(e2e_s);
-  if (has_tpot) tpot_.observe(tpot_s);
-  prompt_tokens_ += uint64_t(prompt_tokens);
-  generation_tokens_ += uint64_t(generated_tokens);
-  ++(aborted ? aborted_ : finished_);
+  e2e_.observe(r.e2e_s);
+  if (r.has_tpot) tpot_.observe(r.tpot_s);
+  if (r.queue_s >= 0) queue_.observe(r.queue_s);
+  if (r.prefill_s >= 0) prefill_.observe(r.prefill_s);
+  if (r.decode_s >= 0) decode_.observe(r.decode_s);
+  prompt_tokens_ += uint64_t(r.prompt_tokens);
+  generation_tokens_ += uint64_t(r.generated_tokens);
+  if (r.aborted) ++aborted_;
+  if (!r.finish_reason.empty()) ++finish_reasons_[r.finish_reason];
+}
+
+void Metrics::count_finish_reason(const std::string& reason) {
+  std::lock_guard<std::mutex> lk(mu_);
+  ++finish_reasons_[reason];
 }
 
 std::string Metrics::render(const EngineSnapshot& s, const std::string& model_name) const {
@@ -76,8 +99,10 @@ std::string Metrics::render(const EngineSnapshot& s, const std::string& model_na
   for (const auto& [key, n] : responses_)
     out += fmt::format("moeopt_http_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", key.first,
                        key.second, n);
-  header(out, "moeopt_requests_finished_total", "counter", "Generation requests that ran to the end.");
-  out += fmt::format("moeopt_requests_finished_total {}\n", finished_);
+  header(out, "moeopt_requests_finished_total", "counter",
+         "Generation requests that ended, by finish reason (abort: cancelled, client gone, shutdown).");
+  for (const auto& [reason, n] : finish_reasons_)
+    out += fmt::format("moeopt_requests_finished_total{{finish_reason=\"{}\"}} {}\n", reason, n);
   header(out, "moeopt_requests_aborted_total", "counter",
          "Generation requests cancelled (client gone, stop string, shutdown).");
   out += fmt::format("moeopt_requests_aborted_total {}\n", aborted_);
@@ -88,6 +113,13 @@ std::string Metrics::render(const EngineSnapshot& s, const std::string& model_na
   tpot_.render("moeopt_time_per_output_token_seconds", out);
   header(out, "moeopt_e2e_request_latency_seconds", "histogram", "Arrival to last token.");
   e2e_.render("moeopt_e2e_request_latency_seconds", out);
+  header(out, "moeopt_request_queue_time_seconds", "histogram", "Arrival to the first step that ran the request.");
+  queue_.render("moeopt_request_queue_time_seconds", out);
+  header(out, "moeopt_request_prefill_time_seconds", "histogram",
+         "First step that ran the request to its first generated token.");
+  prefill_.render("moeopt_request_prefill_time_seconds", out);
+  header(out, "moeopt_request_decode_time_seconds", "histogram", "First generated token to the last.");
+  decode_.render("moeopt_request_decode_time_seconds", out);
   header(out, "moeopt_prompt_tokens_total", "counter", "Prompt tokens of finished requests.");
   out += fmt::format("moeopt_prompt_tokens_total {}\n", prompt_tokens_);
   header(out, "moeopt_generation_tokens_total", "counter", "Tokens generated.");

@@ -42,6 +42,19 @@ class Histogram {
   uint64_t count_ = 0;
 };
 
+// One finished generation request, as the engine thread saw it.
+struct FinishedRequest {
+  double e2e_s = 0;                      // arrival -> last token
+  double tpot_s = 0;                     // mean time per output token after the first
+  bool has_tpot = false;                 // >= 2 tokens came out
+  double queue_s = -1, prefill_s = -1, decode_s = -1;  // < 0: the phase never happened
+  int64_t prompt_tokens = 0, generated_tokens = 0;
+  bool aborted = false;
+  // "stop", "length", "abort"; "" when the handler counts it later (count_finish_reason:
+  // a chat answer with tool calls is "tool_calls").
+  std::string finish_reason;
+};
+
 class Metrics {
  public:
   Metrics();
@@ -50,9 +63,10 @@ class Metrics {
   void count_response(const std::string& endpoint, int status);
   // A request's first token, `ttft_s` seconds after it arrived.
   void record_first_token(double ttft_s);
-  // One finished request: latencies in seconds (TPOT only when >= 2 tokens came out).
-  void record_request(double e2e_s, double tpot_s, bool has_tpot, int64_t prompt_tokens,
-                      int64_t generated_tokens, bool aborted);
+  // One finished request: latencies in seconds, tokens, its finish reason.
+  void record_request(const FinishedRequest& r);
+  // The finish reason of a request recorded with an empty one.
+  void count_finish_reason(const std::string& reason);
 
   // The full exposition text, with the engine's gauges.
   std::string render(const EngineSnapshot& snap, const std::string& model_name) const;
@@ -60,9 +74,10 @@ class Metrics {
  private:
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, uint64_t> responses_;
-  Histogram ttft_, tpot_, e2e_;
+  Histogram ttft_, tpot_, e2e_, queue_, prefill_, decode_;
   uint64_t prompt_tokens_ = 0, generation_tokens_ = 0;
-  uint64_t finished_ = 0, aborted_ = 0;
+  uint64_t aborted_ = 0;
+  std::map<std::string, uint64_t> finish_reasons_;
 };
 
 }  // namespace moeopt::server

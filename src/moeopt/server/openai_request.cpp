@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -91,6 +92,50 @@ std::optional<ApiError> read_bool(const ojson& body, const char* key, bool& out)
   do {                               \
     if (auto _e = (expr)) return _e; \
   } while (0)
+
+// tool_choice: "auto" (default) and "none" only; forcing a call ("required", a named
+// function) needs constrained decoding, which the engine does not have.
+std::optional<ApiError> read_tool_choice(const ojson& body, ApiRequest& out) {
+  std::string choice = "auto";
+  if (const ojson* tc = field(body, "tool_choice")) {
+    if (tc->is_object()) return bad_request("a named 'tool_choice' is not supported (use \"auto\")", "tool_choice");
+    if (!tc->is_string()) return wrong_type("tool_choice", "a string", *tc);
+    choice = tc->get<std::string>();
+    if (choice == "required") return bad_request("'tool_choice' \"required\" is not supported", "tool_choice");
+    if (choice != "auto" && choice != "none")
+      return bad_request(fmt::format("'tool_choice' must be \"auto\" or \"none\", got \"{}\"", choice),
+                         "tool_choice");
+  }
+  out.parse_tool_calls = out.tools.is_array() && !out.tools.empty() && choice != "none";
+  return std::nullopt;
+}
+
+// logit_bias: {"<token id>": bias in [-100, 100]}; ids are checked against the vocabulary
+// later (SamplingParams::validate). A repeated id keeps its last bias.
+std::optional<ApiError> read_logit_bias(const ojson& v, std::vector<std::pair<int32_t, float>>& out) {
+  if (!v.is_object()) return wrong_type("logit_bias", "an object of token id -> bias", v);
+  std::map<int32_t, float> bias;
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    const std::string& key = it.key();
+    bool digits = !key.empty() && key.size() <= 10;
+    for (char c : key) digits = digits && c >= '0' && c <= '9';
+    int64_t id = digits ? std::stoll(key) : -1;
+    if (!digits || id > std::numeric_limits<int32_t>::max())
+      return bad_request(fmt::format("'logit_bias' keys must be token ids, got \"{}\"", key.substr(0, 40)),
+                         "logit_bias");
+    if (!it->is_number())
+      return bad_request(fmt::format("'logit_bias' value for token {} must be a number, got {}", id,
+                                     type_name(*it)),
+                         "logit_bias");
+    double b = it->get<double>();
+    if (!(b >= -100.0 && b <= 100.0))
+      return bad_request(fmt::format("'logit_bias' value for token {} must be in [-100, 100], got {}", id, b),
+                         "logit_bias");
+    bias[int32_t(id)] = float(b);
+  }
+  out.assign(bias.begin(), bias.end());
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -220,9 +265,7 @@ std::optional<ApiError> parse_generation_request(const std::string& body, Endpoi
     } else {
       return wrong_type("prompt", "a string or an array of token ids", *one);
     }
-    bool echo = false;
-    RETURN_IF_API_ERROR(read_bool(j, "echo", echo));
-    if (echo) return bad_request("'echo' is not supported", "echo");
+    RETURN_IF_API_ERROR(read_bool(j, "echo", out.echo));
     if (const ojson* s = field(j, "suffix")) {
       if (!s->is_string()) return wrong_type("suffix", "a string", *s);
       if (!s->get<std::string>().empty()) return bad_request("'suffix' is not supported", "suffix");
@@ -246,6 +289,7 @@ std::optional<ApiError> parse_generation_request(const std::string& body, Endpoi
       if (!t->is_array()) return wrong_type("tools", "an array", *t);
       if (!t->empty()) out.tools = *t;
     }
+    RETURN_IF_API_ERROR(read_tool_choice(j, out));
     if (const ojson* k = field(j, "chat_template_kwargs")) {
       if (!k->is_object()) return wrong_type("chat_template_kwargs", "an object", *k);
       out.chat_template_kwargs = *k;
@@ -285,16 +329,15 @@ std::optional<ApiError> parse_generation_request(const std::string& body, Endpoi
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
     RETURN_IF_API_ERROR(read_int(j, key, v, has));
     if (!has) continue;
-    if (v <= 0) return bad_request(fmt::format("'{}' must be at least 1, got {}", key, v), key);
+    // With echo, 0 asks for the prompt alone (the engine is not involved).
+    if (v < 0 || (v == 0 && !out.echo))
+      return bad_request(fmt::format("'{}' must be at least {}, got {}", key, out.echo ? 0 : 1, v), key);
     p.max_tokens = int32_t(std::min<int64_t>(v, INT32_MAX));
     out.max_tokens_given = true;
   }
   RETURN_IF_API_ERROR(read_int(j, "n", v, has));
   if (has && v != 1) return bad_request(fmt::format("only n = 1 is supported, got {}", v), "n");
-  if (const ojson* lb = field(j, "logit_bias")) {
-    if (!lb->is_object()) return wrong_type("logit_bias", "an object", *lb);
-    if (!lb->empty()) return bad_request("'logit_bias' is not supported", "logit_bias");
-  }
+  if (const ojson* lb = field(j, "logit_bias")) RETURN_IF_API_ERROR(read_logit_bias(*lb, p.logit_bias));
   RETURN_IF_API_ERROR(read_bool(j, "ignore_eos", p.ignore_eos));
   RETURN_IF_API_ERROR(read_bool(j, "skip_special_tokens", out.skip_special_tokens));
   if (const ojson* ids = field(j, "stop_token_ids"))
@@ -321,6 +364,8 @@ std::optional<ApiError> parse_generation_request(const std::string& body, Endpoi
     RETURN_IF_API_ERROR(read_bool(*so, "include_usage", out.include_usage));
   }
   if (out.top_logprobs >= 0) p.logprobs = out.top_logprobs;
+  if (out.echo && out.top_logprobs >= 0)
+    return bad_request("'echo' with 'logprobs' is not supported (prompt logprobs are not computed)", "echo");
   return std::nullopt;
 }
 

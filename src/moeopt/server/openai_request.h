@@ -6,8 +6,8 @@
 // error type and the offending parameter, e.g.
 //   400 invalid_request_error param=temperature "'temperature' must be a number, got string".
 // Unknown fields are ignored (clients send many optional ones); fields that would change
-// the output but are not implemented (n > 1, best_of > 1, logit_bias, echo, suffix,
-// non-text response_format) are rejected, never silently dropped.
+// the output but are not implemented (n > 1, best_of > 1, suffix, non-text response_format,
+// tool_choice "required" or a named function) are rejected, never silently dropped.
 #pragma once
 
 #include <optional>
@@ -52,6 +52,12 @@ struct ApiRequest {
   ojson tools;                 // null or array
   ojson chat_template_kwargs;  // null or object
   bool add_generation_prompt = true;
+  // `tools` given and tool_choice not "none": <tool_call> blocks in the output become
+  // message.tool_calls (tool_call_parser.h).
+  bool parse_tool_calls = false;
+  // /v1/completions `echo`: the prompt text comes before the completion (max_tokens may
+  // then be 0: the answer is the prompt alone).
+  bool echo = false;
 
   SamplingParams params;
   bool max_tokens_given = false;  // else the endpoint's default applies

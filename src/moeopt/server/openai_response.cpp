@@ -73,11 +73,31 @@ ojson logprobs_json(Endpoint endpoint, const std::vector<TokenLogprobEntry>& ent
   return ojson{{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
 }
 
+ojson tool_call_json(const ToolCall& call, int index) {
+  ojson j = ojson::object();
+  if (index >= 0) j["index"] = index;
+  j["id"] = call.id;
+  j["type"] = "function";
+  j["function"] = {{"name", call.name}, {"arguments", call.arguments}};
+  return j;
+}
+
+std::string chat_finish_reason(const std::string& engine_reason, int num_tool_calls) {
+  if (num_tool_calls > 0 && engine_reason == "stop") return "tool_calls";
+  return engine_reason;
+}
+
 ojson full_response(const ResponseInfo& info, const std::string& text, const std::string& finish_reason,
-                    const ojson& logprobs, const Usage& usage) {
+                    const ojson& logprobs, const Usage& usage, const std::vector<ToolCall>& tool_calls) {
   ojson choice = {{"index", 0}};
   if (info.endpoint == Endpoint::kChat) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
+    if (!tool_calls.empty()) {
+      if (text.empty()) choice["message"]["content"] = nullptr;
+      ojson calls = ojson::array();
+      for (const ToolCall& c : tool_calls) calls.push_back(tool_call_json(c));
+      choice["message"]["tool_calls"] = std::move(calls);
+    }
   } else {
     choice["text"] = text;
   }
@@ -101,6 +121,21 @@ ojson stream_chunk(const ResponseInfo& info, const std::string& text, const std:
   }
   choice["logprobs"] = logprobs;
   choice["finish_reason"] = finish_reason.empty() ? ojson(nullptr) : ojson(finish_reason);
+  ojson j = {{"id", info.id},
+             {"object", object_name(info.endpoint, true)},
+             {"created", info.created},
+             {"model", info.model},
+             {"choices", ojson::array({choice})}};
+  if (usage_null) j["usage"] = nullptr;
+  return j;
+}
+
+ojson tool_calls_chunk(const ResponseInfo& info, const std::vector<ToolCall>& calls, int first_index,
+                       bool usage_null) {
+  ojson list = ojson::array();
+  for (size_t i = 0; i < calls.size(); ++i) list.push_back(tool_call_json(calls[i], first_index + int(i)));
+  ojson choice = {{"index", 0}, {"delta", {{"tool_calls", std::move(list)}}}, {"logprobs", nullptr},
+                  {"finish_reason", nullptr}};
   ojson j = {{"id", info.id},
              {"object", object_name(info.endpoint, true)},
              {"created", info.created},

@@ -16,6 +16,7 @@
 
 #include "moeopt/server/openai_request.h"
 #include "moeopt/server/output_assembler.h"
+#include "moeopt/server/tool_call_parser.h"
 #include "moeopt/tokenizer/tokenizer.h"
 
 namespace moeopt::server {
@@ -35,13 +36,23 @@ ojson usage_json(const Usage& u);
 // The logprobs object of a choice for these tokens.
 ojson logprobs_json(Endpoint endpoint, const std::vector<TokenLogprobEntry>& entries,
                     const tokenizer::Tokenizer& tok);
-// A whole (non-stream) response.
+// A whole (non-stream) response. With tool calls (chat), message.tool_calls lists them and
+// an empty content is null.
 ojson full_response(const ResponseInfo& info, const std::string& text, const std::string& finish_reason,
-                    const ojson& logprobs, const Usage& usage);
+                    const ojson& logprobs, const Usage& usage, const std::vector<ToolCall>& tool_calls = {});
+// {"id", "type": "function", "function": {"name", "arguments"}}; `index` >= 0 adds "index"
+// (stream deltas).
+ojson tool_call_json(const ToolCall& call, int index = -1);
+// The finish reason a chat client sees: "tool_calls" when calls were parsed and the model
+// stopped on its own; "length" (cut off) and the rest stay.
+std::string chat_finish_reason(const std::string& engine_reason, int num_tool_calls);
 // One stream chunk. `first` adds the assistant role (chat); an empty finish_reason is null.
 // `usage_null` adds "usage": null (when include_usage is on, as OpenAI does).
 ojson stream_chunk(const ResponseInfo& info, const std::string& text, const std::string& finish_reason,
                    const ojson& logprobs, bool first, bool usage_null);
+// A stream chunk whose delta carries these tool calls, numbered from `first_index`.
+ojson tool_calls_chunk(const ResponseInfo& info, const std::vector<ToolCall>& calls, int first_index,
+                       bool usage_null);
 // The usage-only chunk sent last when stream_options.include_usage is set.
 ojson usage_chunk(const ResponseInfo& info, const Usage& usage);
 // "data: <json>\n\n"

@@ -15,6 +15,7 @@
 #include "moeopt/server/openai_request.h"
 #include "moeopt/server/openai_response.h"
 #include "moeopt/server/output_assembler.h"
+#include "moeopt/server/tool_call_parser.h"
 
 namespace moeopt::server {
 namespace {
@@ -72,6 +73,27 @@ int64_t unix_now() {
       .count();
 }
 
+// The HTTP error for a refused submission.
+ApiError submit_error(const Status& st) {
+  if (st.code() == ErrorCode::kResourceExhausted)
+    return api_error(429, "rate_limit_error", st.message(), "", "rate_limit_exceeded");
+  if (st.code() == ErrorCode::kUnsupported) return api_error(503, "server_error", st.message());
+  return api_error(500, "server_error", st.message());
+}
+
+// What a chat client sees of the finished text: with tool parsing, <tool_call> blocks become
+// calls and the finish reason says so. `engine_finish` is the assembler's ("stop", "length").
+struct ChatOutput {
+  std::string text, finish;
+  std::vector<ToolCall> calls;
+};
+ChatOutput split_tool_calls(const std::string& text, const std::string& engine_finish, bool parse) {
+  if (!parse) return {text, engine_finish, {}};
+  ToolCallDelta d = parse_tool_calls(text);
+  std::string finish = chat_finish_reason(engine_finish, int(d.calls.size()));
+  return {std::move(d.content), std::move(finish), std::move(d.calls)};
+}
+
 }  // namespace
 
 struct OpenAiServer::Impl {
@@ -102,7 +124,38 @@ struct OpenAiServer::Impl {
                                       const ojson& kwargs, std::string& text) const;
   // Context-length, vocabulary and KV-capacity checks; fills the default max_tokens.
   std::optional<ApiError> check_lengths(ApiRequest& ar, const std::vector<int32_t>& ids) const;
+  // The prompt as text, for `echo` (token-id prompts are decoded).
+  std::string echo_text(const ApiRequest& ar, const std::vector<int32_t>& ids) const {
+    if (!ar.echo) return "";
+    return ar.prompt_is_ids ? tok.decode(ids, /*skip_special_tokens=*/false) : ar.prompt_text;
+  }
+  ResponseInfo response_info(Endpoint ep) const {
+    ResponseInfo info;
+    info.endpoint = ep;
+    info.id = make_response_id(ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
+    info.created = unix_now();
+    info.model = model_name;
+    return info;
+  }
+  // `echo` with max_tokens 0: the prompt is the whole answer; the engine is not involved.
+  void answer_echo_only(const ApiRequest& ar, const std::vector<int32_t>& ids, Response& res) const;
 };
+
+void OpenAiServer::Impl::answer_echo_only(const ApiRequest& ar, const std::vector<int32_t>& ids,
+                                          Response& res) const {
+  ResponseInfo info = response_info(ar.endpoint);
+  Usage usage;
+  usage.prompt_tokens = int64_t(ids.size());
+  const std::string text = echo_text(ar, ids);
+  if (!ar.stream) return send_json(res, 200, full_response(info, text, "length", nullptr, usage));
+  std::string body = sse_event(stream_chunk(info, text, "", nullptr, false, ar.include_usage)) +
+                     sse_event(stream_chunk(info, "", "length", nullptr, false, ar.include_usage));
+  if (ar.include_usage) body += sse_event(usage_chunk(info, usage));
+  body += "data: [DONE]\n\n";
+  res.status = 200;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_content(body, "text/event-stream");
+}
 
 std::optional<ApiError> OpenAiServer::Impl::render_chat(const ojson& messages, const ojson& tools,
                                                         bool add_generation_prompt, const ojson& kwargs,
@@ -175,7 +228,9 @@ std::optional<ApiError> OpenAiServer::Impl::check_lengths(ApiRequest& ar,
                     n + ar.params.max_tokens, kv_tokens),
         "max_tokens");
   }
-  Status st = ar.params.validate(vocab);
+  SamplingParams checked = ar.params;
+  if (checked.max_tokens == 0) checked.max_tokens = 1;  // echo alone (nothing is generated)
+  Status st = checked.validate(vocab);
   if (!st.ok()) {
     std::string msg = st.message();
     std::string p = msg.substr(0, msg.find(' '));
@@ -409,30 +464,24 @@ void OpenAiServer::install_routes() {
       std::vector<int32_t> ids;
       if (auto e = im.build_prompt(ar, ids)) return send_error(res, *e);
       if (auto e = im.check_lengths(ar, ids)) return send_error(res, *e);
+      if (ar.params.max_tokens == 0) return im.answer_echo_only(ar, ids, res);
 
       moeopt::Request r;
       r.prompt = ids;
       r.params = ar.params;
-      auto submitted = service_->submit(std::move(r));
-      if (!submitted.ok()) {
-        const Status& st = submitted.status();
-        if (st.code() == ErrorCode::kResourceExhausted)
-          return send_error(res, api_error(429, "rate_limit_error", st.message(), "", "rate_limit_exceeded"));
-        if (st.code() == ErrorCode::kUnsupported)
-          return send_error(res, api_error(503, "server_error", st.message()));
-        return send_error(res, api_error(500, "server_error", st.message()));
-      }
+      // With tool parsing the handler knows the real finish reason ("tool_calls").
+      auto submitted = service_->submit(std::move(r), /*caller_counts_stop=*/ar.parse_tool_calls);
+      if (!submitted.ok()) return send_error(res, submit_error(submitted.status()));
       std::shared_ptr<RequestStream> stream = *submitted;
+      const std::string echo = im.echo_text(ar, ids);
+      const bool parse_tools = ar.parse_tool_calls;
+      Metrics* metrics = &metrics_;
 
       std::unordered_set<int32_t> hidden(ar.params.stop_token_ids.begin(), ar.params.stop_token_ids.end());
       if (!ar.params.ignore_eos) hidden.insert(im.eos_ids.begin(), im.eos_ids.end());
       auto assembler = std::make_shared<OutputAssembler>(im.tok, ar.stop, std::move(hidden),
                                                          ar.skip_special_tokens, ar.top_logprobs >= 0);
-      ResponseInfo info;
-      info.endpoint = ep;
-      info.id = make_response_id(ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
-      info.created = unix_now();
-      info.model = im.model_name;
+      ResponseInfo info = im.response_info(ep);
       Usage usage;
       usage.prompt_tokens = int64_t(ids.size());
 
@@ -475,10 +524,12 @@ void OpenAiServer::install_routes() {
         c->assembler = assembler;
         c->usage = usage;
         const bool want_lp = ar.top_logprobs >= 0;
-        auto body = [c, ep, info, want_lp, &tok = im.tok] {
+        auto body = [c, ep, info, want_lp, echo, parse_tools, metrics, &tok = im.tok] {
           c->usage.completion_tokens = c->assembler->completion_tokens();
           ojson lp = want_lp ? logprobs_json(ep, c->lps, tok) : ojson(nullptr);
-          return full_response(info, c->text, c->finish, lp, c->usage);
+          ChatOutput o = split_tool_calls(echo + c->text, c->finish, parse_tools);
+          if (parse_tools && c->finish == "stop") metrics->count_finish_reason(o.finish);
+          return full_response(info, o.text, o.finish, lp, c->usage, o.calls);
         };
         constexpr auto kDirectWait = std::chrono::seconds(2);
         auto deadline = Clock::now() + kDirectWait;
@@ -532,6 +583,10 @@ void OpenAiServer::install_routes() {
         Usage usage;
         bool include_usage = false, want_logprobs = false, sent_first = false, done = false;
         Clock::time_point last_write = Clock::now();
+        std::string echo;                      // completions: sent as the first chunk
+        std::optional<ToolCallParser> tools;   // chat with tool parsing
+        int calls_sent = 0;
+        Metrics* metrics = nullptr;
       };
       auto st = std::make_shared<StreamState>();
       st->stream = stream;
@@ -540,6 +595,9 @@ void OpenAiServer::install_routes() {
       st->usage = usage;
       st->include_usage = ar.include_usage;
       st->want_logprobs = ar.top_logprobs >= 0;
+      st->echo = echo;
+      if (parse_tools) st->tools.emplace();
+      st->metrics = metrics;
       EngineService* svc = service_.get();
       res.status = 200;
       res.set_header("Cache-Control", "no-cache");
@@ -553,6 +611,8 @@ void OpenAiServer::install_routes() {
             std::string out;
             if (!st->sent_first && st->info.endpoint == Endpoint::kChat)
               out += sse_event(stream_chunk(st->info, "", "", nullptr, true, st->include_usage));
+            else if (!st->sent_first && !st->echo.empty())
+              out += sse_event(stream_chunk(st->info, st->echo, "", nullptr, false, st->include_usage));
             st->sent_first = true;
             if (out.empty()) {
               auto ev = st->stream->wait(std::chrono::milliseconds(250));
@@ -574,14 +634,32 @@ void OpenAiServer::install_routes() {
                 OutputDelta d = st->assembler->consume(*ev);
                 if (st->assembler->stopped_by_string() && !ev->finished)
                   svc->cancel(st->stream->id(), /*completed=*/true);
-                if (!d.text.empty() || !d.logprobs.empty()) {
+                ToolCallDelta td;
+                td.content = d.text;
+                if (st->tools) {
+                  td = st->tools->feed(d.text);
+                  if (d.finished) {
+                    ToolCallDelta rest = st->tools->finish();
+                    td.content += rest.content;
+                    for (auto& c : rest.calls) td.calls.push_back(std::move(c));
+                  }
+                }
+                if (!td.content.empty() || !d.logprobs.empty()) {
                   ojson lp =
                       st->want_logprobs ? logprobs_json(st->info.endpoint, d.logprobs, tok) : ojson(nullptr);
-                  out += sse_event(stream_chunk(st->info, d.text, "", lp, false, st->include_usage));
+                  out += sse_event(stream_chunk(st->info, td.content, "", lp, false, st->include_usage));
+                }
+                if (!td.calls.empty()) {
+                  out += sse_event(tool_calls_chunk(st->info, td.calls, st->calls_sent, st->include_usage));
+                  st->calls_sent += int(td.calls.size());
                 }
                 if (d.finished) {
-                  out += sse_event(
-                      stream_chunk(st->info, "", d.finish_reason, nullptr, false, st->include_usage));
+                  std::string finish = d.finish_reason;
+                  if (st->tools) {
+                    finish = chat_finish_reason(d.finish_reason, st->tools->num_calls());
+                    if (d.finish_reason == "stop") st->metrics->count_finish_reason(finish);
+                  }
+                  out += sse_event(stream_chunk(st->info, "", finish, nullptr, false, st->include_usage));
                   if (st->include_usage) {
                     st->usage.completion_tokens = st->assembler->completion_tokens();
                     out += sse_event(usage_chunk(st->info, st->usage));
