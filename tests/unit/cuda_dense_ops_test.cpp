@@ -557,8 +557,8 @@ TEST_F(CudaDense, LinearFallbackKernelMatchesCpu) {
     p.k = s.k;
     p.x_stride = s.k;
     p.y_stride = s.n + 3;
-    p.y_dtype = s.y == DType::kBF16 ? cuda::kernels::DenseDType::kBF16
-                                    : cuda::kernels::DenseDType::kF32;
+    p.y_dtype = s.y == DType::kBF16 ? cuda::kernels::ElemDType::kBF16
+                                    : cuda::kernels::ElemDType::kF32;
     ASSERT_EQ(cuda::detail::launch_dense_gemm_fallback(p, nullptr), cudaSuccess);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     expect_close(download(yv), ref, Metric::kNormalizedMse, tol_for(s.y), name);

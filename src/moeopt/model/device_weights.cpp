@@ -7,15 +7,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include "moeopt/core/align.h"
 #include "moeopt/model/random_init.h"
-#include "moeopt/ops/fp8.h"
 #include "moeopt/ops/device_backend.h"
+#include "moeopt/ops/fp8.h"
 
 namespace moeopt {
 namespace {
 
-constexpr size_t kAlign = 256;
-size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 // What a tensor becomes on the device: fp8 e4m3 weights stay one byte, their block scales
 // are f32, everything else is bf16.

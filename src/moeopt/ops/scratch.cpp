@@ -3,16 +3,12 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "moeopt/core/align.h"
 #include "moeopt/ops/device_backend.h"
 
 namespace moeopt::ops {
-namespace {
-constexpr size_t kAlign = 256;
-size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
-}  // namespace
-
 ScratchArena::ScratchArena(DeviceBackend* backend, size_t min_chunk_bytes)
-    : backend_(backend), min_chunk_(std::max(min_chunk_bytes, kAlign)) {}
+    : backend_(backend), min_chunk_(std::max(min_chunk_bytes, kDeviceAlign)) {}
 
 ScratchArena::~ScratchArena() {
   for (Chunk& c : chunks_) {
@@ -29,7 +25,7 @@ Status ScratchArena::add_chunk(size_t at_least) {
     MOEOPT_ASSIGN_OR_RETURN(void* p, backend_->allocate(bytes));
     c.data = static_cast<char*>(p);
   } else {
-    c.data = static_cast<char*>(std::aligned_alloc(kAlign, bytes));
+    c.data = static_cast<char*>(std::aligned_alloc(kDeviceAlign, bytes));
     if (!c.data)
       return make_error(ErrorCode::kResourceExhausted, "scratch: cannot allocate {} bytes", bytes);
   }

@@ -44,8 +44,14 @@ void load_f32(const void* base, DType t, int64_t offset, int64_t n, float* dst) 
       for (int64_t i = 0; i < n; ++i) dst[i] = table[p[i]];
       return;
     }
-    default:
-      // Ops validate dtypes before calling; other dtypes go through the generic loader.
+    case DType::kF64:
+    case DType::kI8:
+    case DType::kU8:
+    case DType::kI16:
+    case DType::kI32:
+    case DType::kI64:
+    case DType::kBool:
+      // Ops validate dtypes before calling; the rest go through the generic loader.
       for (int64_t i = 0; i < n; ++i) dst[i] = load_as_f32(base, t, offset + i);
       return;
   }
@@ -63,7 +69,15 @@ void store_f32(void* base, DType t, int64_t offset, int64_t n, const float* src)
       for (int64_t i = 0; i < n; ++i) p[i] = f32_to_bf16(src[i]);
       return;
     }
-    default:
+    case DType::kF16:
+    case DType::kF8E4M3:
+    case DType::kF64:
+    case DType::kI8:
+    case DType::kU8:
+    case DType::kI16:
+    case DType::kI32:
+    case DType::kI64:
+    case DType::kBool:
       for (int64_t i = 0; i < n; ++i) store_from_f32(base, t, offset + i, src[i]);
       return;
   }

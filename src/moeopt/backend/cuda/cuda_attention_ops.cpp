@@ -25,6 +25,7 @@
 #include "moeopt/backend/cuda/attention_launch.h"
 #include "moeopt/backend/cuda/cuda_backend.h"
 #include "moeopt/backend/cuda/cuda_check.h"
+#include "moeopt/core/align.h"
 #include "moeopt/ops/check.h"
 
 namespace moeopt::cuda {
@@ -33,8 +34,6 @@ namespace {
 namespace k = kernels;
 
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-constexpr size_t kAlign = 256;
-size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 // Split-KV limits: at most kAttnMaxSplits chunks, each of at least one key tile, and at most
 // kSplitBudget bytes of partials (fewer splits for long batches; 1 needs no partials).

@@ -1,9 +1,10 @@
 // The CUDA device backend: ops::DeviceBackend implemented with the kernels of backend/cuda.
 //
 // Put a CudaBackend in ops::Context::device_backend (and the cudaStream_t in Context::stream)
-// and the ops of ops/<family>.h run on CUDA tensors. Implemented so far: the MoE family
-// (moe_route, moe_permute, moe_experts, moe_combine, moe_forward); every other op answers
-// kUnsupported. What the CUDA MoE ops accept (anything else is a one-line kUnsupported error):
+// and the ops of ops/<family>.h run on CUDA tensors: every family the decoder calls (dense ops,
+// linear in bf16 and FP8, attention, sampling, MoE; what each accepts is said with its
+// declaration below; anything else is a one-line kUnsupported error). What the CUDA MoE ops
+// accept:
 //   - expert weights stacked ENK (ExpertWeights::stacked), bf16, contiguous, H and I multiples
 //     of 8 (16-byte rows), E <= 512 (<= 1024 for permute alone), k <= 32 — what the grouped
 //     GEMMs read, and how the engine lays weights out (model/device_weights.h). moe_forward

@@ -1,11 +1,13 @@
-// Shared helpers of the CudaBackend op files: CUDA error -> Status, the context's stream, and
-// the argument checks every CUDA op repeats (dtype, dense 16-byte aligned tensors).
+// Shared helpers of the CudaBackend op files: CUDA error -> Status, the context's stream, the
+// kernels' element-type tag of a DType, and the argument checks every CUDA op repeats (dtype,
+// dense 16-byte aligned tensors).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "moeopt/backend/cuda/kernels/elem_dtype.cuh"
 #include "moeopt/core/status.h"
 #include "moeopt/core/tensor.h"
 #include "moeopt/ops/check.h"
@@ -20,6 +22,25 @@ inline cudaStream_t stream_of(const ops::Context& ctx) {
 inline Status cuda_status(cudaError_t e, const char* op, const char* what) {
   if (e == cudaSuccess) return Status::ok_status();
   return make_error(ErrorCode::kInternal, "{}: {} failed: {}", op, what, cudaGetErrorString(e));
+}
+
+// The kernels' tag of a float dtype the caller has already checked (f32, bf16, f16); any
+// other dtype reads as f32, which no validated call passes.
+inline kernels::ElemDType elem_dtype_of(DType t) {
+  switch (t) {
+    case DType::kBF16: return kernels::ElemDType::kBF16;
+    case DType::kF16: return kernels::ElemDType::kF16;
+    case DType::kF32:
+    case DType::kF8E4M3:
+    case DType::kF64:
+    case DType::kI8:
+    case DType::kU8:
+    case DType::kI16:
+    case DType::kI32:
+    case DType::kI64:
+    case DType::kBool: return kernels::ElemDType::kF32;
+  }
+  return kernels::ElemDType::kF32;
 }
 
 inline Status need_dtype(const char* op, const char* name, const TensorView& t, DType want) {

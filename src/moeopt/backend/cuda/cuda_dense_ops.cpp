@@ -30,7 +30,7 @@ namespace moeopt::cuda {
 namespace {
 
 namespace kn = kernels;
-using DT = kn::DenseDType;
+using DT = kn::ElemDType;
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
@@ -40,13 +40,6 @@ bool chunkable(const TensorView& t, int64_t inner) {
   return aligned16(t.data) && inner % 8 == 0 && ops::row_stride(t) % 8 == 0;
 }
 
-DT tag(DType t) {
-  switch (t) {
-    case DType::kBF16: return DT::kBF16;
-    case DType::kF16: return DT::kF16;
-    default: return DT::kF32;
-  }
-}
 
 Status need_one_of(const char* op, const char* name, const TensorView& t, DType a, DType b) {
   if (t.dtype == a || t.dtype == b) return Status::ok_status();
@@ -74,7 +67,8 @@ Status CudaBackend::embedding(const ops::Context& ctx, const TensorView& table,
   p.hidden = table.shape[1];
   p.out_stride = ops::row_stride(out);
   p.vec = aligned16(table.data) && p.hidden % 8 == 0 && chunkable(out, p.hidden);
-  return launched(detail::launch_dense_embedding(p, tag(table.dtype), tag(out.dtype),
+  return launched(detail::launch_dense_embedding(p, elem_dtype_of(table.dtype),
+                                                 elem_dtype_of(out.dtype),
                                                  stream_of(ctx)),
                   op);
 }
@@ -100,11 +94,13 @@ Status CudaBackend::rms_norm(const ops::Context& ctx, const TensorView& x,
   p.res_stride = 0;
   p.out_stride = ops::row_stride(out);
   p.eps = eps;
-  p.w_dtype = tag(weight.dtype);
+  p.w_dtype = elem_dtype_of(weight.dtype);
   // Vector i starts at row * stride + head * d: all multiples of 8 elements when these are.
   p.vec = aligned16(weight.data) && p.d % 8 == 0 && chunkable(x, p.d) && chunkable(out, p.d);
   return launched(
-      detail::launch_dense_norm(p, tag(x.dtype), tag(out.dtype), false, stream_of(ctx)), op);
+      detail::launch_dense_norm(p, elem_dtype_of(x.dtype), elem_dtype_of(out.dtype), false,
+                                stream_of(ctx)),
+      op);
 }
 
 Status CudaBackend::add_rms_norm(const ops::Context& ctx, const TensorView& x,
@@ -126,11 +122,13 @@ Status CudaBackend::add_rms_norm(const ops::Context& ctx, const TensorView& x,
   p.res_stride = ops::row_stride(residual);
   p.out_stride = ops::row_stride(out);
   p.eps = eps;
-  p.w_dtype = tag(weight.dtype);
+  p.w_dtype = elem_dtype_of(weight.dtype);
   p.vec = aligned16(weight.data) && p.d % 8 == 0 && chunkable(x, p.d) &&
           chunkable(residual, p.d) && chunkable(out, p.d);
   return launched(
-      detail::launch_dense_norm(p, tag(x.dtype), tag(out.dtype), true, stream_of(ctx)), op);
+      detail::launch_dense_norm(p, elem_dtype_of(x.dtype), elem_dtype_of(out.dtype), true,
+                                stream_of(ctx)),
+      op);
 }
 
 Status CudaBackend::silu_and_mul(const ops::Context& ctx, const TensorView& x,
@@ -165,7 +163,7 @@ Status CudaBackend::silu(const ops::Context& ctx, const TensorView& x, const Ten
   p.n = x.shape[1];
   p.x_stride = ops::row_stride(x);
   p.out_stride = ops::row_stride(out);
-  p.dtype = tag(x.dtype);
+  p.dtype = elem_dtype_of(x.dtype);
   p.gated = false;
   p.vec = p.n % 8 == 0 && chunkable(x, p.n) && chunkable(out, p.n);
   return launched(detail::launch_dense_silu(p, stream_of(ctx)), op);
@@ -232,7 +230,7 @@ Status CudaBackend::sigmoid_gated_add(const ops::Context& ctx, const TensorView&
   p.x_stride = ops::row_stride(x);
   p.gate_stride = gate.strides[0];
   p.out_stride = ops::row_stride(out);
-  p.gate_dtype = tag(gate.dtype);
+  p.gate_dtype = elem_dtype_of(gate.dtype);
   p.vec = p.n % 8 == 0 && chunkable(x, p.n) && chunkable(out, p.n);
   return launched(detail::launch_dense_gated_add(p, stream_of(ctx)), op);
 }

@@ -25,17 +25,9 @@ namespace moeopt::cuda {
 namespace {
 
 namespace kn = kernels;
-using DT = kn::DenseDType;
+using DT = kn::ElemDType;
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-DT tag(DType t) {
-  switch (t) {
-    case DType::kBF16: return DT::kBF16;
-    case DType::kF16: return DT::kF16;
-    default: return DT::kF32;
-  }
-}
 
 }  // namespace
 
@@ -93,7 +85,7 @@ Status CudaBackend::linear_fp8(const ops::Context& ctx, const TensorView& x,
   p.bias = bias ? bias->data : nullptr;
   p.bias_dtype = DT::kBF16;
   p.y = y.data;
-  p.y_dtype = tag(y.dtype);
+  p.y_dtype = elem_dtype_of(y.dtype);
   p.m = m;
   p.n = n;
   p.k = k;
@@ -107,7 +99,7 @@ Status CudaBackend::quantize_fp8_weight_blocks(const ops::Context& ctx, const Te
                                                const TensorView& w_scale) {
   kn::Fp8QuantWeightParams p{};
   p.w = w.data;
-  p.w_dtype = tag(w.dtype);
+  p.w_dtype = elem_dtype_of(w.dtype);
   p.n = w.shape[0];
   p.k = w.shape[1];
   p.w_q = w_q.ptr<unsigned char>();

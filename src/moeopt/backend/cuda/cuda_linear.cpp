@@ -217,7 +217,7 @@ Status CudaBackend::linear(const ops::Context& ctx, const TensorView& x, const T
     p.k = k;
     p.x_stride = ldx;
     p.y_stride = ldy;
-    p.y_dtype = y_bf16 ? kn::DenseDType::kBF16 : kn::DenseDType::kF32;
+    p.y_dtype = y_bf16 ? kn::ElemDType::kBF16 : kn::ElemDType::kF32;
     return cuda_status(detail::launch_dense_gemm_fallback(p, stream), op, "fallback GEMM launch");
   };
   if (k == 0) return fallback();  // y = bias (or 0): no GEMM to describe
@@ -277,7 +277,7 @@ Status CudaBackend::linear(const ops::Context& ctx, const TensorView& x, const T
   p.rows = m;
   p.n = n;
   p.y_stride = ldy;
-  p.y_dtype = y_bf16 ? kn::DenseDType::kBF16 : kn::DenseDType::kF32;
+  p.y_dtype = y_bf16 ? kn::ElemDType::kBF16 : kn::ElemDType::kF32;
   p.vec = n % 8 == 0 && ldy % 8 == 0 && (reinterpret_cast<uintptr_t>(y.data) & 15u) == 0 &&
           (reinterpret_cast<uintptr_t>(bias->data) & 15u) == 0;
   return cuda_status(detail::launch_dense_bias_add(p, stream), op, "bias kernel launch");

@@ -36,11 +36,11 @@ struct CudaBackend::Staging {
 
 namespace {
 
-Result<detail::ElemType> elem_type(const char* op, DType t) {
+Result<kernels::ElemDType> elem_type(const char* op, DType t) {
   switch (t) {
-    case DType::kF32: return detail::ElemType::kF32;
-    case DType::kF16: return detail::ElemType::kF16;
-    case DType::kBF16: return detail::ElemType::kBF16;
+    case DType::kF32: return kernels::ElemDType::kF32;
+    case DType::kF16: return kernels::ElemDType::kF16;
+    case DType::kBF16: return kernels::ElemDType::kBF16;
     case DType::kF8E4M3:
     case DType::kF64:
     case DType::kI8:
@@ -145,7 +145,7 @@ Status CudaBackend::random_fill(const ops::Context& ctx, const TensorView& t,
   constexpr const char* op = "random_fill";
   MOEOPT_RETURN_IF_ERROR(need_on_gpu(op, "tensor", t));
   MOEOPT_RETURN_IF_ERROR(ops::expect_contiguous(op, "tensor", t));
-  MOEOPT_ASSIGN_OR_RETURN(detail::ElemType et, elem_type(op, t.dtype));
+  MOEOPT_ASSIGN_OR_RETURN(kernels::ElemDType et, elem_type(op, t.dtype));
   return cuda_status(detail::launch_random_fill(t.data, et, t.numel(), fill.key, int(fill.rule),
                                                 fill.fan_in, stream_of(ctx)),
                      op, "launch");
@@ -160,8 +160,8 @@ Status CudaBackend::convert(const ops::Context& ctx, const TensorView& src, cons
   if (src.numel() != dst.numel())
     return make_error(ErrorCode::kInvalidArgument, "convert: src has {} elements, dst {}",
                       src.numel(), dst.numel());
-  MOEOPT_ASSIGN_OR_RETURN(detail::ElemType st, elem_type(op, src.dtype));
-  MOEOPT_ASSIGN_OR_RETURN(detail::ElemType dt, elem_type(op, dst.dtype));
+  MOEOPT_ASSIGN_OR_RETURN(kernels::ElemDType st, elem_type(op, src.dtype));
+  MOEOPT_ASSIGN_OR_RETURN(kernels::ElemDType dt, elem_type(op, dst.dtype));
   return cuda_status(detail::launch_convert(src.data, st, dst.data, dt, src.numel(), stream_of(ctx)),
                      op, "launch");
 }

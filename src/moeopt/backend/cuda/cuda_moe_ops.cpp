@@ -18,6 +18,7 @@
 #include "moeopt/backend/cuda/moe.h"
 #include "moeopt/backend/cuda/moe_heuristics.h"
 #include "moeopt/backend/cuda/moe_launch.h"
+#include "moeopt/core/align.h"
 #include "moeopt/ops/check.h"
 #include "moeopt/ops/fp8.h"
 
@@ -26,13 +27,11 @@ namespace {
 
 namespace k = kernels;
 
-constexpr size_t kAlign = 256;
-size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 constexpr int64_t kInt32Limit = int64_t(1) << 31;
 static_assert(k::kRouteMaxExperts >= ops::kMaxExperts && k::kPermuteMaxExperts >= ops::kMaxExperts,
               "the CUDA router and permutation take every expert count ops/moe.h allows");
 
-// Regions laid out one after another, each kAlign-aligned.
+// Regions laid out one after another, each kDeviceAlign-aligned.
 struct Bump {
   size_t at = 0;
   size_t take(size_t bytes) {
@@ -83,11 +82,11 @@ Status launch_route(const char* op, const ops::Context& ctx, const TensorView& l
   rp.logits_stride = ops::row_stride(logits);
   rp.correction_bias = p.correction_bias ? p.correction_bias->data : nullptr;
   // Validated: f32, bf16 or f16.
-  rp.bias_dtype = k::BiasDType::kF32;
+  rp.bias_dtype = k::ElemDType::kF32;
   if (p.correction_bias && p.correction_bias->dtype == DType::kBF16)
-    rp.bias_dtype = k::BiasDType::kBF16;
+    rp.bias_dtype = k::ElemDType::kBF16;
   if (p.correction_bias && p.correction_bias->dtype == DType::kF16)
-    rp.bias_dtype = k::BiasDType::kF16;
+    rp.bias_dtype = k::ElemDType::kF16;
   rp.expert_ids = ids;
   rp.expert_weights = weights;
   rp.num_tokens = int(logits.shape[0]);
@@ -222,10 +221,6 @@ RepackPlan repack_plan(int64_t m, int64_t h, int64_t inter, int64_t e, bool fp8)
   return l;
 }
 
-detail::ElemType elem_of(DType t) {
-  return t == DType::kF32 ? detail::ElemType::kF32
-                          : t == DType::kF16 ? detail::ElemType::kF16 : detail::ElemType::kBF16;
-}
 
 // Copies a [rows, cols] matrix (any float dtype, contiguous) into rows of `dst_pitch`
 // elements: bf16, converting through the staging buffer when it is not bf16 already, or
@@ -239,8 +234,8 @@ Status place_matrix(const char* op, const TensorView& src, void* dst, int64_t ds
                        op, "pack weights");
   const void* from = src.data;
   if (src.dtype != DType::kBF16) {
-    MOEOPT_RETURN_IF_ERROR(cuda_status(detail::launch_convert(src.data, elem_of(src.dtype), stage,
-                                                              detail::ElemType::kBF16, rows * cols, s),
+    MOEOPT_RETURN_IF_ERROR(cuda_status(detail::launch_convert(src.data, elem_dtype_of(src.dtype), stage,
+                                                              kernels::ElemDType::kBF16, rows * cols, s),
                                        op, "convert weights"));
     from = stage;
   }
@@ -494,7 +489,7 @@ size_t CudaBackend::moe_forward_workspace_bytes(int64_t num_tokens, int64_t hidd
 }
 
 Result<void*> CudaBackend::scratch(const ops::Context& ctx, size_t bytes, const char* op) {
-  bytes = std::max<size_t>(bytes, kAlign);
+  bytes = std::max<size_t>(bytes, kDeviceAlign);
   if (ctx.workspace.data != nullptr && ctx.workspace.bytes >= bytes) return ctx.workspace.data;
   std::lock_guard<std::mutex> lock(mu_);
   if (own_bytes_ >= bytes) return own_;

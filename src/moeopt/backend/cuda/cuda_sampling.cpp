@@ -20,6 +20,7 @@
 #include "moeopt/backend/cuda/cuda_check.h"
 #include "moeopt/backend/cuda/kernels/sampling_params.cuh"
 #include "moeopt/backend/cuda/sampling_launch.h"
+#include "moeopt/core/align.h"
 #include "moeopt/ops/check.h"
 
 namespace moeopt::cuda {
@@ -28,11 +29,9 @@ namespace {
 namespace k = kernels;
 
 constexpr const char* kOp = "sample";
-constexpr size_t kAlign = 256;
 constexpr int64_t kInt32Limit = int64_t(1) << 31;
 constexpr int64_t kSortElems = int64_t(1) << 24;
 
-size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 unsigned char* at(void* base, size_t off) { return static_cast<unsigned char*>(base) + off; }
 
 struct SampleLayout {

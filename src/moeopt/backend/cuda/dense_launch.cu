@@ -16,7 +16,7 @@
 
 namespace moeopt::cuda::detail {
 namespace k = moeopt::cuda::kernels;
-using DT = k::DenseDType;
+using DT = k::ElemDType;
 
 namespace {
 

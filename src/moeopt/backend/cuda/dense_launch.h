@@ -11,11 +11,11 @@
 namespace moeopt::cuda::detail {
 
 // table: f32 / bf16 / f16; out: f32 / bf16.
-cudaError_t launch_dense_embedding(const kernels::EmbeddingParams& p, kernels::DenseDType table,
-                                   kernels::DenseDType out, cudaStream_t stream);
+cudaError_t launch_dense_embedding(const kernels::EmbeddingParams& p, kernels::ElemDType table,
+                                   kernels::ElemDType out, cudaStream_t stream);
 // x: f32 / bf16; out: f32 / bf16; add: add_rms_norm (p.residual f32, p.heads 1).
-cudaError_t launch_dense_norm(const kernels::NormParams& p, kernels::DenseDType x,
-                              kernels::DenseDType out, bool add, cudaStream_t stream);
+cudaError_t launch_dense_norm(const kernels::NormParams& p, kernels::ElemDType x,
+                              kernels::ElemDType out, bool add, cudaStream_t stream);
 cudaError_t launch_dense_rope(const kernels::RopeParams& p, cudaStream_t stream);
 cudaError_t launch_dense_kv_write(const kernels::KvWriteParams& p, cudaStream_t stream);
 cudaError_t launch_dense_silu(const kernels::SiluParams& p, cudaStream_t stream);

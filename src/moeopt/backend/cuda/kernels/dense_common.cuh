@@ -88,20 +88,21 @@ __device__ __forceinline__ void store8<__nv_bfloat16>(__nv_bfloat16* p, const fl
 }
 
 // Element i of a buffer whose dtype is known only at run time (a uniform branch).
-__device__ __forceinline__ float load_as(const void* p, DenseDType t, int64_t i) {
+__device__ __forceinline__ float load_as(const void* p, ElemDType t, int64_t i) {
   switch (t) {
-    case DenseDType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case DenseDType::kF16: return __half2float(static_cast<const __half*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
+    case ElemDType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case ElemDType::kF16: return __half2float(static_cast<const __half*>(p)[i]);
+    case ElemDType::kF32: break;
   }
+  return static_cast<const float*>(p)[i];
 }
 
 // Elements [i, i + 8) of such a buffer; i is a multiple of 8 and p 16-byte aligned.
-__device__ __forceinline__ void load8_as(const void* p, DenseDType t, int64_t i, float (&f)[8]) {
+__device__ __forceinline__ void load8_as(const void* p, ElemDType t, int64_t i, float (&f)[8]) {
   switch (t) {
-    case DenseDType::kBF16: load8(static_cast<const __nv_bfloat16*>(p) + i, f); break;
-    case DenseDType::kF16: load8(static_cast<const __half*>(p) + i, f); break;
-    default: load8(static_cast<const float*>(p) + i, f); break;
+    case ElemDType::kBF16: load8(static_cast<const __nv_bfloat16*>(p) + i, f); break;
+    case ElemDType::kF16: load8(static_cast<const __half*>(p) + i, f); break;
+    case ElemDType::kF32: load8(static_cast<const float*>(p) + i, f); break;
   }
 }
 

@@ -17,10 +17,10 @@
 
 #include <cstdint>
 
+#include "moeopt/backend/cuda/kernels/elem_dtype.cuh"
+
 namespace moeopt::cuda::kernels {
 
-// Element type tags of the tensors a kernel reads or writes in more than one dtype.
-enum class DenseDType : int32_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
 // dense_embedding.cuh: out[t, :] = table[ids[t], :]; ids outside [0, vocab) give a zero row.
 struct EmbeddingParams {
@@ -51,7 +51,7 @@ struct NormParams {
   int64_t d;
   int64_t x_stride, res_stride, out_stride;  // dim-0 strides
   float eps;
-  DenseDType w_dtype;
+  ElemDType w_dtype;
   bool vec;
 };
 
@@ -92,7 +92,7 @@ struct SiluParams {
   void* out;
   int64_t rows, n;
   int64_t x_stride, out_stride;
-  DenseDType dtype;  // f32 or bf16 (x and out alike); gated: bf16
+  ElemDType dtype;  // f32 or bf16 (x and out alike); gated: bf16
   bool gated;
   bool vec;
 };
@@ -104,7 +104,7 @@ struct GatedAddParams {
   void* out;
   int64_t rows, n;
   int64_t x_stride, gate_stride, out_stride;
-  DenseDType gate_dtype;
+  ElemDType gate_dtype;
   bool vec;
 };
 
@@ -113,7 +113,7 @@ struct BiasAddParams {
   void* y;
   const void* bias;
   int64_t rows, n, y_stride;
-  DenseDType y_dtype;
+  ElemDType y_dtype;
   bool vec;
 };
 
@@ -131,7 +131,7 @@ struct GemmFallbackParams {
   void* y;            // [M, N], rows strided
   int64_t m, n, k;
   int64_t x_stride, y_stride;
-  DenseDType y_dtype;
+  ElemDType y_dtype;
 };
 
 // dense_reduce.cuh: one block per row of logits [rows, v] f32.

@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kFp8FallbackThreads) fp8_linear_fallback_kerne
     for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
     if (lane != 0) continue;
     if (p.bias) acc += fp8_load_f32(p.bias, p.bias_dtype, n);
-    if (p.y_dtype == DenseDType::kBF16)
+    if (p.y_dtype == ElemDType::kBF16)
       static_cast<__nv_bfloat16*>(p.y)[m * p.y_stride + n] = __float2bfloat16(acc);
     else
       static_cast<float*>(p.y)[m * p.y_stride + n] = acc;

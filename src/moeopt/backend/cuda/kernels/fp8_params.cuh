@@ -17,7 +17,7 @@ inline constexpr int kFp8BlockThreads = 256;   // weight blocks: one block per 1
 // [ceil(N/128), ceil(K/128)] f32 contiguous. Grid: (ceil(K/128), ceil(N/128)).
 struct Fp8QuantWeightParams {
   const void* w;
-  DenseDType w_dtype;
+  ElemDType w_dtype;
   int64_t n, k;
   unsigned char* w_q;
   int64_t q_stride;
@@ -31,13 +31,13 @@ inline constexpr int kFp8FallbackThreads = 256;
 inline constexpr int kFp8FallbackCols = 32;
 struct Fp8LinearFallbackParams {
   const void* x;          // [M, K] bf16 / f32 (x_dtype), row stride x_stride
-  DenseDType x_dtype;
+  ElemDType x_dtype;
   const unsigned char* w; // [N, K] e4m3 contiguous
   const float* w_scale;   // [ceil(N/128), ceil(K/128)] f32
   const void* bias;       // [N] (bias_dtype) or nullptr
-  DenseDType bias_dtype;
+  ElemDType bias_dtype;
   void* y;                // [M, N] bf16 / f32 (y_dtype), row stride y_stride
-  DenseDType y_dtype;
+  ElemDType y_dtype;
   int64_t m, n, k, x_stride, y_stride;
 };
 

@@ -15,11 +15,11 @@
 
 namespace moeopt::cuda::kernels {
 
-__device__ __forceinline__ float fp8_load_f32(const void* p, DenseDType t, int64_t i) {
+__device__ __forceinline__ float fp8_load_f32(const void* p, ElemDType t, int64_t i) {
   switch (t) {
-    case DenseDType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case DenseDType::kF16: return __half2float(static_cast<const __half*>(p)[i]);
-    case DenseDType::kF32: break;
+    case ElemDType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case ElemDType::kF16: return __half2float(static_cast<const __half*>(p)[i]);
+    case ElemDType::kF32: break;
   }
   return static_cast<const float*>(p)[i];
 }

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "moeopt/backend/cuda/kernels/elem_dtype.cuh"
+
 namespace moeopt::cuda::kernels {
 
 // moe_route_logits.cuh
@@ -73,13 +75,12 @@ inline constexpr int kRouteWarps = kRouterThreads / 32;  // one token per warp
 inline constexpr int kRouteMaxExperts = kMaxExpertsPerLane * 32;
 enum class RouteScoring : int { kSoftmax = 0, kSigmoid = 1 };
 enum class RouteGrouping : int { kNone = 0, kMaxScore = 1, kTop2Sum = 2 };
-enum class BiasDType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
 struct RouteLogitsParams {
   const float* logits;           // [num_tokens, num_experts] f32, rows logits_stride apart
   int64_t logits_stride;         // elements between rows (>= num_experts)
   const void* correction_bias;   // [num_experts] (bias_dtype) or nullptr
-  BiasDType bias_dtype;
+  ElemDType bias_dtype;
   int32_t* expert_ids;           // [num_tokens, top_k] int32 out, best first
   float* expert_weights;         // [num_tokens, top_k] f32 out
   int num_tokens;

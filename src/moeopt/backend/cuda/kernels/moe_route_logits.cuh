@@ -35,10 +35,10 @@ namespace moeopt::cuda::kernels {
 __device__ __forceinline__ float route_load_bias(const RouteLogitsParams& p, int e) {
   if (p.correction_bias == nullptr) return 0.f;
   switch (p.bias_dtype) {
-    case BiasDType::kF32: return static_cast<const float*>(p.correction_bias)[e];
-    case BiasDType::kBF16:
+    case ElemDType::kF32: return static_cast<const float*>(p.correction_bias)[e];
+    case ElemDType::kBF16:
       return __bfloat162float(static_cast<const __nv_bfloat16*>(p.correction_bias)[e]);
-    case BiasDType::kF16: return __half2float(static_cast<const __half*>(p.correction_bias)[e]);
+    case ElemDType::kF16: return __half2float(static_cast<const __half*>(p.correction_bias)[e]);
   }
   return 0.f;
 }
