@@ -67,12 +67,15 @@ int run_verify(const VerifyOptions& opt) {
   req.dual_batch_overlap = f.dual_batch_overlap;
   req.cuda_built = report.gpu.runtime_built;
 
+  const system::Readiness readiness = system::evaluate_readiness(report.gpu, req);
+  // Features as the backend that would run them implements them.
+  const Device device = readiness.resolved == system::Backend::kCuda ? Device::kCuda : Device::kCpu;
   system::ProfileSummary summary;
   summary.name = profile->name;
   summary.source = profile->source;
-  for (const auto& s : engine::feature_states(*profile)) summary.features.push_back({s.key, s.requested, s.implemented});
+  for (const auto& s : engine::feature_states(*profile, device))
+    summary.features.push_back({s.key, s.requested, s.implemented});
 
-  const system::Readiness readiness = system::evaluate_readiness(report.gpu, req);
   if (opt.json)
     std::printf("%s\n", system::report_to_json(report, summary, req, readiness).dump(2).c_str());
   else

@@ -136,8 +136,13 @@ Readiness evaluate_readiness(const GpuProbe& gpu, const Requirements& req) {
     add("backend", CheckLevel::kPass, "CPU reference backend ready");
     if (req.fp8 || req.expert_parallel || req.dual_batch_overlap)
       add("profile", CheckLevel::kInfo,
-          fmt::format("profile {}: its GPU features (FP8, expert parallelism, dual-batch overlap) "
-                      "do not apply to the CPU backend", req.profile));
+          fmt::format("profile {}: {}{}", req.profile,
+                      req.fp8 ? "FP8 runs on the CPU reference (W8A8 emulated in f32)" : "",
+                      req.expert_parallel || req.dual_batch_overlap
+                          ? std::string(req.fp8 ? "; " : "") +
+                                "its multi-GPU features (expert parallelism, dual-batch overlap) "
+                                "do not apply to the CPU backend"
+                          : std::string()));
     return r;
   }
 
