@@ -282,7 +282,7 @@ def test_stop_strings_and_ids(srv):
     # from `moeopt generate` (same engine, no HTTP).
     tok = hf_tokenizer()
     ids = tok.encode(prompt).ids
-    gen = subprocess.run([MOEOPT, "generate", "--prompt-ids", ",".join(map(str, ids)), "--max-tokens", "16",
+    gen = subprocess.run([MOEOPT, "generate", "--model", MODEL, "--prompt-ids", ",".join(map(str, ids)), "--max-tokens", "16",
                           "--temperature", "0", "--ignore-eos", "--threads", "2", "--json"],
                          capture_output=True, text=True, env=dict(os.environ, MOEOPT_HOME=SOURCE), check=True)
     gen_ids = json.loads(gen.stdout)["token_ids"]
