@@ -4,14 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <filesystem>
 #include <vector>
 
 #include "moeopt/engine/engine.h"
 #include "moeopt/engine/sampler.h"
-#include "moeopt/model/model_cache.h"
-
-namespace fs = std::filesystem;
+#include "server_test_engine.h"
 
 namespace moeopt {
 namespace {
@@ -60,24 +57,6 @@ TEST(ServerLogitBias, ValidateChecksIdsAndRange) {
   EXPECT_NE(p.validate(10).message().find("logit_bias token id 10"), std::string::npos);
   p.logit_bias = {{1, 101.0f}};
   EXPECT_NE(p.validate(10).message().find("[-100, 100]"), std::string::npos);
-}
-
-std::unique_ptr<Engine> small_engine() {
-  auto dir = materialize_random_checkpoint(
-      (fs::path(MOEOPT_SOURCE_DIR) / "tests/reference/golden_configs/qwen3_moe_basic.json").string(), 0,
-      std::nullopt, "");
-  EXPECT_TRUE(dir.ok()) << dir.status().message();
-  if (!dir.ok()) return nullptr;
-  auto model = load_model(*dir);
-  EXPECT_TRUE(model.ok()) << model.status().message();
-  if (!model.ok()) return nullptr;
-  EngineOptions eo;
-  eo.num_threads = 2;
-  eo.block_size = 4;
-  eo.num_kv_blocks = 64;
-  auto e = Engine::create(std::move(*model), eo);
-  EXPECT_TRUE(e.ok()) << e.status().message();
-  return e.ok() ? std::move(*e) : nullptr;
 }
 
 TEST(ServerLogitBias, EngineForcesAndBansTokens) {

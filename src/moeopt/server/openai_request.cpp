@@ -199,10 +199,16 @@ ojson ApiError::to_json() const {
 }
 
 ApiError bad_request(std::string message, std::string param) {
+  return api_error(400, "invalid_request_error", std::move(message), std::move(param));
+}
+
+ApiError api_error(int status, std::string type, std::string message, std::string param, std::string code) {
   ApiError e;
-  e.status = 400;
+  e.status = status;
+  e.type = std::move(type);
   e.message = std::move(message);
   e.param = std::move(param);
+  e.code = std::move(code);
   return e;
 }
 

@@ -34,6 +34,9 @@ struct ApiError {
   ojson to_json() const;
 };
 ApiError bad_request(std::string message, std::string param = "");
+// Any other error object ("" param / code: null).
+ApiError api_error(int status, std::string type, std::string message, std::string param = "",
+                   std::string code = "");
 
 enum class Endpoint { kCompletions, kChat };
 

@@ -27,12 +27,19 @@
 //
 // Shutdown (shutdown()): new generation requests get 503, in-flight ones may finish for up
 // to `shutdown_timeout_s`, then whatever is left is aborted and the listener stops.
+//
+// Code: openai_server.cpp (construction, listening, shutdown), openai_routes.cpp (route
+// registration and the small routes), openai_generate.cpp (the generation routes and their
+// two sinks, SSE and JSON), response_accumulator.h (engine events -> OpenAI choice deltas,
+// shared by both sinks), served_model.h (prompts, chat template and length checks).
 #pragma once
 
 #include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "moeopt/engine/engine.h"
 #include "moeopt/server/engine_service.h"
@@ -42,9 +49,14 @@
 
 namespace moeopt::server::http {
 class HttpServer;
-}
+struct Request;
+struct Response;
+}  // namespace moeopt::server::http
 
 namespace moeopt::server {
+
+enum class Endpoint;  // openai_request.h
+struct ServedModel;   // served_model.h
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
@@ -81,11 +93,28 @@ class OpenAiServer {
 
  private:
   OpenAiServer() = default;
-  struct Impl;
+  // Registers the handlers below with the HTTP layer (openai_routes.cpp).
   void install_routes();
 
+  // One function per route. Small routes: openai_routes.cpp; the two generation routes:
+  // openai_generate.cpp.
+  void handle_health(const http::Request& req, http::Response& res);
+  void handle_models(const http::Request& req, http::Response& res);
+  void handle_model(const http::Request& req, http::Response& res);  // /v1/models/{id}
+  void handle_metrics(const http::Request& req, http::Response& res);
+  void handle_tokenize(const http::Request& req, http::Response& res);
+  void handle_detokenize(const http::Request& req, http::Response& res);
+  void handle_completions(const http::Request& req, http::Response& res);
+  void handle_chat_completions(const http::Request& req, http::Response& res);
+  void handle_generate(Endpoint ep, const http::Request& req, http::Response& res);
+  // Checks shared by the routes: false after the 401 / 404 was written to `res`.
+  bool authorized(const http::Request& req, http::Response& res) const;
+  bool check_model(const std::string& model, http::Response& res) const;
+  // /tokenize, /detokenize: authorized, a JSON object, and its "model" (if any) served.
+  bool read_tokenizer_body(const http::Request& req, http::Response& res, nlohmann::ordered_json& j) const;
+
   ServerOptions opt_;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<ServedModel> model_;
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<EngineService> service_;
   Metrics metrics_;

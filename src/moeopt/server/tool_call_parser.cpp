@@ -124,13 +124,14 @@ ToolCallDelta ToolCallParser::finish() {
   return d;
 }
 
-ToolCallDelta parse_tool_calls(const std::string& text) {
-  ToolCallParser p;
-  ToolCallDelta d = p.feed(text);
-  ToolCallDelta rest = p.finish();
+ToolCallDelta ToolCallParser::feed_last(const std::string& text) {
+  ToolCallDelta d = feed(text);
+  ToolCallDelta rest = finish();
   d.content += rest.content;
   for (auto& c : rest.calls) d.calls.push_back(std::move(c));
   return d;
 }
+
+ToolCallDelta parse_tool_calls(const std::string& text) { return ToolCallParser().feed_last(text); }
 
 }  // namespace moeopt::server

@@ -42,6 +42,8 @@ class ToolCallParser {
   ToolCallDelta feed(const std::string& text);
   // End of generation: releases what was held back.
   ToolCallDelta finish();
+  // The last piece: feed(text) and finish() as one delta.
+  ToolCallDelta feed_last(const std::string& text);
   int num_calls() const { return num_calls_; }
 
  private:
