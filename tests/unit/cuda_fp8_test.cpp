@@ -1,9 +1,12 @@
 // The CUDA FP8 ops (backend/cuda/cuda_fp8_ops.cpp) against the CPU reference of ops/fp8.h:
 //   - the weight block quantiser gives the CPU's codes and scales bit for bit (bf16, f16 and
 //     f32 weights, partial blocks, row-strided codes);
+//   - the activation quantiser (per row, groups of 128) gives the CPU's codes and scales bit
+//     for bit (partial groups, strided rows);
 //   - the W8A8 linear (fast kernel and fallback) on the op-case table's kLinearFp8 cases and
-//     on Qwen3-30B-A3B projection shapes (H 2048, q 4096, kv 512) for M in {1, 8, 64, 300},
-//     bf16 and f32 outputs, bias, strided rows.
+//     on Qwen3-30B-A3B projection shapes (H 2048, q 4096, kv 512, fused qkv 5120) for M in
+//     {1, 8, 64, 300, 1024} (every tile of choose_fp8_linear_tile), bf16 and f32 outputs,
+//     bias, strided rows.
 // Method: x and w are drawn and rounded to bf16; the CPU quantises w (the codes and scales
 // then go to the GPU as they are) and runs linear on the f32 copy of x; the GPU gets x in
 // bf16 (exact). Both quantise x from the same values, so the only difference is the order
@@ -17,6 +20,7 @@
 
 #include "cuda_test_support.h"
 
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -183,6 +187,42 @@ void check_linear(cuda::CudaBackend& be, const Fp8LinearShape& s) {
 
 std::string case_name(const testing::TestParamInfo<OpCase>& info) { return info.param.name; }
 
+// ---------------------------------------------------------------- activation quantiser
+
+void check_act_quantiser(cuda::CudaBackend& be, int64_t m, int64_t k, int64_t x_pad) {
+  SCOPED_TRACE(fmt::format("act {}x{} pad {}", m, k, x_pad));
+  // Rows of very different magnitudes (2^-20 .. 64), zeros sprinkled in, one all-zero row.
+  HostTensor x(DType::kF32, {m, k});
+  CaseRng rng(fmt::format("act{}x{}", m, k));
+  for (int64_t r = 0; r < m; ++r) {
+    const double mag = std::ldexp(1.0, int(rng.uniform(-20, 6)));
+    for (int64_t c = 0; c < k; ++c)
+      x.ptr<float>()[r * k + c] = r == 1 || c % 53 == 0 ? 0.f : float(rng.nonzero(0.0, mag));
+  }
+  HostTensor q(DType::kF8E4M3, {m, k}), s(DType::kF32, {m, fp8_blocks(k)});
+  ASSERT_TRUE(quantize_fp8_activations(cpu_ctx(), x, q, s).ok());
+  Dev dx(DType::kF32, m, k + x_pad), dq(DType::kF8E4M3, m, k), ds(DType::kF32, m, fp8_blocks(k));
+  put(dx.view(k), x);
+  const Status st = quantize_fp8_activations(Context{.device_backend = &be}, dx.view(k),
+                                             dq.view(k), ds.view(fp8_blocks(k)));
+  ASSERT_TRUE(st.ok()) << st.message();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  HostTensor gq = get(dq.view(k)), gs = get(ds.view(fp8_blocks(k)));
+  EXPECT_EQ(std::memcmp(gs.ptr<void>(), s.ptr<void>(), size_t(s.numel()) * 4), 0) << "scales differ";
+  int64_t bad = 0;
+  for (int64_t i = 0; i < m * k; ++i) bad += gq.ptr<uint8_t>()[i] != q.ptr<uint8_t>()[i];
+  EXPECT_EQ(bad, 0) << "codes differ";
+}
+
+TEST(CudaFp8, ActivationQuantiserEqualsTheCpuBitForBit) {
+  SKIP_WITHOUT_GPU();
+  cuda::CudaBackend be;
+  check_act_quantiser(be, 1, 2048, 0);
+  check_act_quantiser(be, 37, 200, 0);    // partial last group
+  check_act_quantiser(be, 300, 768, 8);   // strided rows
+  check_act_quantiser(be, 5, 8, 0);       // a group of 8
+}
+
 class CudaFp8Linear : public testing::TestWithParam<OpCase> {};
 
 TEST_P(CudaFp8Linear, MatchesCpu) {
@@ -201,14 +241,15 @@ INSTANTIATE_TEST_SUITE_P(Cases, CudaFp8Linear, testing::ValuesIn(op_cases_for(Op
 TEST(CudaFp8, LinearRealWidth) {
   SKIP_WITHOUT_GPU();
   cuda::CudaBackend be;
-  for (int64_t m : {1, 8, 64, 300}) {
+  for (int64_t m : {1, 8, 64, 300, 1024}) {
     const std::string t = fmt::format("_m{}", m);
     check_linear(be, {.name = "q" + t, .m = m, .n = 4096, .k = 2048});
+    check_linear(be, {.name = "qkv" + t, .m = m, .n = 5120, .k = 2048});
     check_linear(be, {.name = "kv" + t, .m = m, .n = 512, .k = 2048, .x_pad = 0, .y_pad = 4096});
     check_linear(be, {.name = "o_f32" + t, .m = m, .n = 2048, .k = 4096, .y = DType::kF32});
     check_linear(be, {.name = "bias" + t, .m = m, .n = 1024, .k = 2048, .bias = true});
   }
-  // Long K: the token tile steps down (K = 16384 does not fit 32 token rows).
+  // Long K (16384: the weight scales of a tile grow with K, the stages do not).
   check_linear(be, {.name = "long_k", .m = 40, .n = 256, .k = 16384, .y = DType::kF32});
   // Unaligned x rows: the fallback kernel.
   check_linear(be, {.name = "unaligned", .m = 9, .n = 256, .k = 512, .x_pad = 3});

@@ -246,6 +246,12 @@ std::vector<Fp8Case> gpu_cases() {
   // Token tiles of 16 and 32 rows (rows per expert > 4) with a long K.
   c.push_back({.name = "gpu_fp8_mixtral_like_m64", .m = 64, .h = 4096, .inter = 1024, .e = 8,
                .k = 2});
+  // The prefill tiles (choose_moe_fp8_tile): 75 rows per expert (64-token tiles) and 192
+  // (128-token tiles), with partial 128-groups in I and partial tiles in every expert.
+  c.push_back({.name = "gpu_fp8_prefill_bn64", .m = 300, .h = 1024, .inter = 384, .e = 16,
+               .k = 4});
+  c.push_back({.name = "gpu_fp8_prefill_bn128", .m = 768, .h = 1024, .inter = 464, .e = 16,
+               .k = 4});
   return c;
 }
 

@@ -171,11 +171,15 @@ Result<Layout> plan_layout(std::vector<TensorSpec> specs) {
       auto it = by_name.find(name);
       if (it != by_name.end() && !L.slots.count(name)) group.push_back(it->second);
     };
-    if (ends_with(s.name, ".self_attn.q_proj.weight") || ends_with(s.name, ".self_attn.q_proj.bias")) {
+    // q | k | v and gate | up side by side, and so their fp8 block scales, so that the
+    // decoder reads each group as one matrix (fuse_adjacent_weights).
+    if (ends_with(s.name, ".self_attn.q_proj.weight") || ends_with(s.name, ".self_attn.q_proj.bias") ||
+        ends_with(s.name, ".self_attn.q_proj.weight_scale_inv")) {
       add(replace_last(s.name, "q_proj", "k_proj"));
       add(replace_last(s.name, "q_proj", "v_proj"));
       if (group.size() != 3) group.resize(1);
-    } else if (ends_with(s.name, ".gate_proj.weight")) {
+    } else if (ends_with(s.name, ".gate_proj.weight") ||
+               ends_with(s.name, ".gate_proj.weight_scale_inv")) {
       add(replace_last(s.name, "gate_proj", "up_proj"));
       if (group.size() != 2) group.resize(1);
     }

@@ -86,8 +86,13 @@ class DeviceBackend {
                             const TensorView& y) {
     return not_here("linear (fp8 weight)");
   }
+  // ops/fp8.h's per-token-group activation quantisation; arrives validated (x [M, K] f32).
+  virtual Status quantize_fp8_activations(const Context&, const TensorView& x,
+                                          const TensorView& x_q, const TensorView& x_scale) {
+    return not_here("quantize_fp8_activations");
+  }
   // ops/fp8.h's weight block quantisation (online quantisation at load); w_q rows may be
-  // strided. (Activations are quantised inside the FP8 GEMMs, so there is no device entry.)
+  // strided.
   virtual Status quantize_fp8_weight_blocks(const Context&, const TensorView& w,
                                             const TensorView& w_q, const TensorView& w_scale) {
     return not_here("quantize_fp8_weight_blocks");

@@ -48,7 +48,8 @@ Status quantize_fp8_activations(const Context& ctx, const TensorView& x, const T
   MOEOPT_RETURN_IF_ERROR(expect_shape(op, "x_scale", x_scale, {m, fp8_blocks(k)}));
   MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "x_scale", x_scale));
   if (dev == Device::kCpu) return cpu::quantize_fp8_activations(ctx, x, x_q, x_scale);
-  return unsupported_device(op, dev);  // the GPU quantises inside its FP8 GEMMs
+  if (!ctx.device_backend) return unsupported_device(op, dev);
+  return ctx.device_backend->quantize_fp8_activations(ctx, x, x_q, x_scale);
 }
 
 namespace {

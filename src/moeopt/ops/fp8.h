@@ -68,12 +68,13 @@ float fp8_quantize_group(const float* x, int64_t n, uint8_t* q);
 Status expect_fp8_block_scale(const char* op, const char* name, const TensorView& weight,
                               const TensorView& scale);
 
-// Per-token-group activation quantisation (the scheme above; CPU: the GPU quantises inside
-// its FP8 GEMMs).
+// Per-token-group activation quantisation (the scheme above); CPU and CUDA give the same bits
+// (the CUDA kernel is the one the FP8 linear and MoE GEMMs run on their inputs; it needs
+// K % 8 == 0 there).
 //   x        [M, K]            f32 (rows may be strided)
 //   x_q      [M, K]            fp8 e4m3, contiguous
 //   x_scale  [M, ceil(K/128)]  f32, contiguous
-// Test: tests/unit/ops_fp8_test.cpp.
+// Tests: tests/unit/ops_fp8_test.cpp, tests/unit/cuda_fp8_test.cpp.
 Status quantize_fp8_activations(const Context& ctx, const TensorView& x, const TensorView& x_q,
                                 const TensorView& x_scale);
 

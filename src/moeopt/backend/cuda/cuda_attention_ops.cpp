@@ -53,16 +53,6 @@ size_t split_bytes(int64_t tokens, int64_t hq, int64_t d) {
   return align_up(size_t(tokens * hq * d) * 4) + align_up(size_t(tokens * hq) * 4);
 }
 
-int sm_count() {
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) {
-    cudaGetLastError();  // clear: this only tunes the split count
-    return 132;
-  }
-  return n;
-}
-
 }  // namespace
 
 size_t CudaBackend::paged_attention_workspace_bytes(int64_t num_tokens, int64_t num_q_heads,

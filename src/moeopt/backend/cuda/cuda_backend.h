@@ -86,11 +86,13 @@ class CudaBackend final : public ops::DeviceBackend {
   Status linear(const ops::Context& ctx, const TensorView& x, const TensorView& weight,
                 const std::optional<TensorView>& bias, const TensorView& y) override;
   // FP8 (cuda_fp8_ops.cpp): the W8A8 linear (bf16 x, e4m3 weight with f32 block scales,
-  // bf16 bias, bf16 / f32 y) and the block quantiser of online quantisation (bit-equal to
-  // the CPU's).
+  // bf16 bias, bf16 / f32 y; x quantised once into scratch()), the activation quantiser and
+  // the block quantiser of online quantisation (both bit-equal to the CPU's).
   Status linear_fp8(const ops::Context& ctx, const TensorView& x, const TensorView& weight,
                     const TensorView& weight_scale, const std::optional<TensorView>& bias,
                     const TensorView& y) override;
+  Status quantize_fp8_activations(const ops::Context& ctx, const TensorView& x,
+                                  const TensorView& x_q, const TensorView& x_scale) override;
   Status quantize_fp8_weight_blocks(const ops::Context& ctx, const TensorView& w,
                                     const TensorView& w_q, const TensorView& w_scale) override;
   Status silu_and_mul(const ops::Context& ctx, const TensorView& x,

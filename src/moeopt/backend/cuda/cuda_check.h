@@ -26,6 +26,18 @@ inline Status cuda_status(cudaError_t e, const char* op, const char* what) {
 
 // The kernels' tag of a float dtype the caller has already checked (f32, bf16, f16); any
 // other dtype reads as f32, which no validated call passes.
+// Streaming multiprocessors of the current device (132 if it cannot be asked: the callers
+// only tune grid sizes with it).
+inline int sm_count() {
+  int dev = 0, n = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) {
+    cudaGetLastError();  // clear the error: nothing failed that the caller must know
+    return 132;
+  }
+  return n;
+}
+
 inline kernels::ElemDType elem_dtype_of(DType t) {
   switch (t) {
     case DType::kBF16: return kernels::ElemDType::kBF16;

@@ -1,15 +1,17 @@
-// CudaBackend's FP8 ops (ops/fp8.h, ops/linear.h): the W8A8 linear and the weight block
-// quantiser of online quantisation.
+// CudaBackend's FP8 ops (ops/fp8.h, ops/linear.h): the W8A8 linear, the activation quantiser
+// and the weight block quantiser of online quantisation.
 //
 // linear_fp8 (x [M, K] bf16 rows strided, W [N, K] e4m3 contiguous, scale f32, bias bf16
-// optional, y bf16 or f32 rows strided): the dense mode of the FP8 grouped GEMM
-// (kernels/fp8_moe_gemm.cuh: weights streamed through shared memory, x quantised per token in
-// groups of 128 as it is loaded, block scales applied per K group) when K % 16 == 0,
-// N % 8 == 0, x's rows and W are 16-byte aligned and the token tile fits in shared memory;
-// otherwise kernels/fp8_linear_fallback.cuh (any shape, slow). The tile is the MoE
-// heuristic's for one expert holding all M rows. No allocation, no synchronisation: the
-// call is CUDA-graph capturable. Tests: tests/unit/cuda_fp8_test.cpp (op cases kLinearFp8
-// and engine-sized shapes against the CPU reference).
+// optional, y bf16 or f32 rows strided): when K % 16 == 0, N % 8 == 0 and x's rows and W are
+// 16-byte aligned, x is quantised once (fp8_quantize_act_kernel: x_q [M, K] e4m3 and x_s
+// [M, ceil(K/128)] f32 in scratch()) and the dense mode of the FP8 grouped GEMM
+// (kernels/fp8_moe_gemm.cuh) streams both operands, its first weight stages issued while
+// the quantiser runs (programmatic dependent launch); otherwise
+// kernels/fp8_linear_fallback.cuh (any shape, slow). The tile: choose_fp8_linear_tile.
+// The scratch is ctx.workspace or the backend's buffer, so a call is CUDA-graph capturable
+// once an eager call of the same size has run. Tests: tests/unit/cuda_fp8_test.cpp (op cases
+// kLinearFp8, engine-sized shapes and every tile against the CPU reference; the activation
+// quantiser bit for bit).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -19,6 +21,8 @@
 #include "moeopt/backend/cuda/fp8_launch.h"
 #include "moeopt/backend/cuda/moe_heuristics.h"
 #include "moeopt/backend/cuda/moe_launch.h"
+#include "moeopt/core/align.h"
+#include "moeopt/ops/fp8.h"
 #include "moeopt/ops/check.h"
 
 namespace moeopt::cuda {
@@ -50,16 +54,28 @@ Status CudaBackend::linear_fp8(const ops::Context& ctx, const TensorView& x,
   const bool shaped = k > 0 && k % 16 == 0 && n % 8 == 0 && ldx % 8 == 0 && aligned16(x.data) &&
                       aligned16(weight.data) && m <= INT32_MAX && n <= INT32_MAX &&
                       k <= INT32_MAX && ldx <= INT32_MAX && ldy <= INT32_MAX;
-  // Fewer token rows per tile where the token tile of this K does not fit.
-  MoeFp8Tile tile = choose_moe_fp8_tile(m, 1, 1);
-  while (shaped && tile != MoeFp8Tile::kBm32Bn8 &&
-         detail::moe_fp8_gemm_smem_bytes(tile, int(k)) > detail::kMaxSmemPerBlock)
-    tile = MoeFp8Tile(int(tile) - 1);
-  const bool fast =
-      shaped && detail::moe_fp8_gemm_smem_bytes(tile, int(k)) <= detail::kMaxSmemPerBlock;
-  if (fast) {
+  const MoeFp8Tile tile = choose_fp8_linear_tile(m, n, sm_count());
+  if (shaped && detail::moe_fp8_gemm_smem_bytes(tile, int(k)) <= detail::kMaxSmemPerBlock) {
+    // Scratch: x_q [M, K] e4m3, then x_s [M, ceil(K/128)] f32 (256-byte aligned).
+    const size_t q_bytes = align_up(size_t(m * k)), s_bytes = size_t(m * ops::fp8_blocks(k)) * 4;
+    MOEOPT_ASSIGN_OR_RETURN(void* ws, scratch(ctx, q_bytes + s_bytes, op));
+    auto* x_q = static_cast<unsigned char*>(ws);
+    auto* x_s = reinterpret_cast<float*>(x_q + q_bytes);
+    kn::Fp8QuantActParams qp{};
+    qp.x = x.data;
+    qp.x_dtype = DT::kBF16;
+    qp.rows = m;
+    qp.k = k;
+    qp.x_stride = ldx;
+    qp.x_q = x_q;
+    qp.q_stride = k;
+    qp.x_scale = x_s;
+    MOEOPT_RETURN_IF_ERROR(
+        cuda_status(detail::launch_fp8_quantize_act(qp, false, stream), op, "quantiser launch"));
     kn::Fp8GroupedGemmParams p{};
-    p.act_bf16 = x.ptr<const __nv_bfloat16>();
+    p.act_q = x_q;
+    p.act_scale = x_s;
+    p.ld_act = int(k);
     p.weight = weight.ptr<const unsigned char>();
     p.weight_scale = weight_scale.ptr<const float>();
     p.K = int(k);
@@ -67,12 +83,12 @@ Status CudaBackend::linear_fp8(const ops::Context& ctx, const TensorView& x,
     p.num_tokens = int(m);
     p.num_rows = int(m);
     p.dense = 1;
-    p.ld_act = int(ldx);
     p.ld_out = int(ldy);
     p.bias = bias ? bias->ptr<const __nv_bfloat16>() : nullptr;
     if (y.dtype == DType::kF32) p.out_f32 = y.ptr<float>();
     else p.out_bf16 = y.ptr<__nv_bfloat16>();
-    return cuda_status(detail::launch_fp8_dense_linear(tile, p, stream), op, "fp8 GEMM launch");
+    return cuda_status(detail::launch_fp8_dense_linear(tile, p, true, stream), op,
+                       "fp8 GEMM launch");
   }
   if (detail::fp8_fallback_smem_bytes(k) > detail::kMaxSmemPerBlock)
     return make_error(ErrorCode::kUnsupported, "{}: K = {} with unaligned or odd-sized operands "
@@ -92,6 +108,27 @@ Status CudaBackend::linear_fp8(const ops::Context& ctx, const TensorView& x,
   p.x_stride = ldx;
   p.y_stride = ldy;
   return cuda_status(detail::launch_fp8_linear_fallback(p, stream), op, "fallback launch");
+}
+
+Status CudaBackend::quantize_fp8_activations(const ops::Context& ctx, const TensorView& x,
+                                             const TensorView& x_q, const TensorView& x_scale) {
+  constexpr const char* op = "quantize_fp8_activations";
+  if (x.shape[1] % 8 != 0 || ops::row_stride(x) % 8 != 0 ||
+      (reinterpret_cast<uintptr_t>(x.data) & 31u) != 0)
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: the CUDA quantiser takes K and x's row stride in multiples of 8 and "
+                      "32-byte aligned rows, got K = {}", op, x.shape[1]);
+  kn::Fp8QuantActParams p{};
+  p.x = x.data;
+  p.x_dtype = elem_dtype_of(x.dtype);
+  p.rows = x.shape[0];
+  p.k = x.shape[1];
+  p.x_stride = ops::row_stride(x);
+  p.x_q = x_q.ptr<unsigned char>();
+  p.q_stride = x.shape[1];
+  p.x_scale = x_scale.ptr<float>();
+  return cuda_status(detail::launch_fp8_quantize_act(p, false, stream_of(ctx)), op,
+                     "kernel launch");
 }
 
 Status CudaBackend::quantize_fp8_weight_blocks(const ops::Context& ctx, const TensorView& w,

@@ -14,6 +14,7 @@
 
 #include "moeopt/backend/cuda/cuda_backend.h"
 #include "moeopt/backend/cuda/cuda_check.h"
+#include "moeopt/backend/cuda/fp8_launch.h"
 #include "moeopt/backend/cuda/memory_launch.h"
 #include "moeopt/backend/cuda/moe.h"
 #include "moeopt/backend/cuda/moe_heuristics.h"
@@ -301,13 +302,10 @@ Result<MoeLayerPlan> moe_layer_plan(const MoeDims& d, const MoeTileChoice& tiles
   p.tile2 = tiles.tile2 ? *tiles.tile2 : moe_gemm2_tile(p.tile);
   p.tile_rows = moe_gemm_tile_rows(p.tile);
   if (d.fp8) {
-    // Both GEMMs share the tile table, so one tile whose token rows fit K = max(H, I).
+    // Both GEMMs share the tile table, so one tile for both.
     p.fp8_tile = tiles.fp8_tile ? *tiles.fp8_tile
                                 : choose_moe_fp8_tile(d.num_tokens, d.top_k, d.num_experts);
     const int kmax = int(std::max(d.hidden, d.inter));
-    while (!tiles.fp8_tile && p.fp8_tile != MoeFp8Tile::kBm32Bn8 &&
-           detail::moe_fp8_gemm_smem_bytes(p.fp8_tile, kmax) > detail::kMaxSmemPerBlock)
-      p.fp8_tile = MoeFp8Tile(int(p.fp8_tile) - 1);
     if (detail::moe_fp8_gemm_smem_bytes(p.fp8_tile, kmax) > detail::kMaxSmemPerBlock)
       return make_error(ErrorCode::kUnsupported,
                         "moe: fp8 tile {} does not fit K = {} in shared memory",
@@ -334,21 +332,47 @@ Result<MoeLayerPlan> moe_layer_plan(const MoeDims& d, const MoeTileChoice& tiles
   p.token_to_permuted_row = b.take(A * 4);
   p.h = b.take(A * size_t(d.inter) * (d.fp8 ? 4 : 2));
   p.y = b.take(A * size_t(d.hidden) * 2);
+  if (d.fp8) {
+    const size_t M = size_t(d.num_tokens);
+    p.x_q = b.take(M * size_t(d.hidden));
+    p.x_scale = b.take(M * size_t(ops::fp8_blocks(d.hidden)) * 4);
+    p.h_q = b.take(A * size_t(d.inter));
+    p.h_scale = b.take(A * size_t(ops::fp8_blocks(d.inter)) * 4);
+  }
   p.bytes = b.at;
   return p;
 }
 
 namespace {
 
-// The two FP8 grouped GEMMs of moe_layer_run (same tile table as the bf16 ones).
+// The FP8 part of moe_layer_run: x quantised per token, GEMM 1, its f32 output quantised,
+// GEMM 2 (same tile table as the bf16 GEMMs). The quantisers wait for their predecessor and
+// release their dependent at once, so GEMM 2 still streams its first weight stages early.
 Status run_fp8_gemms(const MoeLayerPlan& plan, const MoeLayerArgs& a, bool pdl,
                      cudaStream_t stream) {
   constexpr const char* op = "moe";
   const MoeDims& d = plan.dims;
   void* ws = a.workspace;
+  const int64_t rows = d.num_tokens * d.top_k;
+  auto quantise = [&](const void* src, k::ElemDType dt, int64_t n, int64_t kk, size_t q,
+                      size_t s) {
+    k::Fp8QuantActParams qp{};
+    qp.x = src;
+    qp.x_dtype = dt;
+    qp.rows = n;
+    qp.k = kk;
+    qp.x_stride = kk;
+    qp.x_q = moe_region<unsigned char>(ws, q);
+    qp.q_stride = kk;
+    qp.x_scale = moe_region<float>(ws, s);
+    return cuda_status(detail::launch_fp8_quantize_act(qp, pdl, stream), op, "fp8 quantiser launch");
+  };
+  MOEOPT_RETURN_IF_ERROR(
+      quantise(a.x, k::ElemDType::kBF16, d.num_tokens, d.hidden, plan.x_q, plan.x_scale));
   k::Fp8GroupedGemmParams g1{};
-  g1.act_bf16 = static_cast<const __nv_bfloat16*>(a.x);
-  g1.act_f32 = nullptr;
+  g1.act_q = moe_region<const unsigned char>(ws, plan.x_q);
+  g1.act_scale = moe_region<const float>(ws, plan.x_scale);
+  g1.ld_act = int(d.hidden);
   g1.row_to_token = moe_region<int32_t>(ws, plan.permuted_row_to_token);
   g1.weight = static_cast<const unsigned char*>(a.w13);
   g1.weight_scale = a.w13_scale;
@@ -362,14 +386,18 @@ Status run_fp8_gemms(const MoeLayerPlan& plan, const MoeLayerArgs& a, bool pdl,
   g1.K = int(d.hidden);
   g1.N_out = int(d.inter);
   g1.num_tokens = int(d.num_tokens);
-  g1.num_rows = int(d.num_tokens * d.top_k);
+  g1.num_rows = int(rows);
   MOEOPT_RETURN_IF_ERROR(cuda_status(
       detail::launch_moe_fp8_grouped_gemm(plan.fp8_tile, true, g1, int(plan.max_tiles), pdl,
                                           stream),
       op, "fp8 gemm1 launch"));
+  MOEOPT_RETURN_IF_ERROR(
+      quantise(moe_region<const float>(ws, plan.h), k::ElemDType::kF32, rows, d.inter, plan.h_q,
+               plan.h_scale));
   k::Fp8GroupedGemmParams g2 = g1;
-  g2.act_bf16 = nullptr;
-  g2.act_f32 = moe_region<float>(ws, plan.h);
+  g2.act_q = moe_region<const unsigned char>(ws, plan.h_q);
+  g2.act_scale = moe_region<const float>(ws, plan.h_scale);
+  g2.ld_act = int(d.inter);
   g2.row_to_token = nullptr;
   g2.weight = static_cast<const unsigned char*>(a.w2);
   g2.weight_scale = a.w2_scale;

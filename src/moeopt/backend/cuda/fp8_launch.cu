@@ -2,6 +2,7 @@
 #include "moeopt/backend/cuda/fp8_launch.h"
 #include "moeopt/backend/cuda/kernels/fp8_linear_fallback.cuh"
 #include "moeopt/backend/cuda/kernels/fp8_quantize.cuh"
+#include "moeopt/backend/cuda/launch_ex.cuh"
 
 namespace moeopt::cuda::detail {
 namespace k = moeopt::cuda::kernels;
@@ -11,6 +12,14 @@ cudaError_t launch_fp8_quantize_weight(const k::Fp8QuantWeightParams& p, cudaStr
   const dim3 grid(unsigned((p.k + 127) / 128), unsigned((p.n + 127) / 128));
   k::fp8_quantize_weight_kernel<<<grid, k::kFp8BlockThreads, 0, stream>>>(p);
   return cudaGetLastError();
+}
+
+cudaError_t launch_fp8_quantize_act(const k::Fp8QuantActParams& p, bool pdl, cudaStream_t stream) {
+  const int64_t pairs = p.rows * ((p.k + 127) / 128);
+  if (pairs <= 0) return cudaSuccess;
+  constexpr int64_t kPairsPerBlock = k::kFp8ActThreads / 16;
+  const dim3 grid(unsigned((pairs + kPairsPerBlock - 1) / kPairsPerBlock));
+  return launch_ex(k::fp8_quantize_act_kernel, grid, dim3(k::kFp8ActThreads), 0, pdl, stream, p);
 }
 
 size_t fp8_fallback_smem_bytes(int64_t kk) { return size_t(kk + (kk + 127) / 128) * sizeof(float); }

@@ -1,5 +1,5 @@
-// Raw launchers of the FP8 helper kernels (fp8_launch.cu): the weight quantiser and the fallback
-// linear. Validation lives in cuda_fp8_ops.cpp. Nothing to do enqueues nothing.
+// Raw launchers of the FP8 helper kernels (fp8_launch.cu): the weight and activation
+// quantisers and the fallback linear. Validation lives in cuda_fp8_ops.cpp. Nothing to do enqueues nothing.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -9,6 +9,9 @@
 namespace moeopt::cuda::detail {
 
 cudaError_t launch_fp8_quantize_weight(const kernels::Fp8QuantWeightParams& p, cudaStream_t stream);
+// pdl: programmatic dependent launch (the kernel waits for its predecessor before it reads).
+cudaError_t launch_fp8_quantize_act(const kernels::Fp8QuantActParams& p, bool pdl,
+                                    cudaStream_t stream);
 // Shared memory (K + ceil(K/128)) * 4 bytes: the caller checks it fits (fp8_fallback_smem_bytes).
 size_t fp8_fallback_smem_bytes(int64_t k);
 cudaError_t launch_fp8_linear_fallback(const kernels::Fp8LinearFallbackParams& p, cudaStream_t stream);

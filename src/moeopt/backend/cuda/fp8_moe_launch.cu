@@ -11,7 +11,9 @@ namespace k = moeopt::cuda::kernels;
 //                                 BM  BN WM WN WK STAGES
 using Fp8Bm32Bn8 = k::Fp8GemmTile<32, 8, 1, 1, 4, 8>;
 using Fp8Bm64Bn16 = k::Fp8GemmTile<64, 16, 2, 1, 2, 6>;
-using Fp8Bm64Bn32 = k::Fp8GemmTile<64, 32, 2, 2, 1, 4>;
+using Fp8Bm64Bn32 = k::Fp8GemmTile<64, 32, 2, 2, 1, 6>;
+using Fp8Bm128Bn64 = k::Fp8GemmTile<128, 64, 4, 2, 1, 4>;
+using Fp8Bm128Bn128 = k::Fp8GemmTile<128, 128, 2, 4, 1, 4>;
 
 namespace {
 
@@ -42,6 +44,8 @@ size_t moe_fp8_gemm_smem_bytes(MoeFp8Tile tile, int K) {
     case MoeFp8Tile::kBm32Bn8: return Fp8Bm32Bn8::smem_bytes(K);
     case MoeFp8Tile::kBm64Bn16: return Fp8Bm64Bn16::smem_bytes(K);
     case MoeFp8Tile::kBm64Bn32: return Fp8Bm64Bn32::smem_bytes(K);
+    case MoeFp8Tile::kBm128Bn64: return Fp8Bm128Bn64::smem_bytes(K);
+    case MoeFp8Tile::kBm128Bn128: return Fp8Bm128Bn128::smem_bytes(K);
   }
   return ~size_t(0);
 }
@@ -57,19 +61,25 @@ cudaError_t launch_moe_fp8_grouped_gemm(MoeFp8Tile tile, bool gated,
       return launch_fp8_gated<Fp8Bm64Bn16>(gated, p, max_tiles, pdl, stream);
     case MoeFp8Tile::kBm64Bn32:
       return launch_fp8_gated<Fp8Bm64Bn32>(gated, p, max_tiles, pdl, stream);
+    case MoeFp8Tile::kBm128Bn64:
+      return launch_fp8_gated<Fp8Bm128Bn64>(gated, p, max_tiles, pdl, stream);
+    case MoeFp8Tile::kBm128Bn128:
+      return launch_fp8_gated<Fp8Bm128Bn128>(gated, p, max_tiles, pdl, stream);
   }
   return cudaErrorInvalidValue;
 }
 
-cudaError_t launch_fp8_dense_linear(MoeFp8Tile tile, const k::Fp8GroupedGemmParams& p,
+cudaError_t launch_fp8_dense_linear(MoeFp8Tile tile, const k::Fp8GroupedGemmParams& p, bool pdl,
                                     cudaStream_t stream) {
   if (p.num_rows <= 0 || p.N_out <= 0) return cudaSuccess;
   const int rows = moe_fp8_tile_rows(tile);
   const int tiles = (p.num_rows + rows - 1) / rows;
   switch (tile) {
-    case MoeFp8Tile::kBm32Bn8: return launch_fp8<Fp8Bm32Bn8, false>(p, tiles, false, stream);
-    case MoeFp8Tile::kBm64Bn16: return launch_fp8<Fp8Bm64Bn16, false>(p, tiles, false, stream);
-    case MoeFp8Tile::kBm64Bn32: return launch_fp8<Fp8Bm64Bn32, false>(p, tiles, false, stream);
+    case MoeFp8Tile::kBm32Bn8: return launch_fp8<Fp8Bm32Bn8, false>(p, tiles, pdl, stream);
+    case MoeFp8Tile::kBm64Bn16: return launch_fp8<Fp8Bm64Bn16, false>(p, tiles, pdl, stream);
+    case MoeFp8Tile::kBm64Bn32: return launch_fp8<Fp8Bm64Bn32, false>(p, tiles, pdl, stream);
+    case MoeFp8Tile::kBm128Bn64: return launch_fp8<Fp8Bm128Bn64, false>(p, tiles, pdl, stream);
+    case MoeFp8Tile::kBm128Bn128: return launch_fp8<Fp8Bm128Bn128, false>(p, tiles, pdl, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -21,9 +21,11 @@
 //   w13 [E, 2I, H] (gate_proj rows then up_proj rows); w2 [E, H, I].
 // FP8 experts (MoeDims::fp8; W8A8 with 128x128 block scales, ops/fp8.h): w13 and w2 in e4m3
 // with w13_scale [E, 2*ceil(I/128), ceil(H/128)] f32 (gate blocks, then up blocks) and
-// w2_scale [E, ceil(H/128), ceil(I/128)] f32 (ops/moe.h). The grouped GEMMs
-// (kernels/fp8_moe_gemm.cuh) quantise x and the SiLU·up intermediate per token in groups of
-// 128 as they load them; H and I must be multiples of 16.
+// w2_scale [E, ceil(H/128), ceil(I/128)] f32 (ops/moe.h). x is quantised per token in groups
+// of 128 before GEMM 1 and the f32 SiLU·up intermediate per row before GEMM 2
+// (kernels/fp8_quantize.cuh), so permute -> quantise x -> GEMM 1 -> quantise h -> GEMM 2 ->
+// combine; the grouped GEMMs (kernels/fp8_moe_gemm.cuh) stream e4m3 codes of both operands.
+// H and I must be multiples of 16.
 #pragma once
 
 #include <cstddef>
@@ -48,7 +50,7 @@ struct MoeTileChoice {
   std::optional<MoeGemmTile> tile;   // GEMM 1's tile; default choose_moe_gemm_tile()
   std::optional<MoeGemmTile> tile2;  // GEMM 2's (same token rows); default moe_gemm2_tile()
   std::optional<MoeFp8Tile> fp8_tile;  // both GEMMs' tile for fp8 dims; default
-                                       // choose_moe_fp8_tile() (stepped down to fit)
+                                       // choose_moe_fp8_tile()
 };
 
 // Byte offsets of the workspace regions (A = M*k assignments), each 256-byte aligned:
@@ -65,6 +67,9 @@ struct MoeTileChoice {
 //   h                     [A, I] bf16   SiLU(gate)*up, permuted rows (f32 for fp8: GEMM 2
 //                                       quantises it as the reference quantises its f32)
 //   y                     [A, H] bf16   weighted expert outputs, permuted rows
+//   fp8 only:
+//   x_q, x_scale          [M, H] e4m3, [M, ceil(H/128)] f32   x quantised per token
+//   h_q, h_scale          [A, I] e4m3, [A, ceil(I/128)] f32   h quantised per row
 struct MoeLayerPlan {
   MoeDims dims;
   MoeGemmTile tile = MoeGemmTile::kBm32Bn8;
@@ -75,11 +80,12 @@ struct MoeLayerPlan {
   size_t expert_ids = 0, expert_weights = 0, tokens_per_expert = 0, expert_offsets = 0,
          num_tiles = 0, tile_expert = 0, tile_row_begin = 0, permuted_row_to_token = 0,
          permuted_row_weight = 0, token_to_permuted_row = 0, h = 0, y = 0;
+  size_t x_q = 0, x_scale = 0, h_q = 0, h_scale = 0;  // fp8 only
   size_t bytes = 0;       // total
 };
 
 // Errors (kInvalidArgument / kUnsupported): M < 1, H or I not a positive multiple of 8 (16
-// for fp8; an fp8 token tile of K = max(H, I) that fits in no tile's shared memory),
+// for fp8; an fp8 K = max(H, I) whose weight scales overflow the tile's shared memory),
 // E outside [1, 512], k outside [1, min(32, E)], M*k or H*I*2 >= 2^31, a GEMM 2 tile with
 // other token rows than GEMM 1's.
 Result<MoeLayerPlan> moe_layer_plan(const MoeDims& d, const MoeTileChoice& tiles = {});

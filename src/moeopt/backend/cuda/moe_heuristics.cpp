@@ -77,8 +77,21 @@ int moe_fp8_tile_rows(MoeFp8Tile tile) {
     case MoeFp8Tile::kBm32Bn8: return 8;
     case MoeFp8Tile::kBm64Bn16: return 16;
     case MoeFp8Tile::kBm64Bn32: return 32;
+    case MoeFp8Tile::kBm128Bn64: return 64;
+    case MoeFp8Tile::kBm128Bn128: return 128;
   }
   return 32;  // unreachable: every enumerator is handled above
+}
+
+int moe_fp8_tile_weight_rows(MoeFp8Tile tile) {
+  switch (tile) {
+    case MoeFp8Tile::kBm32Bn8: return 32;
+    case MoeFp8Tile::kBm64Bn16:
+    case MoeFp8Tile::kBm64Bn32: return 64;
+    case MoeFp8Tile::kBm128Bn64:
+    case MoeFp8Tile::kBm128Bn128: return 128;
+  }
+  return 64;  // unreachable
 }
 
 const char* moe_fp8_tile_name(MoeFp8Tile tile) {
@@ -86,18 +99,33 @@ const char* moe_fp8_tile_name(MoeFp8Tile tile) {
     case MoeFp8Tile::kBm32Bn8: return "fp8_bm32_bn8";
     case MoeFp8Tile::kBm64Bn16: return "fp8_bm64_bn16";
     case MoeFp8Tile::kBm64Bn32: return "fp8_bm64_bn32";
+    case MoeFp8Tile::kBm128Bn64: return "fp8_bm128_bn64";
+    case MoeFp8Tile::kBm128Bn128: return "fp8_bm128_bn128";
   }
   return "?";
 }
 
 MoeFp8Tile choose_moe_fp8_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
-  // The bf16 thresholds (a token tile of about 1-2x the mean rows per expert), not yet
-  // swept for FP8.
+  // A token tile of about 1-2x the mean rows per expert, as the bf16 rule (not yet swept
+  // for FP8 at every M).
   const double rows_per_expert =
       double(num_tokens) * double(top_k) / double(num_experts > 0 ? num_experts : 1);
   if (rows_per_expert <= 4.0) return MoeFp8Tile::kBm32Bn8;
   if (rows_per_expert <= 12.0) return MoeFp8Tile::kBm64Bn16;
-  return MoeFp8Tile::kBm64Bn32;
+  if (rows_per_expert <= 40.0) return MoeFp8Tile::kBm64Bn32;
+  if (rows_per_expert <= 96.0) return MoeFp8Tile::kBm128Bn64;
+  return MoeFp8Tile::kBm128Bn128;
+}
+
+MoeFp8Tile choose_fp8_linear_tile(int64_t m, int64_t n, int num_sms) {
+  MoeFp8Tile t = choose_moe_fp8_tile(m, 1, 1);
+  auto blocks = [&](MoeFp8Tile x) {
+    const int64_t r = moe_fp8_tile_rows(x), w = moe_fp8_tile_weight_rows(x);
+    return ((m + r - 1) / r) * ((n + w - 1) / w);
+  };
+  while (t != MoeFp8Tile::kBm32Bn8 && blocks(t) * 10 < int64_t(num_sms) * 9)
+    t = MoeFp8Tile(int(t) - 1);
+  return t;
 }
 
 }  // namespace moeopt::cuda

@@ -37,17 +37,23 @@ MoeGemmTile moe_gemm2_tile(MoeGemmTile gemm1_tile);
 bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts);
 
 // FP8 (W8A8) grouped-GEMM tiles (kernels/fp8_moe_gemm.cuh; BM weight rows x BN tokens, one
-// 128-wide K group per stage).
+// 128-wide K group of both operands per pipeline stage, so shared memory does not grow with K).
 enum class MoeFp8Tile : uint8_t {
-  kBm32Bn8,   // decode: 4 warps split each K group
+  kBm32Bn8,     // decode: 4 warps split each K group
   kBm64Bn16,
   kBm64Bn32,
+  kBm128Bn64,   // prefill: 8 warps
+  kBm128Bn128,
 };
-inline constexpr int kNumMoeFp8Tiles = 3;
+inline constexpr int kNumMoeFp8Tiles = 5;
 int moe_fp8_tile_rows(MoeFp8Tile tile);
+int moe_fp8_tile_weight_rows(MoeFp8Tile tile);
 const char* moe_fp8_tile_name(MoeFp8Tile tile);
-// By rows per expert, as choose_moe_gemm_tile; the plan steps down to fewer token rows when
-// the token tile of the longer K does not fit in shared memory.
+// By rows per expert, as choose_moe_gemm_tile.
 MoeFp8Tile choose_moe_fp8_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts);
+// The FP8 dense linear's tile for M tokens and N output features: the MoE rule for one
+// expert holding all M rows, stepped down to smaller tiles while the grid would leave more
+// than a tenth of the num_sms SMs without a block (decode: the weight stream needs every SM).
+MoeFp8Tile choose_fp8_linear_tile(int64_t m, int64_t n, int num_sms);
 
 }  // namespace moeopt::cuda

@@ -23,16 +23,17 @@ cudaError_t launch_moe_permute(const kernels::PermuteParams& p, bool pdl, cudaSt
 cudaError_t launch_moe_grouped_gemm(MoeGemmTile tile, bool gated,
                                     const kernels::GroupedGemmParams& p, int max_tiles, bool pdl,
                                     cudaStream_t stream);
-// FP8 (W8A8) grouped GEMM (fp8_moe_launch.cu); smem bytes the tile needs for K (> the
-// device's opt-in limit: the plan picks a tile with fewer token rows).
+// FP8 (W8A8) grouped GEMM (fp8_moe_launch.cu) on quantised tokens; smem bytes the tile needs
+// for K (the stages plus 8 bytes per 128-group of K).
 size_t moe_fp8_gemm_smem_bytes(MoeFp8Tile tile, int K);
 cudaError_t launch_moe_fp8_grouped_gemm(MoeFp8Tile tile, bool gated,
                                         const kernels::Fp8GroupedGemmParams& p, int max_tiles,
                                         bool pdl, cudaStream_t stream);
 // The same kernel as a dense FP8 linear (p.dense = 1): grid ceil(num_rows / BN) x
-// ceil(N_out / BM), no PDL. Used by cuda_fp8_ops.cpp.
+// ceil(N_out / BM); with pdl it streams its first weight stages while the activation
+// quantiser before it runs. Used by cuda_fp8_ops.cpp.
 cudaError_t launch_fp8_dense_linear(MoeFp8Tile tile, const kernels::Fp8GroupedGemmParams& p,
-                                    cudaStream_t stream);
+                                    bool pdl, cudaStream_t stream);
 cudaError_t launch_moe_combine(const kernels::CombineParams& p, bool pdl, cudaStream_t stream);
 
 // Routing from given logits, the tile table of an existing permutation (ops-level

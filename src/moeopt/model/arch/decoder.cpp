@@ -22,6 +22,7 @@
 #include "moeopt/ops/activation.h"
 #include "moeopt/ops/attention.h"
 #include "moeopt/ops/embedding.h"
+#include "moeopt/ops/fp8.h"
 #include "moeopt/ops/gated_add.h"
 #include "moeopt/ops/linear.h"
 #include "moeopt/ops/device_backend.h"
@@ -183,22 +184,50 @@ std::optional<TensorView> concat_rows(std::initializer_list<const TensorView*> p
   return TensorView::contiguous(first.data, first.dtype, s, first.device);
 }
 
+// FP8 parts fuse only when their scales are adjacent too and every part but the last ends on
+// a 128-row block, so that the fused scale's block rows are the parts' block rows in order.
+bool fp8_blocks_align(std::initializer_list<const TensorView*> parts) {
+  size_t i = 0;
+  for (const TensorView* t : parts)
+    if (++i < parts.size() && t->shape[0] % ops::kFp8BlockSize != 0) return false;
+  return true;
+}
+
 }  // namespace
 
 void fuse_adjacent_weights(DecoderWeights& w) {
   auto fuse_swiglu = [](SwigluWeights& s) {
-    if (!s.gate_scale) s.gate_up = concat_rows({&s.gate, &s.up});
+    if (!s.gate_scale && !s.up_scale) {
+      s.gate_up = concat_rows({&s.gate, &s.up});
+    } else if (s.gate_scale && s.up_scale && fp8_blocks_align({&s.gate, &s.up})) {
+      std::optional<TensorView> fw = concat_rows({&s.gate, &s.up});
+      std::optional<TensorView> fs = concat_rows({&*s.gate_scale, &*s.up_scale});
+      if (fw && fs) {
+        s.gate_up = fw;
+        s.gate_up_scale = fs;
+      }
+    }
   };
   for (DecoderLayerWeights& L : w.layers) {
     AttentionWeights& a = L.attn;
-    if (a.q_scale || a.k_scale || a.v_scale) continue;  // fp8: no fused views
-    a.qkv = concat_rows({&a.q, &a.k, &a.v});
-    if (a.q_bias && a.k_bias && a.v_bias) {
-      a.qkv_bias = concat_rows({&*a.q_bias, &*a.k_bias, &*a.v_bias});
-      if (!a.qkv_bias) a.qkv.reset();  // fused weight needs the fused bias
-    }
     if (L.mlp) fuse_swiglu(*L.mlp);
     if (L.moe && L.moe->shared) fuse_swiglu(*L.moe->shared);
+    const bool fp8 = a.q_scale || a.k_scale || a.v_scale;
+    std::optional<TensorView> qkv = concat_rows({&a.q, &a.k, &a.v}), qkv_scale;
+    if (fp8) {
+      if (!(a.q_scale && a.k_scale && a.v_scale) || !fp8_blocks_align({&a.q, &a.k, &a.v}))
+        continue;
+      qkv_scale = concat_rows({&*a.q_scale, &*a.k_scale, &*a.v_scale});
+      if (!qkv_scale) continue;
+    }
+    std::optional<TensorView> qkv_bias;
+    if (a.q_bias && a.k_bias && a.v_bias) {
+      qkv_bias = concat_rows({&*a.q_bias, &*a.k_bias, &*a.v_bias});
+      if (!qkv_bias) continue;  // the fused weight needs the fused bias
+    }
+    a.qkv = qkv;
+    a.qkv_scale = qkv_scale;
+    a.qkv_bias = qkv_bias;
   }
 }
 
@@ -331,7 +360,8 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
     MOEOPT_ASSIGN_OR_RETURN(TensorView g, tmp(act, {T, 2 * W}));
     MOEOPT_ASSIGN_OR_RETURN(TensorView a, tmp(act, {T, W}));
     if (sw.gate_up) {
-      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, *sw.gate_up, std::nullopt, g));
+      MOEOPT_RETURN_IF_ERROR(
+          ops::linear(ctx, x, {*sw.gate_up, sw.gate_up_scale}, std::nullopt, g));
     } else {
       MOEOPT_RETURN_IF_ERROR(
           ops::linear(ctx, x, {sw.gate, sw.gate_scale}, std::nullopt, cols(g, 0, W)));
@@ -354,7 +384,8 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
     TensorView k = cols(qkv, Hq * D, (Hq + Hkv) * D);
     TensorView v = cols(qkv, (Hq + Hkv) * D, (Hq + 2 * Hkv) * D);
     if (L.attn.qkv) {
-      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, *L.attn.qkv, L.attn.qkv_bias, qkv));
+      MOEOPT_RETURN_IF_ERROR(
+          ops::linear(ctx, x, {*L.attn.qkv, L.attn.qkv_scale}, L.attn.qkv_bias, qkv));
     } else {
       MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, {L.attn.q, L.attn.q_scale}, L.attn.q_bias, q));
       MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, {L.attn.k, L.attn.k_scale}, L.attn.k_bias, k));

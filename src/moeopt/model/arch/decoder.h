@@ -29,14 +29,17 @@ struct AttentionWeights {
   std::optional<TensorView> q_bias, k_bias, v_bias, o_bias;
   std::optional<TensorView> q_norm, k_norm;      // [D] per-head RMSNorm (Qwen3)
   // q, k, v as one [(Hq + 2 Hkv) D, H] matrix when they are adjacent in memory (the device
-  // layout puts them so, see model/device_weights.h): one GEMM instead of three.
-  std::optional<TensorView> qkv, qkv_bias;
+  // layout puts them so, see model/device_weights.h): one GEMM instead of three. FP8: when
+  // their block scales are adjacent too and q and k end on 128-row blocks, qkv_scale is the
+  // fused [ceil((Hq + 2 Hkv) D / 128), ceil(H/128)] scale.
+  std::optional<TensorView> qkv, qkv_bias, qkv_scale;
 };
 
 struct SwigluWeights {
   TensorView gate, up, down;                     // [W, H], [W, H], [H, W]
   std::optional<TensorView> gate_scale, up_scale, down_scale;    // fp8 only
   std::optional<TensorView> gate_up;             // [2W, H] when gate and up are adjacent
+  std::optional<TensorView> gate_up_scale;       // fp8: its fused scale (W % 128 == 0)
 };
 
 struct MoeBlockWeights {

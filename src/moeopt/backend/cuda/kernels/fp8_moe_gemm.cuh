@@ -1,46 +1,45 @@
-// FP8 (W8A8, 128x128 block scales) grouped GEMM for the MoE experts at decode and small M
-// (mma.sync m16n8k32 e4m3 x e4m3 -> f32). The number format is ops/fp8.h's:
+// FP8 (W8A8, 128x128 block scales) grouped GEMM for the MoE experts, and the FP8 dense
+// linear as its one-weight mode (mma.sync m16n8k32 e4m3 x e4m3 -> f32). The number format is
+// ops/fp8.h's:
 //   weights  w_q [E, N_w, K] e4m3, w_s [E, ceil(N_w'/128), ceil(K/128)] f32 (see below)
-//   tokens   quantised here, per token row in groups g of 128 along K:
-//            s_x[r, g] = max(amax_g, 1e-10) / 448,  x_q = e4m3_rne_satfinite(x / s_x)
+//   tokens   x_q [rows, K] e4m3 + s_x [rows, ceil(K/128)] f32, quantised per row in groups of
+//            128 by fp8_quantize_act_kernel (fp8_quantize.cuh) before the GEMM: once per
+//            token and layer input, not once per weight block that reads it
 //   y[r, n]  = sum_g (s_x[r, g] * w_s[n/128, g]) * (sum_{k in g} x_q[r, k] * w_q[n, k])
 // For every token tile of expert e (the tile table of moe_permute.cuh) and weight tile:
-// GEMM 1 (kGated): W = W13[e] [2*N_out, K] (gate rows, then up rows), tokens = x [M, K] bf16
+// GEMM 1 (kGated): W = W13[e] [2*N_out, K] (gate rows, then up rows), tokens = x_q [M, K]
 //     gathered through permuted_row_to_token; epilogue h[r, n] = silu(gate) * up in f32
-//     ([rows, N_out], quantised by GEMM 2 as it loads it, exactly as the CPU reference
-//     quantises its f32 intermediate). Scale rows: gate row n -> n/128, up row n ->
+//     ([rows, N_out]; quantised to h_q by the activation quantiser, exactly as the CPU
+//     reference quantises its f32 intermediate). Scale rows: gate row n -> n/128, up row n ->
 //     ceil(N_out/128) + n/128 (the ops/moe.h w13_scale layout), so no block mixes gate and up.
-// GEMM 2: W = W2[e] [N_out, K], tokens = h [rows, K] f32 (permuted order); epilogue
+// GEMM 2: W = W2[e] [N_out, K], tokens = h_q [rows, K] (permuted order); epilogue
 //     y[r, n] = row_weight[r] * acc in bf16 (then moe_combine.cuh).
 // Dense (GEMM 2's kernel with p.dense, the FP8 linear of ops/linear.h): one weight [N_out, K],
-//     tokens = x [M, K] bf16 in order (strided rows), y[m, n] = acc (+ bias) in bf16 or f32.
-//
-// Activation quantisation is fused into the token load, so there is no quantisation pass
-// and no quantised copy of x or h in memory: each block quantises the rows of its token
-// tile, for the whole K, into shared memory once (after issuing its first weight stages,
-// whose copies are then in flight), then streams only weights. Every block of a token tile
-// computes the same codes and scales (the same f32 operations in the same order), so the
-// result does not depend on the tiling. This costs BN * ceil(K/128) * 128 bytes of shared
-// memory (the launcher picks BN so that it fits) and re-reads the token rows once per
-// weight block from L2, as the bf16 kernel does.
+//     tokens = x_q [M, K] in order, y[m, n] = acc (+ bias) in bf16 or f32, strided rows.
 //
 // Roles ("swap AB", as in moe_grouped_gemm.cuh): weight rows are the mma's m dimension
 // (16 rows, the A operand), tokens its n dimension (8 per mma). One pipeline stage is one
-// K group: BK = 128 e4m3 bytes, so the block scale of a stage is one number per 16-row mma
-// tile (tiles never straddle a 128-row block: BM/2 or BM divides 128) and one per token.
-// Each warp accumulates a stage into a partial accumulator and adds it, times
-// s_x * w_s, to the running one. WARPS_K > 1 splits a stage's 128 k among warps (decode:
-// few tokens; the partials are reduced through shared memory at the end).
+// K group: BK = 128 e4m3 bytes of BM weight rows and BN token rows plus the BN token scales
+// of that group, all by cp.async; so the block scale of a stage is one number per 16-row mma
+// tile (tiles never straddle a 128-row block: BM/2 or BM divides 128, or 128 divides BM and
+// tiles start on a block) and one per token. Each warp accumulates a stage into a partial
+// accumulator and adds it, times s_x * w_s, to the running one. WARPS_K > 1 splits a stage's
+// 128 k among warps (decode: few tokens; the partials are reduced through shared memory at
+// the end).
 //
-// Shared memory: STAGES weight stages [BM][128 B], the token tile [KB][BN][128 B] and token
-// scales [KB][BN] f32, weight scales [2][KB] f32. 128-byte rows are 16-byte chunks swizzled
-// as chunk ^ (row % 8), so ldmatrix reads are bank-conflict free; the fragment layouts of
+// Shared memory: STAGES x (weights [BM][128 B], tokens [BN][128 B], token scales [BN] f32),
+// then the weight scales [2][KB] f32. 128-byte rows are 16-byte chunks swizzled as
+// chunk ^ (row % 8), so ldmatrix reads are bank-conflict free; the fragment layouts of
 // m16n8k32 e4m3 are byte-for-byte those of m16n8k16 bf16, so the ldmatrix addressing is the
-// bf16 kernel's in bytes.
+// bf16 kernel's in bytes. Programmatic dependent launch: GEMM 1 waits first (its tokens and
+// tile table come from earlier kernels); GEMM 2 and the dense mode issue their first weight
+// stages before they wait for the tokens.
 //
-// Bounds (launcher): K % 16 == 0 (16-byte rows of e4m3), N_out % 8 == 0, pointers 16-byte
-// aligned; K tails (K % 128) and N tails are zero-filled / masked.
-// Test: tests/unit/cuda_moe_fp8_test.cpp. Bench: `moeopt bench moe --dtype fp8`.
+// Bounds (launcher): K % 16 == 0 (16-byte rows of e4m3), N_out % 8 == 0, pointers and
+// ld_act 16-byte aligned; K tails (K % 128) and N tails are zero-filled / masked; padding
+// token rows read as zero codes with scale 0.
+// Test: tests/unit/cuda_moe_fp8_test.cpp, tests/unit/cuda_fp8_test.cpp.
+// Bench: `moeopt bench moe --dtype fp8`.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -65,20 +64,22 @@ struct Fp8GemmTile {
   static constexpr int BKW = BK / WARPS_K;  // k per warp per stage
   static constexpr int MI = WM / 16;
   static constexpr int NI = WN / 8;
-  static constexpr int kWeightStageBytes = BM * BK;
+  // One stage: weights [BM][128 B], tokens [BN][128 B], token scales [BN] f32 (128-aligned).
+  static constexpr int kTokOffset = BM * BK;
+  static constexpr int kScaleOffset = kTokOffset + BN * BK;
+  static constexpr int kStageBytes = (kScaleOffset + BN * 4 + 127) / 128 * 128;
   static_assert(WM % 16 == 0 && WN % 8 == 0 && BKW % 32 == 0, "warp tile must fit m16n8k32");
   static_assert(NI == 1 || NI % 2 == 0, "tokens per warp: 8 or a multiple of 16 (ldmatrix x4)");
   static_assert(STAGES >= 2, "pipeline needs at least two stages");
   static_assert(128 % BM == 0 || BM % 128 == 0, "weight tiles must not straddle scale blocks");
-  // Shared memory for K (bytes), in the order of the file comment.
+  static_assert(BN <= kThreads, "one thread per token row loads the stage's scales");
+  // Shared memory for K: the stages, then the weight scales [2][ceil(K/128)] f32.
   static constexpr size_t smem_bytes(int K) {
-    const size_t kb = size_t((K + 127) / 128);
-    return size_t(STAGES) * kWeightStageBytes + kb * BN * 128 + kb * BN * 4 + 2 * kb * 4;
+    return size_t(STAGES) * kStageBytes + 2 * size_t((K + 127) / 128) * 4;
   }
-  // Cross-warp K reduction reuses the weight stages.
-  static_assert((WARPS_K - 1) * WARPS_M * WARPS_N * 32 * MI * NI * 4 * 4 <=
-                    STAGES * kWeightStageBytes,
-                "split-K reduction buffer must fit in the weight stages");
+  // Cross-warp K reduction reuses the stages.
+  static_assert((WARPS_K - 1) * WARPS_M * WARPS_N * 32 * MI * NI * 4 * 4 <= STAGES * kStageBytes,
+                "split-K reduction buffer must fit in the stages");
 };
 
 // Byte offset of byte `b` (0..127) of row `row` in a swizzled [rows][128 B] tile.
@@ -95,110 +96,10 @@ __device__ __forceinline__ void mma_e4m3_16832(float (&c)[4], const uint32_t (&a
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// Eight f32 -> eight e4m3 codes (round to nearest even, saturating to +-448), low byte first.
-__device__ __forceinline__ uint2 quantize8(const float (&v)[8], float scale) {
-  uint32_t w[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    uint32_t packed = 0;
-#pragma unroll
-    for (int i = 0; i < 4; i += 2) {
-      const float2 f = make_float2(__fdiv_rn(v[h * 4 + i], scale), __fdiv_rn(v[h * 4 + i + 1], scale));
-      const __nv_fp8x2_storage_t q = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
-      packed |= uint32_t(q) << (8 * i);
-    }
-    w[h] = packed;
-  }
-  return make_uint2(w[0], w[1]);
-}
-
-// Quantises the token tile into shared memory: rows [0, BN) of the tile, groups [0, KB).
-// A half warp (16 lanes x 8 elements) takes one (row, group) pair; kUnroll pairs' loads are
-// issued before any is used, so a block has kWarps * 2 * kUnroll loads in flight. Rows past
-// the tile (and padding tokens) become zero codes with scale 0.
-template <class T, bool kGated>
-__device__ __forceinline__ void fp8_quantize_token_tile(const Fp8GroupedGemmParams& p, int row0,
-                                                        int rows, unsigned char* tok,
-                                                        float* tok_scale) {
-  constexpr int kUnroll = 4;
-  const int K = p.K, KB = (p.K + 127) / 128;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int hl = lane & 15;
-  const int pairs = T::BN * KB;
-  // The loop bound is warp-uniform (the shuffles below need both halves of the warp).
-  for (int wbase = warp * 2 * kUnroll; wbase < pairs; wbase += T::kWarps * 2 * kUnroll) {
-    const int base = wbase + (lane >> 4) * kUnroll;
-    float v[kUnroll][8];
-    int row[kUnroll], grp[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int pr = base + u;
-      row[u] = pr % T::BN;
-      grp[u] = pr / T::BN;
-      const int k = grp[u] * 128 + hl * 8;
-      const bool in = pr < pairs && row[u] < rows && k < K;
-      if constexpr (kGated) {
-        const int t = in ? p.row_to_token[row0 + row[u]] : -1;
-        if (t >= 0 && t < p.num_tokens) {
-          const uint4 raw =
-              __ldg(reinterpret_cast<const uint4*>(p.act_bf16 + size_t(t) * K + k));
-          const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const float2 f = __bfloat1622float2(b[i]);
-            v[u][2 * i] = f.x;
-            v[u][2 * i + 1] = f.y;
-          }
-        } else {
-#pragma unroll
-          for (int i = 0; i < 8; ++i) v[u][i] = 0.f;
-        }
-      } else if (p.dense) {
-        if (in) {
-          const uint4 raw = *reinterpret_cast<const uint4*>(
-              p.act_bf16 + size_t(row0 + row[u]) * p.ld_act + k);
-          const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const float2 f = __bfloat1622float2(b[i]);
-            v[u][2 * i] = f.x;
-            v[u][2 * i + 1] = f.y;
-          }
-        } else {
-#pragma unroll
-          for (int i = 0; i < 8; ++i) v[u][i] = 0.f;
-        }
-      } else {
-        if (in) {
-          // h was written by the previous kernel (GEMM 1): plain loads, not the read-only path.
-          const float4* src = reinterpret_cast<const float4*>(p.act_f32 + size_t(row0 + row[u]) * K + k);
-          const float4 a = src[0], b = src[1];
-          v[u][0] = a.x; v[u][1] = a.y; v[u][2] = a.z; v[u][3] = a.w;
-          v[u][4] = b.x; v[u][5] = b.y; v[u][6] = b.z; v[u][7] = b.w;
-        } else {
-#pragma unroll
-          for (int i = 0; i < 8; ++i) v[u][i] = 0.f;
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      float amax = 0.f;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) amax = fmaxf(amax, fabsf(v[u][i]));
-#pragma unroll
-      for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-      const int pr = base + u;
-      if (pr >= pairs) continue;
-      const bool live = row[u] < rows;
-      const float scale = fmaxf(amax, 1e-10f) / 448.0f;
-      const uint2 q = live ? quantize8(v[u], scale) : make_uint2(0, 0);
-      unsigned char* seg = tok + size_t(grp[u]) * T::BN * 128;
-      *reinterpret_cast<uint2*>(seg + swz128(row[u], hl * 8)) = q;
-      // Padding rows: scale 0, so their (zero) products stay exactly 0.
-      if (hl == 0) tok_scale[grp[u] * T::BN + row[u]] = live ? scale : 0.f;
-    }
-  }
+// 4-byte global -> shared copy (the token scales of a stage); zero-filled when !valid.
+__device__ __forceinline__ void cp_async_4(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 4 : 0));
 }
 
 template <class T, bool kGated>
@@ -237,12 +138,8 @@ __global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8Gr
   const int wn = wmn % T::WARPS_N;
   const int wm = wmn / T::WARPS_N;
 
-  unsigned char* wstages = smem;
-  unsigned char* tok = smem + STAGES * T::kWeightStageBytes;
-  float* tok_scale = reinterpret_cast<float*>(tok + size_t(KB) * BN * 128);
-  float* w_scale = tok_scale + size_t(KB) * BN;  // [2][KB]: gate (or the only) block, up block
-  const uint32_t wstages_u32 = smem_u32(wstages);
-  const uint32_t tok_u32 = smem_u32(tok);
+  const uint32_t smem_base = smem_u32(smem);
+  float* w_scale = reinterpret_cast<float*>(smem + STAGES * T::kStageBytes);  // [2][KB]
 
   const unsigned char* wbase = p.weight + size_t(e) * N_w * K;
   auto weight_row = [&](int r) -> int {
@@ -257,6 +154,8 @@ __global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8Gr
   constexpr int kChunksPerRow = BK / 16;
   constexpr int kAChunks = BM * kChunksPerRow;
   constexpr int kAPerThread = (kAChunks + T::kThreads - 1) / T::kThreads;
+  constexpr int kBChunks = BN * kChunksPerRow;
+  constexpr int kBPerThread = (kBChunks + T::kThreads - 1) / T::kThreads;
   const unsigned char* a_src[kAPerThread];
 #pragma unroll
   for (int i = 0; i < kAPerThread; ++i) {
@@ -266,7 +165,7 @@ __global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8Gr
   }
   auto load_weights = [&](int stage, int kt) {
     const int k0 = kt * BK;
-    const uint32_t dst = wstages_u32 + stage * T::kWeightStageBytes;
+    const uint32_t dst = smem_base + stage * T::kStageBytes;
 #pragma unroll
     for (int i = 0; i < kAPerThread; ++i) {
       const int c = tid + i * T::kThreads;
@@ -277,7 +176,7 @@ __global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8Gr
     }
   };
 
-  // Weight stream first (independent of the predecessor kernel), then the token tile.
+  // Weight stream first (independent of the predecessor kernel), then the token rows.
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
     if (s < KB) load_weights(s, s);
@@ -296,8 +195,51 @@ __global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8Gr
     griddep_wait();
     griddep_launch_dependents();
   }
-  fp8_quantize_token_tile<T, kGated>(p, row0, rows, tok, tok_scale);
-  __syncthreads();
+  // Source row of token-tile row r (-1: padding, read as zero codes with scale 0).
+  auto token_row = [&](int r) -> int {
+    if (r >= rows) return -1;
+    if constexpr (kGated) {
+      const int t = p.row_to_token[row0 + r];
+      return t >= 0 && t < p.num_tokens ? t : -1;
+    } else {
+      return row0 + r;
+    }
+  };
+  const unsigned char* b_src[kBPerThread];
+#pragma unroll
+  for (int i = 0; i < kBPerThread; ++i) {
+    const int c = tid + i * T::kThreads;
+    const int tr = c < kBChunks ? token_row(c / kChunksPerRow) : -1;
+    b_src[i] = tr >= 0 ? p.act_q + size_t(tr) * p.ld_act + (c % kChunksPerRow) * 16 : nullptr;
+  }
+  const float* s_src = nullptr;
+  if (tid < BN) {
+    const int tr = token_row(tid);
+    if (tr >= 0) s_src = p.act_scale + size_t(tr) * KB;
+  }
+  auto load_tokens = [&](int stage, int kt) {
+    const int k0 = kt * BK;
+    const uint32_t dst = smem_base + stage * T::kStageBytes + T::kTokOffset;
+#pragma unroll
+    for (int i = 0; i < kBPerThread; ++i) {
+      const int c = tid + i * T::kThreads;
+      if (kBChunks % T::kThreads != 0 && c >= kBChunks) break;
+      const int r = c / kChunksPerRow, kc = c % kChunksPerRow;
+      const bool ok = b_src[i] != nullptr && k0 + kc * 16 < K;
+      cp_async_16(dst + swz128(r, kc * 16), ok ? b_src[i] + k0 : p.act_q, ok);
+    }
+    if (tid < BN)
+      cp_async_4(smem_base + stage * T::kStageBytes + T::kScaleOffset + tid * 4,
+                 s_src ? s_src + kt : p.act_scale, s_src != nullptr);
+  };
+  // The prologue's token rows: one more group per stage. With the weight groups before them,
+  // the group holding stage kt's tokens is always the (STAGES - 1 + kt)-th, so the main
+  // loop's cp_async_wait<STAGES - 2> covers both operands of every stage.
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < KB) load_tokens(s, s);
+    cp_async_commit();
+  }
 
   float acc[T::MI][T::NI][4], part[T::MI][T::NI][4];
 #pragma unroll
@@ -314,11 +256,16 @@ __global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8Gr
     __syncthreads();
     {
       const int nk = kt + STAGES - 1;
-      if (nk < KB) load_weights(nk % STAGES, nk);
+      if (nk < KB) {
+        load_weights(nk % STAGES, nk);
+        load_tokens(nk % STAGES, nk);
+      }
       cp_async_commit();
     }
-    const uint32_t a_smem = wstages_u32 + (kt % STAGES) * T::kWeightStageBytes;
-    const uint32_t b_smem = tok_u32 + kt * BN * 128;
+    const uint32_t a_smem = smem_base + (kt % STAGES) * T::kStageBytes;
+    const uint32_t b_smem = a_smem + T::kTokOffset;
+    const float* tok_scale =
+        reinterpret_cast<const float*>(smem + (kt % STAGES) * T::kStageBytes + T::kScaleOffset);
 #pragma unroll
     for (int kk = 0; kk < T::BKW; kk += 32) {
       const int kofs = wk * T::BKW + kk;
@@ -356,7 +303,7 @@ __global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8Gr
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const int tcol = wn * T::WN + j * 8 + q2 + (c & 1);
-          const float s = tok_scale[kt * BN + tcol] * sw;
+          const float s = tok_scale[tcol] * sw;
           acc[i][j][c] = fmaf(s, part[i][j][c], acc[i][j][c]);
           part[i][j][c] = 0.f;
         }

@@ -24,6 +24,23 @@ struct Fp8QuantWeightParams {
   float* w_scale;
 };
 
+// Activation quantisation (ops/fp8.h, per row in groups of 128 along K): x [rows, K] bf16 or
+// f32 with row stride x_stride elements -> x_q [rows, K] e4m3 with row stride q_stride bytes
+// (multiple of 16 when a GEMM reads it), x_scale [rows, ceil(K/128)] f32 contiguous. One
+// half warp per (row, group): 16 lanes x 8 elements, so K % 8 == 0 and x's rows 16-byte
+// aligned (bf16) / 32-byte aligned (f32). Grid: ceil(rows * ceil(K/128) / 16) blocks of
+// kFp8ActThreads (16 pairs per block). Launched with programmatic dependent launch in the
+// MoE chain: it waits for its predecessor, then lets its dependent start.
+inline constexpr int kFp8ActThreads = 256;
+struct Fp8QuantActParams {
+  const void* x;
+  ElemDType x_dtype;      // kBF16 or kF32
+  int64_t rows, k, x_stride;
+  unsigned char* x_q;
+  int64_t q_stride;
+  float* x_scale;
+};
+
 // The W8A8 linear for any shape (the fast kernel needs K % 16 == 0, N % 8 == 0 and 16-byte
 // rows): one block per (token row, 32 output features); the row is quantised into shared
 // memory ([K] f32 codes + [ceil(K/128)] scales), then each warp takes 4 features.

@@ -115,8 +115,14 @@ struct GroupedGemmParams {
 
 // fp8_moe_gemm.cuh: the W8A8 grouped GEMMs (same tile table as GroupedGemmParams).
 struct Fp8GroupedGemmParams {
-  const __nv_bfloat16* act_bf16;  // GEMM1: x [num_tokens, K] bf16, gathered; GEMM2: nullptr
-  const float* act_f32;           // GEMM2: h [rows, K] f32 (permuted order); GEMM1: nullptr
+  // Tokens arrive quantised (kernels/fp8_quantize.cuh, fp8_quantize_act_kernel): e4m3 codes
+  // act_q with row stride ld_act bytes and f32 group scales act_scale [rows, ceil(K/128)].
+  //   GEMM 1: x_q [num_tokens, K], gathered through row_to_token;
+  //   GEMM 2: h_q [rows, K] in permuted order (GEMM 1's f32 output, quantised in between);
+  //   dense:  x_q [num_rows, K] in order.
+  const unsigned char* act_q;
+  const float* act_scale;         // row stride ceil(K/128)
+  int ld_act;                     // bytes between rows of act_q (multiple of 16, >= K)
   const int32_t* row_to_token;    // [rows] int32 (GEMM1), else nullptr
   const unsigned char* weight;    // [E, N_w, K] e4m3 (ENK); N_w = 2*N_out if gated
   const float* weight_scale;      // [E, N_w blocks, ceil(K/128)] f32: GEMM1 2*ceil(N_out/128)
@@ -130,14 +136,12 @@ struct Fp8GroupedGemmParams {
   const int32_t* num_tiles;       // [1] int32
   int K;                          // multiple of 16
   int N_out;                      // multiple of 8
-  int num_tokens;                 // rows of x for the GEMM-1 gather (others read as zeros)
+  int num_tokens;                 // rows of x_q for the GEMM-1 gather (others read as zeros)
   int num_rows;                   // rows of out: expert_offsets are clamped to it
   // Dense linear (GEMM 2 form, one weight, E = 1): tile t covers token rows [t*BN, t*BN+BN)
-  // of num_rows, in order; no tile table, expert offsets or routing weights. Tokens are bf16
-  // act_bf16 [num_rows, K] with row stride ld_act; y = acc (+ bias) goes to out_f32 when it
-  // is set, else out_bf16, with row stride ld_out.
+  // of num_rows, in order; no tile table, expert offsets or routing weights. y = acc (+ bias)
+  // goes to out_f32 when it is set, else out_bf16, with row stride ld_out.
   int dense;                      // 0: MoE GEMM (above); 1: dense linear
-  int ld_act;                     // dense: elements between token rows (multiple of 8)
   int ld_out;                     // dense: elements between output rows
   const __nv_bfloat16* bias;      // dense: [N_out] bf16 or nullptr
 };
