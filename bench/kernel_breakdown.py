@@ -21,6 +21,8 @@ import sys
 from collections import OrderedDict
 
 CATEGORIES = [
+    ("fp8 dense linear (qkv, o)", r"fp8_linear"),
+    ("fp8 activation quantiser", r"fp8_quantize_act"),
     ("moe gemm (grouped, experts)", r"moe_(grouped_gemm|wgmma_gemm|persistent)"),
     ("moe router / permute / combine", r"moe_"),
     ("attention", r"paged_attention"),
@@ -101,6 +103,15 @@ def main():
         print(f"{c:50s} {us / n:10.1f} {100 * us / n / total:6.1f} {cnt / n:9.1f}")
         res.append({"category": c, "us_per_step": us / n, "launches_per_step": cnt / n})
     print(f"{'total (kernels only, serialised)':50s} {total:10.1f}")
+    by_name = OrderedDict()
+    for st in chosen:
+        for name, us in st:
+            v = by_name.setdefault(name[:90], [0.0, 0])
+            v[0] += us
+            v[1] += 1
+    print(f"\n{'kernel (top 15 by time)':90s} {'us':>9s} {'launches':>9s}")
+    for name, (us, cnt) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:15]:
+        print(f"{name:90s} {us / n:9.1f} {cnt / n:9.1f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"command": cmd, "steps": a.steps, "categories": res,

@@ -1,4 +1,4 @@
-// `moeopt bench moe [--ms LIST] [--routing uniform,zipf] [--dtype bf16,fp8] [--hidden H]
+// `moeopt bench moe [--ms LIST] [--routing uniform,zipf] [--dtype bf16,fp8] [--fp8-tiles LIST] [--hidden H]
 //                   [--inter I] [--experts E] [--topk K] [--reps N] [--seed S] [--json]`
 //
 // Times the CUDA MoE layer (permutation, both grouped GEMMs, combine) at each token count M,
@@ -30,6 +30,7 @@ struct BenchMoeArgs {
   std::string ms = "1,8,32,64,128,256,512,1024,2048,4096,8192";
   std::string routing = "uniform,zipf";
   std::string dtype = "bf16";
+  std::string fp8_tiles = "auto";
   int64_t hidden = 2048, inter = 768, experts = 128, topk = 8;
   int reps = 7;
   uint64_t seed = 0;
@@ -68,6 +69,9 @@ int run_bench_moe(const BenchMoeArgs& a) {
   auto dtypes = split_list(a.dtype, "--dtype");
   if (!dtypes.ok()) return report_error(cmd, dtypes.status());
   o.dtypes = *dtypes;
+  auto fp8_tiles = split_list(a.fp8_tiles, "--fp8-tiles");
+  if (!fp8_tiles.ok()) return report_error(cmd, fp8_tiles.status());
+  o.fp8_tiles = *fp8_tiles;
   o.hidden = a.hidden;
   o.inter = a.inter;
   o.experts = a.experts;
@@ -125,6 +129,9 @@ RunFn setup_bench_moe(CLI::App& bench) {
   sub->add_option("--routing", a->routing, "uniform and/or zipf (default uniform,zipf)");
   sub->add_option("--dtype", a->dtype,
                   "bf16 and/or fp8 experts (W8A8, 128x128 block scales; default bf16)");
+  sub->add_option("--fp8-tiles", a->fp8_tiles,
+                  "fp8 rows per tile: auto (the plan's choice) and/or tile names such as "
+                  "fp8_bm32_bn8, fp8_bm64_bn8, fp8_bm64_bn16 (default auto)");
   sub->add_option("--hidden", a->hidden, "hidden size H (default 2048)")->check(CLI::PositiveNumber);
   sub->add_option("--inter", a->inter, "expert width I (default 768)")->check(CLI::PositiveNumber);
   sub->add_option("--experts", a->experts, "experts E (default 128)")->check(CLI::PositiveNumber);

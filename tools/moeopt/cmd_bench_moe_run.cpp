@@ -10,6 +10,7 @@
 #include <cmath>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "moeopt/backend/cuda/card_peaks.h"
@@ -243,13 +244,35 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
   MOEOPT_RETURN_IF_ERROR(out.alloc(size_t(max_m * H) * 2, "out"));
   MOEOPT_RETURN_IF_ERROR(ids.alloc(size_t(max_m * K) * 4, "expert_ids"));
   MOEOPT_RETURN_IF_ERROR(wts.alloc(size_t(max_m * K) * 4, "expert_weights"));
+  auto fp8_choice = [](std::optional<cuda::MoeFp8Tile> t) {
+    cuda::MoeTileChoice c;
+    c.fp8_tile = t;
+    return c;
+  };
+  // The fp8 tiles to time: nullopt = the plan's own choice.
+  std::vector<std::optional<cuda::MoeFp8Tile>> fp8_tiles;
+  for (const std::string& name : o.fp8_tiles) {
+    if (name == "auto") {
+      fp8_tiles.push_back(std::nullopt);
+      continue;
+    }
+    std::optional<cuda::MoeFp8Tile> found;
+    for (int t = 0; t < cuda::kNumMoeFp8Tiles; ++t)
+      if (name == cuda::moe_fp8_tile_name(cuda::MoeFp8Tile(t))) found = cuda::MoeFp8Tile(t);
+    if (!found)
+      return make_error(ErrorCode::kInvalidArgument, "bench moe: unknown fp8 tile '{}'", name);
+    fp8_tiles.push_back(found);
+  }
   size_t ws_bytes = 0;
   for (bool fp8 : {false, true}) {
     if (fp8 ? !want_fp8 : !want_bf16) continue;
     MoeDims d{max_m, o.hidden, o.inter, o.experts, o.top_k};
     d.fp8 = fp8;
-    MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan p, cuda::moe_layer_plan(d));
-    ws_bytes = std::max(ws_bytes, p.bytes);
+    for (const auto& t : fp8 ? fp8_tiles : std::vector<std::optional<cuda::MoeFp8Tile>>{{}}) {
+      MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan p,
+                              cuda::moe_layer_plan(d, fp8_choice(t)));
+      ws_bytes = std::max(ws_bytes, p.bytes);
+    }
   }
   MOEOPT_RETURN_IF_ERROR(ws.alloc(ws_bytes, "workspace"));
 
@@ -271,9 +294,12 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
       double bf16_us = 0;
       for (bool fp8 : {false, true}) {
         if (fp8 ? !want_fp8 : !want_bf16) continue;
+        for (const auto& fp8_tile :
+             fp8 ? fp8_tiles : std::vector<std::optional<cuda::MoeFp8Tile>>{{}}) {
         MoeDims d{m, H, I, E, K};
         d.fp8 = fp8;
-        MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan plan, cuda::moe_layer_plan(d));
+        MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan plan,
+                                cuda::moe_layer_plan(d, fp8_choice(fp8_tile)));
         cuda::MoeLayerArgs a;
         a.x = x.p;
         a.expert_ids = static_cast<const int32_t*>(ids.p);
@@ -306,6 +332,7 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
         if (peak > 0) row.pct_tensor = 100.0 * (flops / peak * 1e6) / us;
         if (!fp8) bf16_us = us;
         if (fp8 && bf16_us > 0) row.speedup_vs_bf16 = bf16_us / us;
+        if (fp8 && fp8_tile) row.tile += " (forced)";
         // A bound describes the work done: a time under the nominal one means the count is
         // wrong (the copy bandwidth, read + write, can be beaten by a pure read stream).
         if (row.pct_hbm_nominal > 100.0)
@@ -314,6 +341,7 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
                             "(over 100%: the byte count is wrong)",
                             row.dtype, m, row.pct_hbm_nominal);
         rep.rows.push_back(row);
+        }
       }
     }
   }

@@ -23,6 +23,8 @@ struct MoeBenchOptions {
   // "bf16" and/or "fp8" (W8A8 experts with 128x128 block scales, ops/fp8.h); with both, each
   // fp8 row also reports its speedup over the bf16 row of the same M and routing.
   std::vector<std::string> dtypes{"bf16"};
+  // fp8 rows: "auto" (choose_moe_fp8_tile) and/or tile names (moe_fp8_tile_name), one row each.
+  std::vector<std::string> fp8_tiles{"auto"};
   int64_t hidden = 2048;  // Qwen3-30B-A3B
   int64_t inter = 768;
   int64_t experts = 128;

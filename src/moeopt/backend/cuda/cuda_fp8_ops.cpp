@@ -6,7 +6,8 @@
 // 16-byte aligned, x is quantised once (fp8_quantize_act_kernel: x_q [M, K] e4m3 and x_s
 // [M, ceil(K/128)] f32 in scratch()) and the dense mode of the FP8 grouped GEMM
 // (kernels/fp8_moe_gemm.cuh) streams both operands, its first weight stages issued while
-// the quantiser runs (programmatic dependent launch); otherwise
+// the quantiser runs (programmatic dependent launch; the quantiser itself is launched so too
+// and waits for its predecessor before it writes); otherwise
 // kernels/fp8_linear_fallback.cuh (any shape, slow). The tile: choose_fp8_linear_tile.
 // The scratch is ctx.workspace or the backend's buffer, so a call is CUDA-graph capturable
 // once an eager call of the same size has run. Tests: tests/unit/cuda_fp8_test.cpp (op cases
@@ -71,7 +72,7 @@ Status CudaBackend::linear_fp8(const ops::Context& ctx, const TensorView& x,
     qp.q_stride = k;
     qp.x_scale = x_s;
     MOEOPT_RETURN_IF_ERROR(
-        cuda_status(detail::launch_fp8_quantize_act(qp, false, stream), op, "quantiser launch"));
+        cuda_status(detail::launch_fp8_quantize_act(qp, true, stream), op, "quantiser launch"));
     kn::Fp8GroupedGemmParams p{};
     p.act_q = x_q;
     p.act_scale = x_s;

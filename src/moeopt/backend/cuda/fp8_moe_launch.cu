@@ -10,6 +10,7 @@ namespace k = moeopt::cuda::kernels;
 // MoeFp8Tile configurations (moe_heuristics.h).
 //                                 BM  BN WM WN WK STAGES
 using Fp8Bm32Bn8 = k::Fp8GemmTile<32, 8, 1, 1, 4, 8>;
+using Fp8Bm64Bn8 = k::Fp8GemmTile<64, 8, 2, 1, 2, 8>;
 using Fp8Bm64Bn16 = k::Fp8GemmTile<64, 16, 2, 1, 2, 6>;
 using Fp8Bm64Bn32 = k::Fp8GemmTile<64, 32, 2, 2, 1, 6>;
 using Fp8Bm128Bn64 = k::Fp8GemmTile<128, 64, 4, 2, 1, 4>;
@@ -20,7 +21,7 @@ namespace {
 template <class T, bool kGated>
 cudaError_t launch_fp8(const k::Fp8GroupedGemmParams& p, int max_tiles, bool pdl,
                        cudaStream_t stream) {
-  auto kernel = k::fp8_moe_grouped_gemm_kernel<T, kGated>;
+  auto kernel = p.dense ? k::fp8_linear_kernel<T> : k::fp8_moe_grouped_gemm_kernel<T, kGated>;
   const size_t smem = T::smem_bytes(p.K);
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
@@ -42,6 +43,7 @@ cudaError_t launch_fp8_gated(bool gated, const k::Fp8GroupedGemmParams& p, int m
 size_t moe_fp8_gemm_smem_bytes(MoeFp8Tile tile, int K) {
   switch (tile) {
     case MoeFp8Tile::kBm32Bn8: return Fp8Bm32Bn8::smem_bytes(K);
+    case MoeFp8Tile::kBm64Bn8: return Fp8Bm64Bn8::smem_bytes(K);
     case MoeFp8Tile::kBm64Bn16: return Fp8Bm64Bn16::smem_bytes(K);
     case MoeFp8Tile::kBm64Bn32: return Fp8Bm64Bn32::smem_bytes(K);
     case MoeFp8Tile::kBm128Bn64: return Fp8Bm128Bn64::smem_bytes(K);
@@ -57,6 +59,8 @@ cudaError_t launch_moe_fp8_grouped_gemm(MoeFp8Tile tile, bool gated,
   switch (tile) {
     case MoeFp8Tile::kBm32Bn8:
       return launch_fp8_gated<Fp8Bm32Bn8>(gated, p, max_tiles, pdl, stream);
+    case MoeFp8Tile::kBm64Bn8:
+      return launch_fp8_gated<Fp8Bm64Bn8>(gated, p, max_tiles, pdl, stream);
     case MoeFp8Tile::kBm64Bn16:
       return launch_fp8_gated<Fp8Bm64Bn16>(gated, p, max_tiles, pdl, stream);
     case MoeFp8Tile::kBm64Bn32:
@@ -76,6 +80,7 @@ cudaError_t launch_fp8_dense_linear(MoeFp8Tile tile, const k::Fp8GroupedGemmPara
   const int tiles = (p.num_rows + rows - 1) / rows;
   switch (tile) {
     case MoeFp8Tile::kBm32Bn8: return launch_fp8<Fp8Bm32Bn8, false>(p, tiles, pdl, stream);
+    case MoeFp8Tile::kBm64Bn8: return launch_fp8<Fp8Bm64Bn8, false>(p, tiles, pdl, stream);
     case MoeFp8Tile::kBm64Bn16: return launch_fp8<Fp8Bm64Bn16, false>(p, tiles, pdl, stream);
     case MoeFp8Tile::kBm64Bn32: return launch_fp8<Fp8Bm64Bn32, false>(p, tiles, pdl, stream);
     case MoeFp8Tile::kBm128Bn64: return launch_fp8<Fp8Bm128Bn64, false>(p, tiles, pdl, stream);

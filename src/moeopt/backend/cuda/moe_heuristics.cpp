@@ -74,7 +74,8 @@ bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
 
 int moe_fp8_tile_rows(MoeFp8Tile tile) {
   switch (tile) {
-    case MoeFp8Tile::kBm32Bn8: return 8;
+    case MoeFp8Tile::kBm32Bn8:
+    case MoeFp8Tile::kBm64Bn8: return 8;
     case MoeFp8Tile::kBm64Bn16: return 16;
     case MoeFp8Tile::kBm64Bn32: return 32;
     case MoeFp8Tile::kBm128Bn64: return 64;
@@ -86,6 +87,7 @@ int moe_fp8_tile_rows(MoeFp8Tile tile) {
 int moe_fp8_tile_weight_rows(MoeFp8Tile tile) {
   switch (tile) {
     case MoeFp8Tile::kBm32Bn8: return 32;
+    case MoeFp8Tile::kBm64Bn8:
     case MoeFp8Tile::kBm64Bn16:
     case MoeFp8Tile::kBm64Bn32: return 64;
     case MoeFp8Tile::kBm128Bn64:
@@ -97,6 +99,7 @@ int moe_fp8_tile_weight_rows(MoeFp8Tile tile) {
 const char* moe_fp8_tile_name(MoeFp8Tile tile) {
   switch (tile) {
     case MoeFp8Tile::kBm32Bn8: return "fp8_bm32_bn8";
+    case MoeFp8Tile::kBm64Bn8: return "fp8_bm64_bn8";
     case MoeFp8Tile::kBm64Bn16: return "fp8_bm64_bn16";
     case MoeFp8Tile::kBm64Bn32: return "fp8_bm64_bn32";
     case MoeFp8Tile::kBm128Bn64: return "fp8_bm128_bn64";

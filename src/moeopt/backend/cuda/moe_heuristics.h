@@ -40,12 +40,13 @@ bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts);
 // 128-wide K group of both operands per pipeline stage, so shared memory does not grow with K).
 enum class MoeFp8Tile : uint8_t {
   kBm32Bn8,     // decode: 4 warps split each K group
+  kBm64Bn8,     // decode: 64 weight rows, 2 warps split each K group
   kBm64Bn16,
   kBm64Bn32,
   kBm128Bn64,   // prefill: 8 warps
   kBm128Bn128,
 };
-inline constexpr int kNumMoeFp8Tiles = 5;
+inline constexpr int kNumMoeFp8Tiles = 6;
 int moe_fp8_tile_rows(MoeFp8Tile tile);
 int moe_fp8_tile_weight_rows(MoeFp8Tile tile);
 const char* moe_fp8_tile_name(MoeFp8Tile tile);

@@ -102,8 +102,10 @@ __device__ __forceinline__ void cp_async_4(uint32_t dst, const void* src, bool v
                "r"(valid ? 4 : 0));
 }
 
+// The kernel body, shared by the MoE grouped GEMMs and the dense linear (two kernel names,
+// so profiles tell them apart).
 template <class T, bool kGated>
-__global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8GroupedGemmParams p) {
+__device__ __forceinline__ void fp8_gemm_body(const Fp8GroupedGemmParams& p) {
   static_assert(!kGated || T::WM % 32 == 0, "gated: each warp owns gate/up 16-row pairs");
   constexpr int BM = T::BM, BN = T::BN, BK = T::BK, STAGES = T::STAGES;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -375,6 +377,17 @@ __global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8Gr
           }
         }
   }
+}
+
+template <class T, bool kGated>
+__global__ void __launch_bounds__(T::kThreads) fp8_moe_grouped_gemm_kernel(Fp8GroupedGemmParams p) {
+  fp8_gemm_body<T, kGated>(p);
+}
+
+// The dense FP8 linear (p.dense = 1).
+template <class T>
+__global__ void __launch_bounds__(T::kThreads) fp8_linear_kernel(Fp8GroupedGemmParams p) {
+  fp8_gemm_body<T, false>(p);
 }
 
 }  // namespace moeopt::cuda::kernels
