@@ -15,6 +15,9 @@ Starts real servers on the embedded tiny model (CPU) on free ports and checks:
   * logit_bias (+100 forces a token, in chat and completions, stream or not), echo (with
     max_tokens 0 too), tool calls: a forced malformed <tool_call> stays content (200, no
     tool_calls), tool_choice "required" is a 400;
+  * n > 1: greedy choices are equal, seeded ones are choice i = seed + i, reproducible and
+    not all equal; streams reassembled per index equal the whole answer; usage sums; stop
+    strings, logit_bias, echo and tool parsing per choice; a disconnect frees all n;
   * SIGTERM: the in-flight stream finishes, new requests are refused, exit code 0.
 
 Usage: test_server.py PATH/TO/moeopt [SOURCE_DIR]
@@ -350,7 +353,11 @@ def test_bad_inputs(srv):
         ("/v1/completions", {"model": MODEL, "prompt": "hi", "temperature": "hot"}, None, 400, "temperature"),
         ("/v1/completions", {"model": MODEL, "prompt": "hi", "temperature": 3}, None, 400, "temperature"),
         ("/v1/completions", {"model": MODEL, "prompt": "hi", "top_p": 0}, None, 400, "top_p"),
-        ("/v1/completions", {"model": MODEL, "prompt": "hi", "n": 2}, None, 400, "n"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "n": 0}, None, 400, "n"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "n": 17}, None, 400, "n"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "n": "2"}, None, 400, "n"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "n": 1.5}, None, 400, "n"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "n": 2, "best_of": 4}, None, 400, "best_of"),
         ("/v1/completions", {"model": MODEL, "prompt": "hi", "stop": 5}, None, 400, "stop"),
         ("/v1/completions", {"model": MODEL, "prompt": "hi", "logprobs": 50}, None, 400, "logprobs"),
         ("/v1/completions", {"model": MODEL, "prompt": [1, 999999999]}, None, 400, "prompt"),
@@ -363,7 +370,9 @@ def test_bad_inputs(srv):
         ("/v1/chat/completions", {"model": MODEL, "messages": []}, None, 400, "messages"),
         ("/v1/chat/completions", {"model": MODEL, "messages": "hi"}, None, 400, "messages"),
         ("/v1/chat/completions", {"model": MODEL, "messages": [{"content": "hi"}]}, None, 400, "messages"),
-        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 3}, None,
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": -3}, None,
+         400, "n"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": [2]}, None,
          400, "n"),
         ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
                                   "top_logprobs": 30, "logprobs": True}, None, 400, "top_logprobs"),
@@ -630,6 +639,165 @@ def test_metrics_shape(srv):
 
 
 # ----------------------------------------------------------------------------------------
+# n > 1: several choices of one prompt.
+
+def _raw_stream(srv, path, body):
+    """The SSE body of a streamed request as (list of parsed chunks, number of [DONE] lines, last line)."""
+    status, text, _ = srv.request("POST", path, dict(body, stream=True))
+    check(status == 200, f"stream {path}: {status} {text[:200]}")
+    events = [line[len("data: "):] for line in text.split("\n") if line.startswith("data: ")]
+    chunks = [json.loads(e) for e in events if e != "[DONE]"]
+    return chunks, events.count("[DONE]"), events[-1] if events else None
+
+
+def _per_index(chunks, chat):
+    """Stream chunks reassembled per choice index: {index: (text, [finish reasons])}."""
+    out = {}
+    for c in chunks:
+        for ch in c["choices"]:
+            text, fins = out.setdefault(ch["index"], ["", []])
+            piece = (ch["delta"].get("content") or "") if chat else ch["text"]
+            out[ch["index"]][0] = text + piece
+            if ch["finish_reason"]:
+                fins.append(ch["finish_reason"])
+    return out
+
+
+def test_n_choices(srv):
+    cl = srv.client()
+    prompt = "The story of the little robot"
+    # Greedy: n identical choices, indices 0..n-1, each its own logprobs; the prompt counts once.
+    one = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=8, temperature=0, logprobs=1,
+                                extra_body={"ignore_eos": True})
+    three = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=8, temperature=0, logprobs=1, n=3,
+                                  extra_body={"ignore_eos": True})
+    check([c.index for c in three.choices] == [0, 1, 2], f"indices {[c.index for c in three.choices]}")
+    check(all(c.text == one.choices[0].text for c in three.choices),
+          f"greedy n=3 texts differ: {[c.text for c in three.choices]} vs {one.choices[0].text!r}")
+    check(all(c.finish_reason == "length" and len(c.logprobs.tokens) == 8 for c in three.choices),
+          "per-choice finish_reason / logprobs")
+    check(three.usage.prompt_tokens == one.usage.prompt_tokens, f"prompt counted once: {three.usage}")
+    check(three.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in three.choices) == 24,
+          f"completion tokens are the sum: {three.usage}")
+    check(three.usage.total_tokens == three.usage.prompt_tokens + 24, "total_tokens")
+
+    # Sampled with a seed: choice i is the n=1 answer with seed + i; the same request twice
+    # gives the same choices; they are not all the same.
+    kw = dict(model=MODEL, prompt=prompt, max_tokens=10, temperature=1.0, seed=4242, extra_body={"ignore_eos": True})
+    a = cl.completions.create(n=3, **kw)
+    b = cl.completions.create(n=3, **kw)
+    ta, tb = [c.text for c in a.choices], [c.text for c in b.choices]
+    check(ta == tb, f"seeded n=3 not reproducible: {ta} vs {tb}")
+    check(len(set(ta)) > 1, f"temperature 1 gave identical choices: {ta}")
+    for i in range(3):
+        single = cl.completions.create(**dict(kw, seed=4242 + i)).choices[0].text
+        check(single == ta[i], f"choice {i} is not the seed+{i} answer: {ta[i]!r} vs {single!r}")
+
+    # Streaming n=2 reassembled per index equals the non-streamed answer with the same seed;
+    # one finish chunk per choice, usage once at the end (summed), [DONE] once, last.
+    body = {"model": MODEL, "prompt": prompt, "max_tokens": 10, "temperature": 1.0, "seed": 77, "n": 2,
+            "ignore_eos": True}
+    full = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=10, temperature=1.0, seed=77, n=2,
+                                 extra_body={"ignore_eos": True})
+    chunks, dones, last = _raw_stream(srv, "/v1/completions", dict(body, stream_options={"include_usage": True}))
+    got = _per_index([c for c in chunks if c["choices"]], chat=False)
+    check(sorted(got) == [0, 1], f"stream indices {sorted(got)}")
+    for i in (0, 1):
+        check(got[i][0] == full.choices[i].text, f"stream choice {i} {got[i][0]!r} != {full.choices[i].text!r}")
+        check(got[i][1] == [full.choices[i].finish_reason], f"choice {i} finish chunks {got[i][1]}")
+    check(all(len(c["choices"]) == 1 for c in chunks if c["choices"]), "one choice per chunk")
+    usage = [c for c in chunks if c.get("usage")]
+    check(len(usage) == 1 and chunks[-1] is usage[0] and chunks[-1]["choices"] == [], "usage chunk once, last")
+    check(usage[0]["usage"]["completion_tokens"] == full.usage.completion_tokens == 20
+          and usage[0]["usage"]["prompt_tokens"] == full.usage.prompt_tokens, f"stream usage {usage[0]['usage']}")
+    check(dones == 1 and last == "[DONE]", f"[DONE] {dones} times, last event {last!r}")
+    # The official client reads the same stream.
+    sc = list(cl.completions.create(model=MODEL, prompt=prompt, max_tokens=10, temperature=1.0, seed=77, n=2,
+                                    stream=True, extra_body={"ignore_eos": True}))
+    for i in (0, 1):
+        text = "".join(c.choices[0].text for c in sc if c.choices and c.choices[0].index == i)
+        check(text == full.choices[i].text, f"openai-client stream choice {i}: {text!r}")
+
+    # Chat, streamed and not: a role chunk per choice, the same texts per index.
+    msgs = [{"role": "user", "content": "Tell me something."}]
+    chat = cl.chat.completions.create(model=MODEL, messages=msgs, max_tokens=6, temperature=0.8, seed=9, n=2,
+                                      extra_body={"ignore_eos": True})
+    check([c.index for c in chat.choices] == [0, 1], "chat indices")
+    chunks, dones, _ = _raw_stream(srv, "/v1/chat/completions",
+                                   {"model": MODEL, "messages": msgs, "max_tokens": 6, "temperature": 0.8, "seed": 9,
+                                    "n": 2, "ignore_eos": True})
+    roles = sorted(c["choices"][0]["index"] for c in chunks if c["choices"][0]["delta"].get("role") == "assistant")
+    check(roles == [0, 1], f"role chunks for {roles}")
+    got = _per_index(chunks, chat=True)
+    for i in (0, 1):
+        check(got[i][0] == chat.choices[i].message.content, f"chat stream choice {i}: {got[i][0]!r}")
+    check(dones == 1, "chat [DONE] once")
+    check(chat.usage.completion_tokens == 12, f"chat usage {chat.usage}")
+
+
+def test_n_choices_per_choice_features(srv):
+    cl = srv.client()
+    prompt = "List some numbers:"
+    base = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=16, temperature=0,
+                                 extra_body={"ignore_eos": True}).choices[0].text
+    stop = base[len(base) // 2: len(base) // 2 + 2]
+    cut = base[:base.find(stop)]
+    # Stop strings cut each choice; the others are unaffected by one that stopped early.
+    r = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=16, temperature=0, stop=[stop], n=2,
+                              extra_body={"ignore_eos": True})
+    check([c.text for c in r.choices] == [cut, cut] and all(c.finish_reason == "stop" for c in r.choices),
+          f"stop per choice: {r.choices}")
+    mixed = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=16, temperature=1.0, seed=3, n=4,
+                                  stop=[" "], extra_body={"ignore_eos": True})
+    check(all(" " not in c.text for c in mixed.choices), f"stop ' ' in a sampled choice: {mixed.choices}")
+    # logit_bias applies to every choice.
+    hello = token_id(srv, " hello")
+    lb = cl.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=3, temperature=1.0, seed=1, n=3,
+                               logit_bias={str(hello): 100}, extra_body={"ignore_eos": True})
+    check([c.text for c in lb.choices] == [" hello" * 3] * 3, f"logit_bias per choice: {[c.text for c in lb.choices]}")
+    # echo: every choice starts with the prompt; with max_tokens 0 every choice is the prompt.
+    ec = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=4, temperature=0, echo=True, n=2)
+    check(all(c.text.startswith(prompt) and len(c.text) > len(prompt) for c in ec.choices), f"echo: {ec.choices}")
+    only = cl.completions.create(model=MODEL, prompt=prompt, max_tokens=0, echo=True, n=3)
+    check([c.text for c in only.choices] == [prompt] * 3 and [c.index for c in only.choices] == [0, 1, 2],
+          f"echo-only n=3: {only.choices}")
+    chunks, dones, _ = _raw_stream(srv, "/v1/completions", {"model": MODEL, "prompt": prompt, "max_tokens": 4,
+                                                           "temperature": 0, "echo": True, "n": 2})
+    got = _per_index(chunks, chat=False)
+    check(all(got[i][0] == ec.choices[i].text for i in (0, 1)) and dones == 1, f"streamed echo n=2: {got}")
+    # Tool parsing per choice: forced, never-closing <tool_call> stays content in each.
+    tc = token_id(srv, "<tool_call>")
+    m = cl.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Weather?"}], tools=TOOLS,
+                                   max_tokens=3, temperature=0, n=2, logit_bias={str(tc): 100},
+                                   extra_body={"ignore_eos": True})
+    check(all(c.message.content == "<tool_call>" * 3 and c.message.tool_calls is None and c.finish_reason == "length"
+              for c in m.choices), f"tool parsing per choice: {m.choices}")
+
+
+def test_n_choices_disconnect_frees_blocks(srv):
+    wait_for(lambda: srv.metrics()["moeopt_kv_blocks_used"] == 0, 10, "no blocks in use before")
+    before = srv.metrics()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    conn.request("POST", "/v1/completions", body=json.dumps(
+        {"model": MODEL, "prompt": "Tell me a very long story", "max_tokens": 3000, "temperature": 1.0, "n": 3,
+         "ignore_eos": True, "stream": True}), headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    check(resp.status == 200, f"stream status {resp.status}")
+    got = b""
+    while got.count(b"data: ") < 9:
+        got += resp.read1(4096) if hasattr(resp, "read1") else resp.fp.read1(4096)
+    mid = srv.metrics()
+    check(mid["moeopt_num_requests_running"] == 3 and mid["moeopt_requests_in_flight"] == 3,
+          f"n=3 runs 3 sequences: running {mid['moeopt_num_requests_running']}, in flight {mid['moeopt_requests_in_flight']}")
+    conn.sock.close()
+    conn.close()
+    wait_for(lambda: srv.metrics()["moeopt_kv_blocks_used"] == 0, 20, "KV blocks of all 3 choices freed")
+    after = srv.metrics()
+    check(after["moeopt_num_requests_running"] == 0 and after["moeopt_requests_in_flight"] == 0, "nothing left running")
+    check(after["moeopt_requests_aborted_total"] >= before["moeopt_requests_aborted_total"] + 3, "3 aborts counted")
+
+
+# ----------------------------------------------------------------------------------------
 # A second server: API key, tiny KV pool (preemption), small queue (429).
 
 def test_small_server(reference_texts):
@@ -684,6 +852,25 @@ def test_small_server(reference_texts):
             if status == 429:
                 check(hdrs.get("Retry-After") == "1", f"429 without Retry-After: {hdrs}")
                 check(json.loads(body)["error"]["type"] == "rate_limit_error", body)
+        # n counts its choices against the 8 in flight: 9 can never fit (400, param n); 8 fit
+        # alone, and are refused whole (429) while another request holds a place.
+        auth = {"Authorization": "Bearer sekret"}
+        status, body, _ = srv.request("POST", "/v1/completions", {"model": MODEL, "prompt": "hi", "n": 9}, headers=auth)
+        check(status == 400 and json.loads(body)["error"]["param"] == "n", f"n=9 on an 8-place server: {status} {body}")
+        wait_for(lambda: srv.metrics()["moeopt_requests_in_flight"] == 0, 20, "queue drained")
+        r8 = cl.completions.create(model=MODEL, prompt="hi", max_tokens=2, temperature=0, n=8,
+                                   extra_body={"ignore_eos": True})
+        check(len(r8.choices) == 8 and r8.usage.completion_tokens == 16, f"n=8 alone: {r8.usage}")
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+        conn.request("POST", "/v1/completions", body=json.dumps(
+            {"model": MODEL, "prompt": "Tell me a long story", "max_tokens": 120, "ignore_eos": True, "stream": True}),
+            headers=dict(auth, **{"Content-Type": "application/json"}))
+        resp = conn.getresponse()
+        check(resp.status == 200, f"long stream: {resp.status}")
+        status, body, _ = srv.request("POST", "/v1/completions", {"model": MODEL, "prompt": "hi", "n": 8}, headers=auth)
+        check(status == 429 and json.loads(body)["error"]["type"] == "rate_limit_error", f"n=8 beside one: {status}")
+        conn.sock.close()
+        conn.close()
     finally:
         rc = srv.stop()
     check(rc == 0, f"small server exit code {rc}")
@@ -747,7 +934,8 @@ def main():
     tests = [test_health_and_models, test_completion_usage_and_logprobs, test_completion_stream_equals_nonstream,
              test_chat, test_stop_strings_and_ids, test_seeded_sampling, test_tokenize_detokenize,
              test_bad_inputs, test_disconnect_frees_blocks, test_long_nonstream_response, test_prefix_cache_hits,
-             test_logit_bias, test_echo, test_tool_calls]
+             test_logit_bias, test_echo, test_tool_calls, test_n_choices, test_n_choices_per_choice_features,
+             test_n_choices_disconnect_frees_blocks]
     try:
         for t in tests:
             t0 = time.time()

@@ -79,6 +79,21 @@ TEST(ServerRequest, ChatMessagesToolsAndLogprobs) {
             0);
 }
 
+TEST(ServerRequest, ChoicesN) {
+  EXPECT_EQ(parse_ok(R"({"prompt": "x"})").n, 1);
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "n": null})").n, 1);
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "n": 3})").n, 3);
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "n": 16.0})").n, 16);
+  EXPECT_EQ(parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "n": 4})", Endpoint::kChat).n, 4);
+  // best_of equal to n returns every candidate: nothing to rank, accepted.
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "n": 2, "best_of": 2})").n, 2);
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "best_of": 1})").n, 1);
+  ApiError e = parse_bad(R"({"prompt": "x", "n": 17})");
+  EXPECT_EQ(e.message, "'n' must be in [1, 16], got 17");
+  e = parse_bad(R"({"prompt": "x", "n": "3"})");
+  EXPECT_EQ(e.message, "'n' must be an integer, got string");
+}
+
 TEST(ServerRequest, BadBodiesNameTheField) {
   struct Case {
     const char* body;
@@ -98,8 +113,18 @@ TEST(ServerRequest, BadBodiesNameTheField) {
       {R"({"prompt": "x", "max_tokens": 0})", Endpoint::kCompletions, "max_tokens"},
       {R"({"prompt": "x", "max_tokens": 1.5})", Endpoint::kCompletions, "max_tokens"},
       {R"({"prompt": "x", "max_completion_tokens": -1})", Endpoint::kCompletions, "max_completion_tokens"},
-      {R"({"prompt": "x", "n": 2})", Endpoint::kCompletions, "n"},
+      {R"({"prompt": "x", "n": 0})", Endpoint::kCompletions, "n"},
+      {R"({"prompt": "x", "n": -1})", Endpoint::kCompletions, "n"},
+      {R"({"prompt": "x", "n": 17})", Endpoint::kCompletions, "n"},
+      {R"({"prompt": "x", "n": 2.5})", Endpoint::kCompletions, "n"},
+      {R"({"prompt": "x", "n": "2"})", Endpoint::kCompletions, "n"},
+      {R"({"prompt": "x", "n": true})", Endpoint::kCompletions, "n"},
+      {R"({"prompt": "x", "n": 18446744073709551615})", Endpoint::kCompletions, "n"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "n": 99})", Endpoint::kChat, "n"},
       {R"({"prompt": "x", "best_of": 3})", Endpoint::kCompletions, "best_of"},
+      {R"({"prompt": "x", "n": 2, "best_of": 3})", Endpoint::kCompletions, "best_of"},
+      {R"({"prompt": "x", "n": 3, "best_of": 2})", Endpoint::kCompletions, "best_of"},
+      {R"({"prompt": "x", "best_of": "1"})", Endpoint::kCompletions, "best_of"},
       {R"({"prompt": "x", "echo": "yes"})", Endpoint::kCompletions, "echo"},
       {R"({"prompt": "x", "echo": true, "logprobs": 1})", Endpoint::kCompletions, "echo"},
       {R"({"prompt": "x", "echo": true, "max_tokens": -1})", Endpoint::kCompletions, "max_tokens"},
@@ -260,6 +285,24 @@ TEST(ServerResponse, ChunksAndUsage) {
                             Usage{2, 1, 16});
   EXPECT_EQ(full["choices"][0]["text"], "txt");
   EXPECT_EQ(full["usage"]["prompt_tokens_details"]["cached_tokens"], 16);
+  // n choices: indices 0..n-1, each its own text, finish reason and logprobs.
+  auto many = full_response(ResponseInfo{Endpoint::kChat, "chatcmpl-2", 1, "m"},
+                            {ChoiceBody{"a", "stop", nullptr, {}}, ChoiceBody{"", "tool_calls", ojson{{"content", 1}},
+                                                                              {ToolCall{"call_1", "f", "{}"}}}},
+                            Usage{4, 6, 0});
+  ASSERT_EQ(many["choices"].size(), 2u);
+  EXPECT_EQ(many["choices"][0]["index"], 0);
+  EXPECT_EQ(many["choices"][0]["message"]["content"], "a");
+  EXPECT_EQ(many["choices"][0]["finish_reason"], "stop");
+  EXPECT_TRUE(many["choices"][0]["logprobs"].is_null());
+  EXPECT_EQ(many["choices"][1]["index"], 1);
+  EXPECT_TRUE(many["choices"][1]["message"]["content"].is_null());
+  EXPECT_EQ(many["choices"][1]["message"]["tool_calls"][0]["id"], "call_1");
+  EXPECT_EQ(many["choices"][1]["finish_reason"], "tool_calls");
+  EXPECT_EQ(many["choices"][1]["logprobs"]["content"], 1);
+  EXPECT_EQ(many["usage"]["total_tokens"], 10);
+  EXPECT_EQ(stream_chunk(info, "x", "", nullptr, false, false, 3)["choices"][0]["index"], 3);
+  EXPECT_EQ(tool_calls_chunk(info, {ToolCall{"call_1", "f", "{}"}}, 0, false, 2)["choices"][0]["index"], 2);
 }
 
 }  // namespace

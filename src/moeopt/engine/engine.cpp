@@ -59,7 +59,14 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, Eng
 }
 
 Result<uint64_t> Engine::add_request(Request r) {
+  MOEOPT_ASSIGN_OR_RETURN(std::vector<uint64_t> ids, add_samples(std::move(r), 1));
+  return ids.front();
+}
+
+Result<std::vector<uint64_t>> Engine::add_samples(Request r, int32_t n) {
   const ModelConfig& c = model_->config();
+  if (n < 1 || n > kMaxSamplesPerRequest)
+    return make_error(ErrorCode::kInvalidArgument, "n must be in [1, {}], got {}", kMaxSamplesPerRequest, n);
   if (r.prompt.empty()) return make_error(ErrorCode::kInvalidArgument, "prompt is empty");
   for (int32_t t : r.prompt)
     if (t < 0 || t >= c.vocab_size)
@@ -78,12 +85,22 @@ Result<uint64_t> Engine::add_request(Request r) {
     return make_error(ErrorCode::kResourceExhausted,
                       "prompt + max_tokens need {} KV blocks, the cache has {} in all", needed_blocks,
                       blocks_->num_blocks());
-  uint64_t id = next_id_++;
-  auto seq = std::make_unique<Sequence>(id, std::move(r.prompt), std::move(r.params), c.vocab_size);
-  seq->want_prompt_logits = r.want_prompt_logits;
-  seq->want_step_logits = r.want_step_logits;
-  scheduler_->add(std::move(seq));
-  return id;
+  std::vector<uint64_t> ids;
+  std::unique_ptr<Sequence> first;
+  for (int32_t i = 0; i < n; ++i) {
+    SamplingParams p = r.params;
+    if (p.seed) p.seed = *p.seed + uint64_t(i);  // wraps around at 2^64
+    auto seq = std::make_unique<Sequence>(next_id_++, r.prompt, std::move(p), c.vocab_size);
+    seq->want_prompt_logits = r.want_prompt_logits;
+    seq->want_step_logits = r.want_step_logits;
+    ids.push_back(seq->id);
+    if (first)
+      first->forks.push_back(std::move(seq));
+    else
+      first = std::move(seq);
+  }
+  scheduler_->add(std::move(first));
+  return ids;
 }
 
 FinishReason Engine::check_stop(const Sequence& s, int32_t token) const {
@@ -163,6 +180,7 @@ Result<std::vector<RequestOutput>> Engine::step() {
   for (const ScheduledSeq& w : work) {
     w.seq->num_computed += w.num_new_tokens;
     scheduler_->register_computed_blocks(*w.seq);
+    scheduler_->release_forks(*w.seq);  // before a first token can end it and free its blocks
   }
 
   for (size_t r = 0; r < sampling.size(); ++r) {

@@ -39,6 +39,9 @@ struct EngineOptions {
   int32_t cuda_graph_max_batch = 256;   // largest decode batch captured
 };
 
+// The most samples one request may ask for (Engine::add_samples).
+inline constexpr int32_t kMaxSamplesPerRequest = 256;
+
 struct Request {
   std::vector<int32_t> prompt;
   SamplingParams params;
@@ -71,6 +74,13 @@ class Engine {
   int32_t max_model_len() const { return max_model_len_; }
   // Validates and queues a request; returns its id.
   Result<uint64_t> add_request(Request request);
+  // Validates and queues `n` samples of one prompt (the OpenAI API's `n`), n in [1, kMaxSamplesPerRequest]:
+  // n sequences with the request's settings, except that with a seed sample i draws from
+  // seed + i (without one each sample seeds itself). Sample 0 prefills the prompt; the
+  // others are forked from it once its prompt K/V are computed and share its full prompt
+  // blocks (Scheduler::release_forks), so the prompt is computed once, not n times.
+  // Returns the ids in sample order.
+  Result<std::vector<uint64_t>> add_samples(Request request, int32_t n);
   // Runs one step; outputs for every sequence that produced a token or finished.
   Result<std::vector<RequestOutput>> step();
   bool has_unfinished() const { return !scheduler_->empty(); }

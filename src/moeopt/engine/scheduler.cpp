@@ -95,7 +95,9 @@ void Scheduler::admit_waiting(std::vector<ScheduledSeq>& out, int32_t& budget) {
   while (!waiting_.empty() && budget > 0 && int32_t(running_.size()) < opt_.max_num_seqs) {
     Sequence& s = *waiting_.front();
     if (s.finished()) break;  // aborted while waiting: collected by take_finished
-    int32_t taken = s.num_computed == 0 && s.blocks.empty() ? take_cached_prefix(s) : 0;
+    // A released fork arrives holding its first sample's prompt blocks: no cache lookup.
+    const bool fresh = s.num_computed == 0 && s.blocks.empty();
+    int32_t taken = fresh ? take_cached_prefix(s) : 0;
     int32_t remaining = s.num_tokens() - s.num_computed;
     int32_t n = std::min(remaining, budget);
     int32_t need = blocks_needed(s, n);
@@ -103,7 +105,7 @@ void Scheduler::admit_waiting(std::vector<ScheduledSeq>& out, int32_t& budget) {
       drop_cached_prefix(s, taken);
       break;
     }
-    if (opt_.enable_prefix_caching) {
+    if (opt_.enable_prefix_caching && fresh) {
       prefix_queried_ += s.num_tokens();
       prefix_hits_ += int64_t(taken) * opt_.block_size;
       if (s.num_generated() == 0 && s.num_preemptions == 0) s.cached_prompt_tokens = taken * opt_.block_size;
@@ -119,11 +121,16 @@ void Scheduler::admit_waiting(std::vector<ScheduledSeq>& out, int32_t& budget) {
 
 std::vector<std::unique_ptr<Sequence>> Scheduler::take_finished() {
   std::vector<std::unique_ptr<Sequence>> done;
+  // Forks of a first sample that ended (aborted) before its prompt was computed: the
+  // aborted ones end with it, the others wait on their own (nothing to share).
+  std::vector<std::unique_ptr<Sequence>> orphans;
   auto collect = [&](auto& container) {
     for (auto it = container.begin(); it != container.end();) {
       if ((*it)->finished()) {
         blocks_->release((*it)->blocks);
         (*it)->blocks.clear();
+        for (auto& f : (*it)->forks) (f->finished() ? done : orphans).push_back(std::move(f));
+        (*it)->forks.clear();
         done.push_back(std::move(*it));
         it = container.erase(it);
       } else {
@@ -133,7 +140,37 @@ std::vector<std::unique_ptr<Sequence>> Scheduler::take_finished() {
   };
   collect(running_);
   collect(waiting_);
+  waiting_.insert(waiting_.begin(), std::make_move_iterator(orphans.begin()),
+                  std::make_move_iterator(orphans.end()));
   return done;
+}
+
+void Scheduler::release_forks(Sequence& s) {
+  if (s.forks.empty() || s.num_computed < s.prompt_len) return;
+  const int32_t bs = opt_.block_size;
+  // Full blocks before the last prompt token: a fork must compute that token itself (its
+  // first sample needs the logits there), and it never writes into a shared block.
+  const int32_t shared = std::min<int32_t>((s.prompt_len - 1) / bs, int32_t(s.blocks.size()));
+  for (auto& f : s.forks) {
+    if (f->finished()) continue;  // aborted while pending: collected without blocks
+    f->blocks.assign(s.blocks.begin(), s.blocks.begin() + shared);
+    for (int32_t b : f->blocks) blocks_->retain(b);
+    const size_t hashes = std::min(size_t(shared), s.block_hashes.size());
+    f->block_hashes.assign(s.block_hashes.begin(), s.block_hashes.begin() + long(hashes));
+    f->num_computed = shared * bs;
+    f->cached_prompt_tokens = s.cached_prompt_tokens;
+    forked_tokens_ += int64_t(shared) * bs;
+  }
+  waiting_.insert(waiting_.begin(), std::make_move_iterator(s.forks.begin()),
+                  std::make_move_iterator(s.forks.end()));
+  s.forks.clear();
+}
+
+size_t Scheduler::num_waiting() const {
+  size_t n = waiting_.size();
+  for (const auto& s : running_) n += s->forks.size();
+  for (const auto& s : waiting_) n += s->forks.size();
+  return n;
 }
 
 int32_t Scheduler::take_cached_prefix(Sequence& s) {
@@ -179,11 +216,15 @@ void Scheduler::register_computed_blocks(Sequence& s) {
 }
 
 bool Scheduler::abort(uint64_t id) {
-  for (auto& s : running_)
-    if (s->id == id) { s->finish = FinishReason::kAbort; return true; }
-  for (auto& s : waiting_)
-    if (s->id == id) { s->finish = FinishReason::kAbort; return true; }
-  return false;
+  auto mark = [&](auto& container) {
+    for (auto& s : container) {
+      if (s->id == id) { s->finish = FinishReason::kAbort; return true; }
+      for (auto& f : s->forks)
+        if (f->id == id) { f->finish = FinishReason::kAbort; return true; }
+    }
+    return false;
+  };
+  return mark(running_) || mark(waiting_);
 }
 
 }  // namespace moeopt

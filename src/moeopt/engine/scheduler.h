@@ -15,6 +15,12 @@
 //      blocks of its longest cached prefix of full blocks (block_allocator.h) and starts
 //      computing after them. At least one token is always computed (the last position's
 //      logits are needed), so a fully cached prompt recomputes its last block.
+//   Parallel samples (Engine::add_samples): sample 0 is queued with the others inside it
+//   (Sequence::forks). When its prompt's K/V are computed, release_forks() gives every fork
+//   a reference to each full prompt block before the last prompt token (the blocks a cached
+//   prefix would give) and puts the forks at the front of the waiting queue, where they are
+//   admitted like any waiting sequence and compute only the rest of the prompt (fewer than
+//   block_size + 1 tokens). A fork that is preempted later recomputes like any sequence.
 // Every scheduled sequence gets at least one token; a sequence is never split within a step.
 //
 // With prefill_first (vLLM's pre-chunked-prefill default, a throughput policy; `bench decode`
@@ -62,14 +68,21 @@ class Scheduler {
   // After a step computed tokens of `s`: registers its newly full blocks in the prefix
   // cache (no-op when prefix caching is off).
   void register_computed_blocks(Sequence& s);
+  // After a step computed tokens of `s`: once its whole prompt is computed, moves its forks
+  // (parallel samples) to the front of the waiting queue sharing its full prompt blocks (see
+  // the file comment). No-op without forks or before the prompt is done.
+  void release_forks(Sequence& s);
 
   size_t num_running() const { return running_.size(); }
-  size_t num_waiting() const { return waiting_.size(); }
+  // Waiting sequences, forks not yet released by their first sample included.
+  size_t num_waiting() const;
   bool empty() const { return running_.empty() && waiting_.empty(); }
   int64_t num_preemptions() const { return preemptions_; }
   // Prefix-cache statistics over admissions: tokens looked up and tokens found.
   int64_t prefix_queried_tokens() const { return prefix_queried_; }
   int64_t prefix_hit_tokens() const { return prefix_hits_; }
+  // Prompt tokens forks took from their first sample's blocks instead of computing them.
+  int64_t forked_prompt_tokens() const { return forked_tokens_; }
 
  private:
   int32_t blocks_needed(const Sequence& s, int32_t new_tokens) const;
@@ -88,6 +101,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;  // admission order
   int64_t preemptions_ = 0;
   int64_t prefix_queried_ = 0, prefix_hits_ = 0;
+  int64_t forked_tokens_ = 0;
 };
 
 }  // namespace moeopt

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,6 +36,10 @@ struct Sequence {
   int32_t cached_prompt_tokens = 0;  // prompt tokens found in the prefix cache at admission
   // When a step first ran any of its tokens (the end of its queue time; for metrics).
   std::optional<std::chrono::steady_clock::time_point> first_scheduled;
+  // Parallel samples of the same prompt (Engine::add_samples) that wait for this sequence's
+  // prompt K/V: once it is computed, the scheduler forks them off (Scheduler::release_forks)
+  // and they share its full prompt blocks.
+  std::vector<std::unique_ptr<Sequence>> forks;
 
   Sequence(uint64_t id_, std::vector<int32_t> prompt, SamplingParams p, int64_t vocab)
       : id(id_), tokens(std::move(prompt)), prompt_len(int32_t(tokens.size())), params(std::move(p)),

@@ -12,8 +12,18 @@ using Clock = std::chrono::steady_clock;
 void RequestStream::push(StreamEvent ev) {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    if (finished_) return;  // nothing may follow the final event
-    if (ev.finished) finished_ = true;
+    const size_t c = size_t(ev.choice);
+    if (ev.choice < 0 || c >= choice_finished_.size() || choice_finished_[c])
+      return;  // nothing may follow a choice's final event
+    if (!ev.error.empty()) {
+      // An engine failure ends the whole request.
+      ev.finished = true;
+      std::fill(choice_finished_.begin(), choice_finished_.end(), true);
+      num_finished_ = num_choices();
+    } else if (ev.finished) {
+      choice_finished_[c] = true;
+      ++num_finished_;
+    }
     events_.push_back(std::move(ev));
   }
   cv_.notify_all();
@@ -24,8 +34,12 @@ std::optional<StreamEvent> RequestStream::wait(std::chrono::milliseconds timeout
   if (!cv_.wait_for(lk, timeout, [&] { return !events_.empty(); })) return std::nullopt;
   StreamEvent out = std::move(events_.front());
   events_.pop_front();
-  while (!events_.empty()) {
-    StreamEvent& e = events_.front();
+  for (auto it = events_.begin(); it != events_.end();) {
+    StreamEvent& e = *it;
+    if (e.choice != out.choice) {
+      ++it;
+      continue;
+    }
     out.tokens.insert(out.tokens.end(), e.tokens.begin(), e.tokens.end());
     for (auto& s : e.samples) out.samples.push_back(std::move(s));
     out.finished = e.finished;
@@ -33,14 +47,14 @@ std::optional<StreamEvent> RequestStream::wait(std::chrono::milliseconds timeout
     if (e.prompt_tokens) out.prompt_tokens = e.prompt_tokens;
     if (e.cached_prompt_tokens) out.cached_prompt_tokens = e.cached_prompt_tokens;
     if (!e.error.empty()) out.error = e.error;
-    events_.pop_front();
+    it = events_.erase(it);
   }
   return out;
 }
 
 bool RequestStream::finished() const {
   std::lock_guard<std::mutex> lk(mu_);
-  return finished_;
+  return num_finished_ == num_choices();
 }
 
 EngineService::EngineService(std::unique_ptr<Engine> engine, EngineServiceOptions opt, Metrics* metrics)
@@ -65,27 +79,36 @@ void EngineService::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-Result<std::shared_ptr<RequestStream>> EngineService::submit(Request request, bool caller_counts_stop) {
+Result<std::shared_ptr<RequestStream>> EngineService::submit(Request request, bool caller_counts_stop,
+                                                             int32_t n) {
   std::shared_ptr<RequestStream> stream;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (stopping_) return make_error(ErrorCode::kUnsupported, "the server is shutting down");
     if (!fatal_.empty()) return make_error(ErrorCode::kInternal, "the engine failed: {}", fatal_);
-    if (in_flight_.load() >= opt_.max_in_flight)
+    if (n < 1) return make_error(ErrorCode::kInvalidArgument, "n must be at least 1, got {}", n);
+    if (in_flight_.load() + n > opt_.max_in_flight)
       return make_error(ErrorCode::kResourceExhausted,
-                        "the server is at capacity ({} requests in flight); retry later", opt_.max_in_flight);
-    ++in_flight_;
-    stream = std::make_shared<RequestStream>(next_stream_id_++);
-    incoming_.push_back({stream, std::move(request), Clock::now(), caller_counts_stop});
+                        "the server is at capacity ({} sequences in flight, {} asked for, at most {}); retry later",
+                        in_flight_.load(), n, opt_.max_in_flight);
+    in_flight_ += n;
+    stream = std::make_shared<RequestStream>(next_stream_id_++, n);
+    Pending p;
+    p.stream = stream;
+    p.request = std::move(request);
+    p.n = n;
+    p.arrival = Clock::now();
+    p.caller_counts_stop = caller_counts_stop;
+    incoming_.push_back(std::move(p));
   }
   cv_.notify_all();
   return stream;
 }
 
-void EngineService::cancel(uint64_t stream_id, bool completed) {
+void EngineService::cancel(uint64_t stream_id, bool completed, int32_t choice) {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    cancels_.emplace_back(stream_id, completed);
+    cancels_.push_back({stream_id, completed, choice});
   }
   cv_.notify_all();
 }
@@ -134,7 +157,7 @@ void EngineService::finish_active(uint64_t engine_id, Active& a, StreamEvent& ev
     if (a.first_token) f.prefill_s = std::max(0.0, secs(*a.first_token - *a.first_scheduled));
   }
   if (a.first_token) f.decode_s = secs(now - *a.first_token);
-  f.prompt_tokens = ev.prompt_tokens;
+  f.prompt_tokens = a.choice == 0 ? ev.prompt_tokens : 0;  // a request's prompt counts once
   f.generated_tokens = a.generated;
   f.aborted = ev.finish_reason == FinishReason::kAbort && !a.completed_by_caller;
   // A request its caller ended on purpose (a stop string matched) stopped.
@@ -143,8 +166,14 @@ void EngineService::finish_active(uint64_t engine_id, Active& a, StreamEvent& ev
                    : ev.finish_reason == FinishReason::kLength ? "length"
                                                                : "abort";
   metrics_->record_request(f);
+  ev.choice = a.choice;
   a.stream->push(std::move(ev));
-  stream_to_engine_.erase(a.stream->id());
+  auto it = stream_to_engine_.find(a.stream->id());
+  if (it != stream_to_engine_.end()) {
+    std::vector<uint64_t>& ids = it->second;
+    if (size_t(a.choice) < ids.size()) ids[size_t(a.choice)] = 0;
+    if (std::all_of(ids.begin(), ids.end(), [](uint64_t id) { return id == 0; })) stream_to_engine_.erase(it);
+  }
   active_.erase(engine_id);
   --in_flight_;
 }
@@ -153,7 +182,7 @@ void EngineService::loop() {
   bool busy = false;
   for (;;) {
     std::vector<Pending> incoming;
-    std::vector<std::pair<uint64_t, bool>> cancels;
+    std::vector<Cancel> cancels;
     bool stopping = false;
     {
       std::unique_lock<std::mutex> lk(mu_);
@@ -163,28 +192,35 @@ void EngineService::loop() {
       stopping = stopping_;
     }
     for (Pending& p : incoming) {
-      auto id = engine_->add_request(std::move(p.request));
-      if (!id.ok()) {
+      auto ids = engine_->add_samples(std::move(p.request), p.n);
+      if (!ids.ok()) {
         StreamEvent ev;
         ev.finished = true;
         ev.finish_reason = FinishReason::kAbort;
-        ev.error = id.status().message();
+        ev.error = ids.status().message();
         p.stream->push(std::move(ev));
-        --in_flight_;
+        in_flight_ -= p.n;
         continue;
       }
-      Active a;
-      a.stream = p.stream;
-      a.arrival = p.arrival;
-      a.caller_counts_stop = p.caller_counts_stop;
-      active_[*id] = std::move(a);
-      stream_to_engine_[p.stream->id()] = *id;
+      for (size_t i = 0; i < ids->size(); ++i) {
+        Active a;
+        a.stream = p.stream;
+        a.choice = int32_t(i);
+        a.arrival = p.arrival;
+        a.caller_counts_stop = p.caller_counts_stop;
+        active_[(*ids)[i]] = std::move(a);
+      }
+      stream_to_engine_[p.stream->id()] = std::move(*ids);
     }
-    for (auto [sid, completed] : cancels) {
-      auto it = stream_to_engine_.find(sid);
+    for (const Cancel& c : cancels) {
+      auto it = stream_to_engine_.find(c.stream_id);
       if (it == stream_to_engine_.end()) continue;
-      engine_->abort(it->second);
-      if (completed) active_[it->second].completed_by_caller = true;
+      const std::vector<uint64_t>& ids = it->second;
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (ids[i] == 0 || (c.choice >= 0 && size_t(c.choice) != i)) continue;
+        engine_->abort(ids[i]);
+        if (c.completed) active_[ids[i]].completed_by_caller = true;
+      }
     }
     if (stopping) {
       // Shutdown: whatever is still running is aborted (the HTTP layer drained first).
@@ -216,6 +252,7 @@ void EngineService::loop() {
           if (it == active_.end()) continue;
           Active& a = it->second;
           StreamEvent ev;
+          ev.choice = a.choice;
           ev.tokens = std::move(o.new_tokens);
           ev.samples = std::move(o.samples);
           ev.finished = o.finished;
@@ -250,7 +287,7 @@ void EngineService::loop() {
     ev.finish_reason = FinishReason::kAbort;
     ev.error = "the server is shutting down";
     p.stream->push(std::move(ev));
-    --in_flight_;
+    in_flight_ -= p.n;
   }
   incoming_.clear();
 }

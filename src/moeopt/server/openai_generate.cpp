@@ -1,11 +1,15 @@
 // OpenAiServer: the generation routes (/v1/completions, /v1/chat/completions). A request is
 // parsed, validated and submitted to the EngineService; its ResponseAccumulator then turns
 // engine events into choice deltas, and one of two sinks writes them: the SSE writer
-// (stream: true) or the JSON collector (the whole answer in one body).
+// (stream: true) or the JSON collector (the whole answer in one body). A request with n
+// choices streams each choice's chunks under its own index (interleaved as the engine
+// produces them), a finish chunk per choice, then the usage chunk and [DONE] once.
 #include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "moeopt/server/http_reply.h"
 #include "moeopt/server/http_server.h"
@@ -31,10 +35,15 @@ ApiError submit_error(const Status& st) {
   return api_error(500, "server_error", st.message());
 }
 
-// The end of a stream: the finish chunk, the usage chunk (include_usage), [DONE].
-std::string sse_finish(const ResponseInfo& info, const std::string& finish_reason, const Usage& usage,
-                       bool include_usage) {
-  std::string out = sse_event(stream_chunk(info, "", finish_reason, nullptr, false, include_usage));
+// The finish chunk of choice `index`.
+std::string sse_choice_finish(const ResponseInfo& info, const std::string& finish_reason, bool include_usage,
+                              int index) {
+  return sse_event(stream_chunk(info, "", finish_reason, nullptr, false, include_usage, index));
+}
+
+// The end of a stream, after every choice's finish chunk: the usage chunk (include_usage), [DONE].
+std::string sse_end(const ResponseInfo& info, const Usage& usage, bool include_usage) {
+  std::string out;
   if (include_usage) out += sse_event(usage_chunk(info, usage));
   return out + kSseDone;
 }
@@ -51,11 +60,14 @@ void answer_echo_only(const ServedModel& m, const ApiRequest& ar, const std::vec
   Usage usage;
   usage.prompt_tokens = int64_t(ids.size());
   const std::string text = m.echo_text(ar, ids);
-  if (!ar.stream) return send_json(res, 200, full_response(info, text, "length", nullptr, usage));
+  if (!ar.stream)
+    return send_json(res, 200,
+                     full_response(info, std::vector<ChoiceBody>(size_t(ar.n), ChoiceBody{text, "length"}), usage));
   start_sse(res);
-  res.set_content(sse_event(stream_chunk(info, text, "", nullptr, false, ar.include_usage)) +
-                      sse_finish(info, "length", usage, ar.include_usage),
-                  "text/event-stream");
+  std::string body;
+  for (int i = 0; i < ar.n; ++i) body += sse_event(stream_chunk(info, text, "", nullptr, false, ar.include_usage, i));
+  for (int i = 0; i < ar.n; ++i) body += sse_choice_finish(info, "length", ar.include_usage, i);
+  res.set_content(body + sse_end(info, usage, ar.include_usage), "text/event-stream");
 }
 
 // Streaming: the provider runs on the handler thread once headers are out; each call waits
@@ -64,7 +76,10 @@ void answer_echo_only(const ServedModel& m, const ApiRequest& ar, const std::vec
 class SseWriter {
  public:
   SseWriter(std::shared_ptr<ResponseAccumulator> acc, std::string echo, bool include_usage)
-      : acc_(std::move(acc)), echo_(std::move(echo)), include_usage_(include_usage) {}
+      : acc_(std::move(acc)),
+        echo_(std::move(echo)),
+        include_usage_(include_usage),
+        calls_sent_(size_t(acc_->num_choices()), 0) {}
 
   bool pump(http::Sink& sink) {
     if (done_) {
@@ -99,12 +114,17 @@ class SseWriter {
   void finish() { acc_->cancel_unless_finished(done_); }
 
  private:
-  // Chat: the assistant-role chunk; completions: the echoed prompt, if any.
+  // Per choice: chat, the assistant-role chunk; completions, the echoed prompt, if any.
   std::string opening() const {
     const ResponseInfo& info = acc_->info();
-    if (info.endpoint == Endpoint::kChat) return sse_event(stream_chunk(info, "", "", nullptr, true, include_usage_));
-    if (!echo_.empty()) return sse_event(stream_chunk(info, echo_, "", nullptr, false, include_usage_));
-    return "";
+    std::string out;
+    for (int i = 0; i < acc_->num_choices(); ++i) {
+      if (info.endpoint == Endpoint::kChat)
+        out += sse_event(stream_chunk(info, "", "", nullptr, true, include_usage_, i));
+      else if (!echo_.empty())
+        out += sse_event(stream_chunk(info, echo_, "", nullptr, false, include_usage_, i));
+    }
+    return out;
   }
   std::string chunks(const ChoiceDelta& d) {
     if (d.error) {
@@ -112,15 +132,19 @@ class SseWriter {
       return sse_event(d.error->to_json()) + kSseDone;
     }
     const ResponseInfo& info = acc_->info();
+    const int i = d.index;
     std::string out;
     if (!d.content.empty() || !d.logprobs.empty())
-      out += sse_event(stream_chunk(info, d.content, "", acc_->logprobs_json(d.logprobs), false, include_usage_));
+      out += sse_event(
+          stream_chunk(info, d.content, "", acc_->logprobs_json(d.logprobs), false, include_usage_, i));
     if (!d.calls.empty()) {
-      out += sse_event(tool_calls_chunk(info, d.calls, calls_sent_, include_usage_));
-      calls_sent_ += int(d.calls.size());
+      int& sent = calls_sent_[size_t(i)];
+      out += sse_event(tool_calls_chunk(info, d.calls, sent, include_usage_, i));
+      sent += int(d.calls.size());
     }
-    if (d.finished) {
-      out += sse_finish(info, d.finish_reason, acc_->usage(), include_usage_);
+    if (d.finished) out += sse_choice_finish(info, d.finish_reason, include_usage_, i);
+    if (acc_->done()) {
+      out += sse_end(info, acc_->usage(), include_usage_);
       done_ = true;
     }
     return out;
@@ -129,15 +153,17 @@ class SseWriter {
   std::shared_ptr<ResponseAccumulator> acc_;
   std::string echo_;  // completions: sent as the first chunk
   bool include_usage_, sent_first_ = false, done_ = false;
-  int calls_sent_ = 0;
+  std::vector<int> calls_sent_;  // per choice
   Clock::time_point last_write_ = Clock::now();
 };
 
-// Non-streamed: the deltas concatenated into one answer.
+// Non-streamed: the deltas concatenated into one answer, per choice.
 class JsonCollector {
  public:
-  JsonCollector(std::shared_ptr<ResponseAccumulator> acc, std::string echo)
-      : acc_(std::move(acc)), text_(std::move(echo)) {}
+  JsonCollector(std::shared_ptr<ResponseAccumulator> acc, const std::string& echo)
+      : acc_(std::move(acc)), choices_(size_t(acc_->num_choices())), logprobs_(choices_.size()) {
+    for (ChoiceBody& c : choices_) c.text = echo;  // completions: the echoed prompt first
+  }
 
   // Waits up to `timeout` for the next event; true when the answer (or an error) is complete.
   bool wait(milliseconds timeout) {
@@ -147,25 +173,27 @@ class JsonCollector {
       error_ = std::move(d->error);
       return true;
     }
-    text_ += d->content;
-    for (auto& e : d->logprobs) logprobs_.push_back(std::move(e));
-    for (auto& c : d->calls) calls_.push_back(std::move(c));
-    if (d->finished) finish_ = d->finish_reason;
+    ChoiceBody& c = choices_[size_t(d->index)];
+    c.text += d->content;
+    for (auto& e : d->logprobs) logprobs_[size_t(d->index)].push_back(std::move(e));
+    for (auto& call : d->calls) c.tool_calls.push_back(std::move(call));
+    if (d->finished) c.finish_reason = d->finish_reason;
     return acc_->done();
   }
   const std::optional<ApiError>& error() const { return error_; }
   // The response body once complete: the error object, or the whole answer.
   ojson body() const {
     if (error_) return error_->to_json();
-    return full_response(acc_->info(), text_, finish_, acc_->logprobs_json(logprobs_), acc_->usage(), calls_);
+    std::vector<ChoiceBody> out = choices_;
+    for (size_t i = 0; i < out.size(); ++i) out[i].logprobs = acc_->logprobs_json(logprobs_[i]);
+    return full_response(acc_->info(), out, acc_->usage());
   }
   ResponseAccumulator& accumulator() { return *acc_; }
 
  private:
   std::shared_ptr<ResponseAccumulator> acc_;
-  std::string text_, finish_;  // text_ starts with the echoed prompt (completions)
-  std::vector<TokenLogprobEntry> logprobs_;
-  std::vector<ToolCall> calls_;
+  std::vector<ChoiceBody> choices_;
+  std::vector<std::vector<TokenLogprobEntry>> logprobs_;  // per choice
   std::optional<ApiError> error_;
 };
 
@@ -235,18 +263,25 @@ void OpenAiServer::handle_generate(Endpoint ep, const http::Request& req, Respon
   if (auto e = m.check_lengths(ar, ids)) return send_error(res, *e);
   if (ar.params.max_tokens == 0) return answer_echo_only(m, ar, ids, res);
 
+  if (ar.n > service_->max_in_flight())
+    return send_error(res, bad_request(fmt::format("'n' = {} is more than this server holds at once ({} "
+                                                   "sequences running and waiting)",
+                                                   ar.n, service_->max_in_flight()),
+                                       "n"));
+
   moeopt::Request r;
   r.prompt = ids;
   r.params = ar.params;
-  // With tool parsing the handler knows the real finish reason ("tool_calls").
-  auto submitted = service_->submit(std::move(r), /*caller_counts_stop=*/ar.parse_tool_calls);
+  // With tool parsing the handler knows the real finish reason ("tool_calls"). The n
+  // choices are admitted together or refused together (429).
+  auto submitted = service_->submit(std::move(r), /*caller_counts_stop=*/ar.parse_tool_calls, ar.n);
   if (!submitted.ok()) return send_error(res, submit_error(submitted.status()));
   auto acc = std::make_shared<ResponseAccumulator>(m, ar, int64_t(ids.size()), *submitted, *service_, metrics_);
   std::string echo = m.echo_text(ar, ids);
   if (ar.stream)
     answer_stream(std::make_shared<SseWriter>(std::move(acc), std::move(echo), ar.include_usage), res);
   else
-    answer_json(std::make_shared<JsonCollector>(std::move(acc), std::move(echo)), res);
+    answer_json(std::make_shared<JsonCollector>(std::move(acc), echo), res);
 }
 
 }  // namespace moeopt::server

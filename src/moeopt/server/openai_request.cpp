@@ -284,9 +284,6 @@ std::optional<ApiError> parse_generation_request(const std::string& body, Endpoi
         return bad_request(fmt::format("'logprobs' must be in [0, 20], got {}", lp), "logprobs");
       out.top_logprobs = int(lp);
     }
-    int64_t best_of = 1;
-    RETURN_IF_API_ERROR(read_int(j, "best_of", best_of, has));
-    if (has && best_of != 1) return bad_request("only best_of = 1 is supported", "best_of");
   } else {
     const ojson* msgs = field(j, "messages");
     if (!msgs) return bad_request("'messages' is required", "messages");
@@ -342,7 +339,21 @@ std::optional<ApiError> parse_generation_request(const std::string& body, Endpoi
     out.max_tokens_given = true;
   }
   RETURN_IF_API_ERROR(read_int(j, "n", v, has));
-  if (has && v != 1) return bad_request(fmt::format("only n = 1 is supported, got {}", v), "n");
+  if (has) {
+    if (v < 1 || v > kMaxChoices)
+      return bad_request(fmt::format("'n' must be in [1, {}], got {}", kMaxChoices, v), "n");
+    out.n = int32_t(v);
+  }
+  if (endpoint == Endpoint::kCompletions) {
+    // best_of: ranking candidates by log-probability is not implemented; best_of = n (every
+    // candidate is returned, nothing to rank) is accepted.
+    RETURN_IF_API_ERROR(read_int(j, "best_of", v, has));
+    if (has && v != out.n)
+      return bad_request(fmt::format("'best_of' must equal 'n' ({}), got {}: choosing the best of more "
+                                     "candidates than are returned is not supported",
+                                     out.n, v),
+                         "best_of");
+  }
   if (const ojson* lb = field(j, "logit_bias")) RETURN_IF_API_ERROR(read_logit_bias(*lb, p.logit_bias));
   RETURN_IF_API_ERROR(read_bool(j, "ignore_eos", p.ignore_eos));
   RETURN_IF_API_ERROR(read_bool(j, "skip_special_tokens", out.skip_special_tokens));

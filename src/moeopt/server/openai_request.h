@@ -6,8 +6,9 @@
 // error type and the offending parameter, e.g.
 //   400 invalid_request_error param=temperature "'temperature' must be a number, got string".
 // Unknown fields are ignored (clients send many optional ones); fields that would change
-// the output but are not implemented (n > 1, best_of > 1, suffix, non-text response_format,
-// tool_choice "required" or a named function) are rejected, never silently dropped.
+// the output but are not implemented (best_of other than n, suffix, non-text
+// response_format, tool_choice "required" or a named function) are rejected, never
+// silently dropped. `n` is an integer in [1, kMaxChoices].
 #pragma once
 
 #include <optional>
@@ -40,6 +41,9 @@ ApiError api_error(int status, std::string type, std::string message, std::strin
 
 enum class Endpoint { kCompletions, kChat };
 
+// The most choices (`n`) one request may ask for.
+inline constexpr int32_t kMaxChoices = 16;
+
 struct ApiRequest {
   Endpoint endpoint = Endpoint::kCompletions;
   std::string model;  // "" when absent
@@ -63,6 +67,9 @@ struct ApiRequest {
   bool echo = false;
 
   SamplingParams params;
+  // Choices: n samples of the prompt, each its own sequence; with a seed, choice i samples
+  // with seed + i (Engine::add_samples).
+  int32_t n = 1;
   bool max_tokens_given = false;  // else the endpoint's default applies
   std::vector<std::string> stop;  // stop strings (not included in the output text)
   bool stream = false;

@@ -87,30 +87,38 @@ std::string chat_finish_reason(const std::string& engine_reason, int num_tool_ca
   return engine_reason;
 }
 
+ojson full_response(const ResponseInfo& info, const std::vector<ChoiceBody>& choices, const Usage& usage) {
+  ojson list = ojson::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ChoiceBody& c = choices[i];
+    ojson choice = {{"index", i}};
+    if (info.endpoint == Endpoint::kChat) {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+      if (!c.tool_calls.empty()) {
+        if (c.text.empty()) choice["message"]["content"] = nullptr;
+        ojson calls = ojson::array();
+        for (const ToolCall& t : c.tool_calls) calls.push_back(tool_call_json(t));
+        choice["message"]["tool_calls"] = std::move(calls);
+      }
+    } else {
+      choice["text"] = c.text;
+    }
+    choice["logprobs"] = c.logprobs;
+    choice["finish_reason"] = c.finish_reason.empty() ? ojson(nullptr) : ojson(c.finish_reason);
+    list.push_back(std::move(choice));
+  }
+  return ojson{{"id", info.id},       {"object", object_name(info.endpoint, false)}, {"created", info.created},
+               {"model", info.model}, {"choices", std::move(list)},                  {"usage", usage_json(usage)}};
+}
+
 ojson full_response(const ResponseInfo& info, const std::string& text, const std::string& finish_reason,
                     const ojson& logprobs, const Usage& usage, const std::vector<ToolCall>& tool_calls) {
-  ojson choice = {{"index", 0}};
-  if (info.endpoint == Endpoint::kChat) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-    if (!tool_calls.empty()) {
-      if (text.empty()) choice["message"]["content"] = nullptr;
-      ojson calls = ojson::array();
-      for (const ToolCall& c : tool_calls) calls.push_back(tool_call_json(c));
-      choice["message"]["tool_calls"] = std::move(calls);
-    }
-  } else {
-    choice["text"] = text;
-  }
-  choice["logprobs"] = logprobs;
-  choice["finish_reason"] = finish_reason.empty() ? ojson(nullptr) : ojson(finish_reason);
-  return ojson{
-      {"id", info.id},       {"object", object_name(info.endpoint, false)}, {"created", info.created},
-      {"model", info.model}, {"choices", ojson::array({choice})},           {"usage", usage_json(usage)}};
+  return full_response(info, {ChoiceBody{text, finish_reason, logprobs, tool_calls}}, usage);
 }
 
 ojson stream_chunk(const ResponseInfo& info, const std::string& text, const std::string& finish_reason,
-                   const ojson& logprobs, bool first, bool usage_null) {
-  ojson choice = {{"index", 0}};
+                   const ojson& logprobs, bool first, bool usage_null, int index) {
+  ojson choice = {{"index", index}};
   if (info.endpoint == Endpoint::kChat) {
     ojson delta = ojson::object();
     if (first) delta["role"] = "assistant";
@@ -131,10 +139,10 @@ ojson stream_chunk(const ResponseInfo& info, const std::string& text, const std:
 }
 
 ojson tool_calls_chunk(const ResponseInfo& info, const std::vector<ToolCall>& calls, int first_index,
-                       bool usage_null) {
+                       bool usage_null, int index) {
   ojson list = ojson::array();
   for (size_t i = 0; i < calls.size(); ++i) list.push_back(tool_call_json(calls[i], first_index + int(i)));
-  ojson choice = {{"index", 0}, {"delta", {{"tool_calls", std::move(list)}}}, {"logprobs", nullptr},
+  ojson choice = {{"index", index}, {"delta", {{"tool_calls", std::move(list)}}}, {"logprobs", nullptr},
                   {"finish_reason", nullptr}};
   ojson j = {{"id", info.id},
              {"object", object_name(info.endpoint, true)},

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <unordered_set>
 
+#include <fmt/format.h>
+
 #include "moeopt/server/served_model.h"
 
 namespace moeopt::server {
@@ -23,13 +25,16 @@ ResponseAccumulator::ResponseAccumulator(const ServedModel& model, const ApiRequ
                                          Metrics& metrics)
     : tok_(model.tok),
       info_(model.response_info(ar.endpoint)),
-      assembler_(model.tok, ar.stop, hidden_final_ids(model, ar.params), ar.skip_special_tokens,
-                 ar.top_logprobs >= 0),
       want_logprobs_(ar.top_logprobs >= 0),
       stream_(std::move(stream)),
       service_(service),
       metrics_(metrics) {
-  if (ar.parse_tool_calls) tools_.emplace();
+  const auto hidden = hidden_final_ids(model, ar.params);
+  for (int32_t i = 0; i < std::max(1, ar.n); ++i) {
+    choices_.push_back(std::make_unique<Choice>(
+        Choice{OutputAssembler(model.tok, ar.stop, hidden, ar.skip_special_tokens, want_logprobs_), std::nullopt}));
+    if (ar.parse_tool_calls) choices_.back()->tools.emplace();
+  }
   usage_.prompt_tokens = prompt_tokens;
 }
 
@@ -41,30 +46,42 @@ std::optional<ChoiceDelta> ResponseAccumulator::next(std::chrono::milliseconds t
 
 ChoiceDelta ResponseAccumulator::consume(const StreamEvent& ev) {
   ChoiceDelta out;
+  out.index = ev.choice;
   if (!ev.error.empty()) {
     out.error = api_error(500, "server_error", "engine: " + ev.error);
     return out;
   }
-  if (ev.finished && ev.finish_reason == FinishReason::kAbort && !assembler_.stopped_by_string()) {
+  if (ev.choice < 0 || ev.choice >= num_choices()) {
+    out.error = api_error(500, "server_error", fmt::format("engine: an event for choice {} of {}", ev.choice,
+                                                           num_choices()));
+    return out;
+  }
+  Choice& c = *choices_[size_t(ev.choice)];
+  if (ev.finished && ev.finish_reason == FinishReason::kAbort && !c.assembler.stopped_by_string()) {
     out.error = api_error(503, "server_error", "the request was aborted (server shutting down)");
     return out;
   }
   usage_.cached_tokens = std::max<int64_t>(usage_.cached_tokens, ev.cached_prompt_tokens);
-  OutputDelta d = assembler_.consume(ev);
-  if (assembler_.stopped_by_string() && !ev.finished) service_.cancel(stream_->id(), /*completed=*/true);
+  OutputDelta d = c.assembler.consume(ev);
+  if (c.assembler.stopped_by_string() && !ev.finished)
+    service_.cancel(stream_->id(), /*completed=*/true, ev.choice);
   out.content = std::move(d.text);
   out.logprobs = std::move(d.logprobs);
   out.finished = d.finished;
   out.finish_reason = d.finish_reason;
-  if (!tools_) return out;
-  ToolCallDelta td = d.finished ? tools_->feed_last(out.content) : tools_->feed(out.content);
+  if (!c.tools) return out;
+  ToolCallDelta td = d.finished ? c.tools->feed_last(out.content) : c.tools->feed(out.content);
   if (d.finished) {
-    out.finish_reason = chat_finish_reason(d.finish_reason, tools_->num_calls());
+    out.finish_reason = chat_finish_reason(d.finish_reason, c.tools->num_calls());
     if (d.finish_reason == "stop") metrics_.count_finish_reason(out.finish_reason);
   }
   out.content = std::move(td.content);
   out.calls = std::move(td.calls);
   return out;
+}
+
+bool ResponseAccumulator::done() const {
+  return std::all_of(choices_.begin(), choices_.end(), [](const auto& c) { return c->assembler.done(); });
 }
 
 void ResponseAccumulator::cancel() { service_.cancel(stream_->id()); }
@@ -75,7 +92,7 @@ void ResponseAccumulator::cancel_unless_finished(bool complete) {
 
 Usage ResponseAccumulator::usage() const {
   Usage u = usage_;
-  u.completion_tokens = assembler_.completion_tokens();
+  for (const auto& c : choices_) u.completion_tokens += c->assembler.completion_tokens();
   return u;
 }
 
