@@ -106,10 +106,10 @@ int run_bench_moe(const BenchMoeArgs& a) {
               rep->tensor_nominal_flops / 1e12);
   std::printf("shape: H %lld, I %lld, E %lld, k %lld\n", (long long)o.hidden, (long long)o.inter,
               (long long)o.experts, (long long)o.top_k);
-  std::printf("%6s %8s %5s %5s %15s %9s %7s %8s %9s %8s %8s %8s\n", "M", "routing", "dtype",
+  std::printf("%6s %8s %5s %5s %30s %9s %7s %8s %9s %8s %8s %8s\n", "M", "routing", "dtype",
               "exp", "tile", "us", "GB/s", "%HBMnom", "%HBMcopy", "TFLOP/s", "%tensor", "vs_bf16");
   for (const auto& r : rep->rows)
-    std::printf("%6lld %8s %5s %5lld %15s %9.1f %7.0f %8.1f %9.1f %8.1f %8.1f %8.2f\n",
+    std::printf("%6lld %8s %5s %5lld %30s %9.1f %7.0f %8.1f %9.1f %8.1f %8.1f %8.2f\n",
                 (long long)r.m, r.routing.c_str(), r.dtype.c_str(), (long long)r.experts_touched,
                 r.tile.c_str(), r.us, r.gbps, r.pct_hbm_nominal, r.pct_hbm_copy, r.tflops,
                 r.pct_tensor, r.speedup_vs_bf16);
@@ -130,8 +130,8 @@ RunFn setup_bench_moe(CLI::App& bench) {
   sub->add_option("--dtype", a->dtype,
                   "bf16 and/or fp8 experts (W8A8, 128x128 block scales; default bf16)");
   sub->add_option("--fp8-tiles", a->fp8_tiles,
-                  "fp8 rows per tile: auto (the plan's choice) and/or tile names such as "
-                  "fp8_bm32_bn8, fp8_bm64_bn8, fp8_bm64_bn16 (default auto)");
+                  "fp8 rows per tile choice: auto (the plan's) and/or GEMM1[/GEMM2] tile names "
+                  "such as fp8_bm32_bn8/fp8_bm128_bn8 (default auto)");
   sub->add_option("--hidden", a->hidden, "hidden size H (default 2048)")->check(CLI::PositiveNumber);
   sub->add_option("--inter", a->inter, "expert width I (default 768)")->check(CLI::PositiveNumber);
   sub->add_option("--experts", a->experts, "experts E (default 128)")->check(CLI::PositiveNumber);

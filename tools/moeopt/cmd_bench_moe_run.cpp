@@ -244,31 +244,35 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
   MOEOPT_RETURN_IF_ERROR(out.alloc(size_t(max_m * H) * 2, "out"));
   MOEOPT_RETURN_IF_ERROR(ids.alloc(size_t(max_m * K) * 4, "expert_ids"));
   MOEOPT_RETURN_IF_ERROR(wts.alloc(size_t(max_m * K) * 4, "expert_weights"));
-  auto fp8_choice = [](std::optional<cuda::MoeFp8Tile> t) {
-    cuda::MoeTileChoice c;
-    c.fp8_tile = t;
-    return c;
+  // The fp8 tile choices to time ("auto": the plan's own; "A" or "A/B": GEMM 1 [/ GEMM 2]).
+  auto tile_named = [](const std::string& name) -> std::optional<cuda::MoeFp8Tile> {
+    for (int t = 0; t < cuda::kNumMoeFp8Tiles; ++t)
+      if (name == cuda::moe_fp8_tile_name(cuda::MoeFp8Tile(t))) return cuda::MoeFp8Tile(t);
+    return std::nullopt;
   };
-  // The fp8 tiles to time: nullopt = the plan's own choice.
-  std::vector<std::optional<cuda::MoeFp8Tile>> fp8_tiles;
+  std::vector<std::optional<cuda::MoeTileChoice>> fp8_tiles;
   for (const std::string& name : o.fp8_tiles) {
     if (name == "auto") {
       fp8_tiles.push_back(std::nullopt);
       continue;
     }
-    std::optional<cuda::MoeFp8Tile> found;
-    for (int t = 0; t < cuda::kNumMoeFp8Tiles; ++t)
-      if (name == cuda::moe_fp8_tile_name(cuda::MoeFp8Tile(t))) found = cuda::MoeFp8Tile(t);
-    if (!found)
+    const size_t slash = name.find('/');
+    cuda::MoeTileChoice c;
+    c.fp8_tile = tile_named(name.substr(0, slash));
+    if (slash != std::string::npos) c.fp8_tile2 = tile_named(name.substr(slash + 1));
+    if (!c.fp8_tile || (slash != std::string::npos && !c.fp8_tile2))
       return make_error(ErrorCode::kInvalidArgument, "bench moe: unknown fp8 tile '{}'", name);
-    fp8_tiles.push_back(found);
+    fp8_tiles.push_back(c);
   }
+  auto fp8_choice = [](const std::optional<cuda::MoeTileChoice>& c) {
+    return c ? *c : cuda::MoeTileChoice{};
+  };
   size_t ws_bytes = 0;
   for (bool fp8 : {false, true}) {
     if (fp8 ? !want_fp8 : !want_bf16) continue;
     MoeDims d{max_m, o.hidden, o.inter, o.experts, o.top_k};
     d.fp8 = fp8;
-    for (const auto& t : fp8 ? fp8_tiles : std::vector<std::optional<cuda::MoeFp8Tile>>{{}}) {
+    for (const auto& t : fp8 ? fp8_tiles : std::vector<std::optional<cuda::MoeTileChoice>>{{}}) {
       MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan p,
                               cuda::moe_layer_plan(d, fp8_choice(t)));
       ws_bytes = std::max(ws_bytes, p.bytes);
@@ -295,7 +299,7 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
       for (bool fp8 : {false, true}) {
         if (fp8 ? !want_fp8 : !want_bf16) continue;
         for (const auto& fp8_tile :
-             fp8 ? fp8_tiles : std::vector<std::optional<cuda::MoeFp8Tile>>{{}}) {
+             fp8 ? fp8_tiles : std::vector<std::optional<cuda::MoeTileChoice>>{{}}) {
         MoeDims d{m, H, I, E, K};
         d.fp8 = fp8;
         MOEOPT_ASSIGN_OR_RETURN(const cuda::MoeLayerPlan plan,
@@ -319,7 +323,9 @@ Result<MoeBenchReport> run_moe_bench(const MoeBenchOptions& o) {
         row.routing = routing;
         row.dtype = fp8 ? "fp8" : "bf16";
         row.experts_touched = touched;
-        row.tile = fp8 ? cuda::moe_fp8_tile_name(plan.fp8_tile) : cuda::moe_gemm_tile_name(plan.tile);
+        row.tile = fp8 ? std::string(cuda::moe_fp8_tile_name(plan.fp8_tile)) + "/" +
+                             cuda::moe_fp8_tile_name(plan.fp8_tile2)
+                       : cuda::moe_gemm_tile_name(plan.tile);
         row.us = us;
         row.weight_bytes = double(touched) * (fp8 ? bytes_per_expert_fp8 : bytes_per_expert_bf16);
         row.gbps = row.weight_bytes / us * 1e-3;

@@ -302,14 +302,20 @@ Result<MoeLayerPlan> moe_layer_plan(const MoeDims& d, const MoeTileChoice& tiles
   p.tile2 = tiles.tile2 ? *tiles.tile2 : moe_gemm2_tile(p.tile);
   p.tile_rows = moe_gemm_tile_rows(p.tile);
   if (d.fp8) {
-    // Both GEMMs share the tile table, so one tile for both.
+    // Both GEMMs share the tile table: their tiles have the same token rows.
     p.fp8_tile = tiles.fp8_tile ? *tiles.fp8_tile
                                 : choose_moe_fp8_tile(d.num_tokens, d.top_k, d.num_experts);
-    const int kmax = int(std::max(d.hidden, d.inter));
-    if (detail::moe_fp8_gemm_smem_bytes(p.fp8_tile, kmax) > detail::kMaxSmemPerBlock)
-      return make_error(ErrorCode::kUnsupported,
-                        "moe: fp8 tile {} does not fit K = {} in shared memory",
-                        moe_fp8_tile_name(p.fp8_tile), kmax);
+    p.fp8_tile2 = tiles.fp8_tile2 ? *tiles.fp8_tile2 : moe_fp8_gemm2_tile(p.fp8_tile);
+    if (moe_fp8_tile_rows(p.fp8_tile2) != moe_fp8_tile_rows(p.fp8_tile))
+      return make_error(ErrorCode::kInvalidArgument,
+                        "moe: fp8 GEMM 2 tile {} has {} token rows, GEMM 1 tile {} has {}",
+                        moe_fp8_tile_name(p.fp8_tile2), moe_fp8_tile_rows(p.fp8_tile2),
+                        moe_fp8_tile_name(p.fp8_tile), moe_fp8_tile_rows(p.fp8_tile));
+    for (const auto& [t, kk] : {std::pair{p.fp8_tile, d.hidden}, std::pair{p.fp8_tile2, d.inter}})
+      if (detail::moe_fp8_gemm_smem_bytes(t, int(kk)) > detail::kMaxSmemPerBlock)
+        return make_error(ErrorCode::kUnsupported,
+                          "moe: fp8 tile {} does not fit K = {} in shared memory",
+                          moe_fp8_tile_name(t), kk);
     p.tile_rows = moe_fp8_tile_rows(p.fp8_tile);
   } else if (moe_gemm_tile_rows(p.tile2) != p.tile_rows)
     return make_error(ErrorCode::kInvalidArgument,
@@ -406,7 +412,7 @@ Status run_fp8_gemms(const MoeLayerPlan& plan, const MoeLayerArgs& a, bool pdl,
   g2.out_bf16 = moe_region<__nv_bfloat16>(ws, plan.y);
   g2.K = int(d.inter);
   g2.N_out = int(d.hidden);
-  return cuda_status(detail::launch_moe_fp8_grouped_gemm(plan.fp8_tile, false, g2,
+  return cuda_status(detail::launch_moe_fp8_grouped_gemm(plan.fp8_tile2, false, g2,
                                                          int(plan.max_tiles), pdl, stream),
                      op, "fp8 gemm2 launch");
 }

@@ -11,6 +11,7 @@ namespace k = moeopt::cuda::kernels;
 //                                 BM  BN WM WN WK STAGES
 using Fp8Bm32Bn8 = k::Fp8GemmTile<32, 8, 1, 1, 4, 8>;
 using Fp8Bm64Bn8 = k::Fp8GemmTile<64, 8, 2, 1, 2, 8>;
+using Fp8Bm128Bn8 = k::Fp8GemmTile<128, 8, 4, 1, 1, 6>;
 using Fp8Bm64Bn16 = k::Fp8GemmTile<64, 16, 2, 1, 2, 6>;
 using Fp8Bm64Bn32 = k::Fp8GemmTile<64, 32, 2, 2, 1, 6>;
 using Fp8Bm128Bn64 = k::Fp8GemmTile<128, 64, 4, 2, 1, 4>;
@@ -44,6 +45,7 @@ size_t moe_fp8_gemm_smem_bytes(MoeFp8Tile tile, int K) {
   switch (tile) {
     case MoeFp8Tile::kBm32Bn8: return Fp8Bm32Bn8::smem_bytes(K);
     case MoeFp8Tile::kBm64Bn8: return Fp8Bm64Bn8::smem_bytes(K);
+    case MoeFp8Tile::kBm128Bn8: return Fp8Bm128Bn8::smem_bytes(K);
     case MoeFp8Tile::kBm64Bn16: return Fp8Bm64Bn16::smem_bytes(K);
     case MoeFp8Tile::kBm64Bn32: return Fp8Bm64Bn32::smem_bytes(K);
     case MoeFp8Tile::kBm128Bn64: return Fp8Bm128Bn64::smem_bytes(K);
@@ -61,6 +63,8 @@ cudaError_t launch_moe_fp8_grouped_gemm(MoeFp8Tile tile, bool gated,
       return launch_fp8_gated<Fp8Bm32Bn8>(gated, p, max_tiles, pdl, stream);
     case MoeFp8Tile::kBm64Bn8:
       return launch_fp8_gated<Fp8Bm64Bn8>(gated, p, max_tiles, pdl, stream);
+    case MoeFp8Tile::kBm128Bn8:
+      return launch_fp8_gated<Fp8Bm128Bn8>(gated, p, max_tiles, pdl, stream);
     case MoeFp8Tile::kBm64Bn16:
       return launch_fp8_gated<Fp8Bm64Bn16>(gated, p, max_tiles, pdl, stream);
     case MoeFp8Tile::kBm64Bn32:
@@ -81,6 +85,7 @@ cudaError_t launch_fp8_dense_linear(MoeFp8Tile tile, const k::Fp8GroupedGemmPara
   switch (tile) {
     case MoeFp8Tile::kBm32Bn8: return launch_fp8<Fp8Bm32Bn8, false>(p, tiles, pdl, stream);
     case MoeFp8Tile::kBm64Bn8: return launch_fp8<Fp8Bm64Bn8, false>(p, tiles, pdl, stream);
+    case MoeFp8Tile::kBm128Bn8: return launch_fp8<Fp8Bm128Bn8, false>(p, tiles, pdl, stream);
     case MoeFp8Tile::kBm64Bn16: return launch_fp8<Fp8Bm64Bn16, false>(p, tiles, pdl, stream);
     case MoeFp8Tile::kBm64Bn32: return launch_fp8<Fp8Bm64Bn32, false>(p, tiles, pdl, stream);
     case MoeFp8Tile::kBm128Bn64: return launch_fp8<Fp8Bm128Bn64, false>(p, tiles, pdl, stream);

@@ -49,8 +49,10 @@ struct MoeDims {
 struct MoeTileChoice {
   std::optional<MoeGemmTile> tile;   // GEMM 1's tile; default choose_moe_gemm_tile()
   std::optional<MoeGemmTile> tile2;  // GEMM 2's (same token rows); default moe_gemm2_tile()
-  std::optional<MoeFp8Tile> fp8_tile;  // both GEMMs' tile for fp8 dims; default
-                                       // choose_moe_fp8_tile()
+  std::optional<MoeFp8Tile> fp8_tile;   // GEMM 1's tile for fp8 dims; default
+                                        // choose_moe_fp8_tile()
+  std::optional<MoeFp8Tile> fp8_tile2;  // GEMM 2's (same token rows); default
+                                        // moe_fp8_gemm2_tile()
 };
 
 // Byte offsets of the workspace regions (A = M*k assignments), each 256-byte aligned:
@@ -74,7 +76,8 @@ struct MoeLayerPlan {
   MoeDims dims;
   MoeGemmTile tile = MoeGemmTile::kBm32Bn8;
   MoeGemmTile tile2 = MoeGemmTile::kBm32Bn8;
-  MoeFp8Tile fp8_tile = MoeFp8Tile::kBm32Bn8;  // fp8 dims: both GEMMs
+  MoeFp8Tile fp8_tile = MoeFp8Tile::kBm32Bn8;   // fp8 dims: GEMM 1
+  MoeFp8Tile fp8_tile2 = MoeFp8Tile::kBm32Bn8;  // fp8 dims: GEMM 2
   int tile_rows = 0;      // token rows per tile (both GEMMs)
   int64_t max_tiles = 0;  // upper bound of the tile table's length
   size_t expert_ids = 0, expert_weights = 0, tokens_per_expert = 0, expert_offsets = 0,

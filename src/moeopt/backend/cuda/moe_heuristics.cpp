@@ -75,7 +75,8 @@ bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
 int moe_fp8_tile_rows(MoeFp8Tile tile) {
   switch (tile) {
     case MoeFp8Tile::kBm32Bn8:
-    case MoeFp8Tile::kBm64Bn8: return 8;
+    case MoeFp8Tile::kBm64Bn8:
+    case MoeFp8Tile::kBm128Bn8: return 8;
     case MoeFp8Tile::kBm64Bn16: return 16;
     case MoeFp8Tile::kBm64Bn32: return 32;
     case MoeFp8Tile::kBm128Bn64: return 64;
@@ -90,6 +91,7 @@ int moe_fp8_tile_weight_rows(MoeFp8Tile tile) {
     case MoeFp8Tile::kBm64Bn8:
     case MoeFp8Tile::kBm64Bn16:
     case MoeFp8Tile::kBm64Bn32: return 64;
+    case MoeFp8Tile::kBm128Bn8:
     case MoeFp8Tile::kBm128Bn64:
     case MoeFp8Tile::kBm128Bn128: return 128;
   }
@@ -100,6 +102,7 @@ const char* moe_fp8_tile_name(MoeFp8Tile tile) {
   switch (tile) {
     case MoeFp8Tile::kBm32Bn8: return "fp8_bm32_bn8";
     case MoeFp8Tile::kBm64Bn8: return "fp8_bm64_bn8";
+    case MoeFp8Tile::kBm128Bn8: return "fp8_bm128_bn8";
     case MoeFp8Tile::kBm64Bn16: return "fp8_bm64_bn16";
     case MoeFp8Tile::kBm64Bn32: return "fp8_bm64_bn32";
     case MoeFp8Tile::kBm128Bn64: return "fp8_bm128_bn64";
@@ -120,14 +123,29 @@ MoeFp8Tile choose_moe_fp8_tile(int64_t num_tokens, int64_t top_k, int64_t num_ex
   return MoeFp8Tile::kBm128Bn128;
 }
 
+MoeFp8Tile moe_fp8_gemm2_tile(MoeFp8Tile gemm1_tile) {
+  switch (gemm1_tile) {
+    case MoeFp8Tile::kBm32Bn8:
+    case MoeFp8Tile::kBm64Bn8: return MoeFp8Tile::kBm128Bn8;
+    case MoeFp8Tile::kBm128Bn8:
+    case MoeFp8Tile::kBm64Bn16:
+    case MoeFp8Tile::kBm64Bn32:
+    case MoeFp8Tile::kBm128Bn64:
+    case MoeFp8Tile::kBm128Bn128: break;
+  }
+  return gemm1_tile;
+}
+
 MoeFp8Tile choose_fp8_linear_tile(int64_t m, int64_t n, int num_sms) {
   MoeFp8Tile t = choose_moe_fp8_tile(m, 1, 1);
   auto blocks = [&](MoeFp8Tile x) {
     const int64_t r = moe_fp8_tile_rows(x), w = moe_fp8_tile_weight_rows(x);
     return ((m + r - 1) / r) * ((n + w - 1) / w);
   };
-  while (t != MoeFp8Tile::kBm32Bn8 && blocks(t) * 10 < int64_t(num_sms) * 9)
+  while (t != MoeFp8Tile::kBm32Bn8 && blocks(t) * 10 < int64_t(num_sms) * 9) {
     t = MoeFp8Tile(int(t) - 1);
+    if (t == MoeFp8Tile::kBm128Bn8) t = MoeFp8Tile::kBm64Bn8;  // more weight rows: no step down
+  }
   return t;
 }
 

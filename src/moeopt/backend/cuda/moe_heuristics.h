@@ -41,17 +41,22 @@ bool moe_use_pdl(int64_t num_tokens, int64_t top_k, int64_t num_experts);
 enum class MoeFp8Tile : uint8_t {
   kBm32Bn8,     // decode: 4 warps split each K group
   kBm64Bn8,     // decode: 64 weight rows, 2 warps split each K group
+  kBm128Bn8,    // decode GEMM 2 (K = I short): 128 weight rows per block
   kBm64Bn16,
   kBm64Bn32,
   kBm128Bn64,   // prefill: 8 warps
   kBm128Bn128,
 };
-inline constexpr int kNumMoeFp8Tiles = 6;
+inline constexpr int kNumMoeFp8Tiles = 7;
 int moe_fp8_tile_rows(MoeFp8Tile tile);
 int moe_fp8_tile_weight_rows(MoeFp8Tile tile);
 const char* moe_fp8_tile_name(MoeFp8Tile tile);
 // By rows per expert, as choose_moe_gemm_tile.
 MoeFp8Tile choose_moe_fp8_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts);
+// GEMM 2's tile given GEMM 1's (same token rows). GEMM 2's K is I (768 for Qwen3-30B-A3B:
+// six 128-groups), so a block of GEMM 1's 32 weight rows streams only 24 KB and its fixed
+// costs dominate; the 8-token tiles take 128 rows there.
+MoeFp8Tile moe_fp8_gemm2_tile(MoeFp8Tile gemm1_tile);
 // The FP8 dense linear's tile for M tokens and N output features: the MoE rule for one
 // expert holding all M rows, stepped down to smaller tiles while the grid would leave more
 // than a tenth of the num_sms SMs without a block (decode: the weight stream needs every SM).
