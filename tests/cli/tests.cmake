@@ -66,6 +66,13 @@ moeopt_cli_test(bench_decode_bad_batch "bench|decode|--batch-sizes|1,x" 2
   STDERR "^moeopt bench decode: error: --batch-sizes: 'x' is not a positive integer or max\n$")
 moeopt_cli_test(bench_decode_output_len_1 "bench|decode|--output-len|1" 2
   STDERR "^moeopt bench decode: error: --output-len must be at least 3")
+# The perplexity-only mode on the demo model's held-out excerpt: transformers' value (the
+# golden of DemoModel.PerplexityEqualsTransformers) is 81.935235.
+moeopt_cli_test(bench_quality_perplexity_only
+  "bench|quality|--perplexity-only|--text|${PROJECT_SOURCE_DIR}/tests/data/demo_heldout_excerpt.txt|--json" 0
+  STDOUT "\"perplexity\": 81\\.935")
+moeopt_cli_test(bench_quality_perplexity_only_needs_text "bench|quality|--perplexity-only" 2
+  STDERR "needs --text")
 moeopt_cli_test(bench_prefill_bad_len "bench|prefill|--prompt-lens|0" 2
   STDERR "^moeopt bench prefill: error: --prompt-lens: '0' is not a positive integer\n$")
 

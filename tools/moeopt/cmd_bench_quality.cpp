@@ -1,5 +1,10 @@
 // `moeopt bench quality [--model DIR|name] [--random-weights] [--prompts N] [--len L]
-//                       [--seed S] [--text FILE [--window W] [--max-tokens T]] [--json]`
+//                       [--seed S] [--text FILE [--window W] [--max-tokens T]]
+//                       [--perplexity-only] [--json]`
+//
+// With --perplexity-only (needs --text): only the perplexity of the model as stored on the
+// text, no comparison (model/quality.h perplexity; the number the demo model's test checks
+// against transformers).
 //
 // The measured cost of FP8 W8A8 weights (ops/fp8.h): the same tokens through the reference
 // (the BF16 checkpoint, or an FP8 checkpoint's weights dequantised to f32) and FP8 (the BF16
@@ -35,6 +40,7 @@ struct QualityArgs {
   uint64_t seed = 0;
   std::string text;  // a text file instead of random prompts
   int window = 256, max_tokens = 4096;
+  bool perplexity_only = false;
   bool json = false;
 };
 
@@ -59,15 +65,41 @@ Result<std::vector<std::vector<int32_t>>> quality_prompts(const QualityArgs& a, 
   return prompts;
 }
 
+// Perplexity of the model as loaded on the text (--perplexity-only).
+int run_perplexity_only(const QualityArgs& a, LoadedModel& lm) {
+  const char* cmd = "bench quality";
+  auto prompts = quality_prompts(a, lm, lm.model->config().vocab_size);
+  if (!prompts.ok()) return report_error(cmd, prompts.status());
+  std::vector<int32_t> ids;
+  for (const auto& w : *prompts) ids.insert(ids.end(), w.begin(), w.end());
+  ThreadPool pool(0);
+  auto r = perplexity(*lm.model, ops::Context{.pool = &pool}, ids, a.window);
+  if (!r.ok()) return report_error(cmd, r.status());
+  if (a.json) {
+    const nlohmann::json j = {{"model", lm.source},    {"text", a.text},
+                              {"window", a.window},    {"scored_tokens", r->scored_tokens},
+                              {"mean_nll_nats", r->mean_nll}, {"perplexity", r->perplexity}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("perplexity of %s on %s (%lld scored tokens, windows of %d): %.4f (%.4f nats per token)\n",
+                lm.source.c_str(), a.text.c_str(), (long long)r->scored_tokens, a.window,
+                r->perplexity, r->mean_nll);
+  }
+  return 0;
+}
+
 int run_bench_quality(QualityArgs& a) {
   const char* cmd = "bench quality";
   if (a.m.device != "cpu")
     return report_error(cmd, Status(ErrorCode::kUnsupported,
                                     "the quality report runs on the CPU reference (--device cpu), which "
                                     "defines the FP8 numerics; test_cuda checks the GPU's FP8 path against it"));
+  if (a.perplexity_only && a.text.empty())
+    return report_error(cmd, Status(ErrorCode::kInvalidArgument, "--perplexity-only needs --text FILE"));
   // The checkpoint directory: load_model_for resolves names and --random-weights.
   auto base = load_model_for(a.m, cmd);
   if (!base.ok()) return report_error(cmd, base.status());
+  if (a.perplexity_only) return run_perplexity_only(a, *base);
   const std::string dir = base->source;
   const bool fp8_ckpt = base->model->config().fp8.has_value();
   ThreadPool pool(0);
@@ -128,6 +160,8 @@ RunFn setup_bench_quality(CLI::App& bench) {
   sub->add_option("--text", a->text, "score this text file (its tokens in windows) instead of random prompts");
   sub->add_option("--window", a->window, "tokens per window of --text (default 256)")->check(CLI::Range(2, 4096));
   sub->add_option("--max-tokens", a->max_tokens, "tokens of --text used (default 4096)")->check(CLI::Range(2, 1 << 20));
+  sub->add_flag("--perplexity-only", a->perplexity_only,
+                "only the perplexity of the model as stored on --text (no comparison)");
   sub->add_flag("--json", a->json, "print one JSON object");
   return [a] { return run_bench_quality(*a); };
 }
