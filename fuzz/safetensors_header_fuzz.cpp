@@ -1,5 +1,6 @@
 // libFuzzer target for the safetensors header parser (untrusted input: every downloaded
-// checkpoint). Build and run (clang only):
+// checkpoint). scripts/fuzz.sh builds, replays and fuzzes every target (--campaign N for a
+// long run); by hand (clang only):
 //   cmake -G Ninja -S . -B build-fuzz -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
 //         -DMOEOPT_CUDA=OFF -DMOEOPT_BENCH=OFF -DMOEOPT_TESTS=OFF -DMOEOPT_FUZZ=ON
 //   ninja -C build-fuzz safetensors_header_fuzz

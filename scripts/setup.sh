@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 
 apt_pkgs=(build-essential cmake ninja-build pkg-config git python3 python3-venv
   nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
-  libpcre2-dev libutf8proc-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev)
+  libpcre2-dev libutf8proc-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-dev)
+# clang + libclang-rt-dev: the libFuzzer/ASan/UBSan build of scripts/fuzz.sh. The runtimes
+# are in libclang-rt-<ver>-dev (meta package libclang-rt-dev) from Debian 12 and Ubuntu
+# 23.04 on; older releases ship them in libclang-common-<ver>-dev, which clang pulls in.
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,6 +26,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
+  if [[ " ${missing[*]} " == *" libclang-rt-dev "* ]] && ! apt-cache show libclang-rt-dev >/dev/null 2>&1; then
+    missing=("${missing[@]/libclang-rt-dev}"); read -ra missing <<<"${missing[*]}"
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
