@@ -18,6 +18,11 @@
 // an H200: <= 6e-6 in all. kNmse = 2e-5. Values are in +-[0.05, 1], so |out| < 1: output
 // rounding adds <= 2^-9 absolute, P rounding <= u * max|v| = 2^-8: kMaxAbs = 6e-3 (measured
 // <= 3.1e-3).
+// FP8 caches (CudaAttnFp8, and the table's fp8 cases): the same instances with each (slot,
+// kv head) row quantised by the CPU's ops::fp8_quantize_group (codes NaN and scales NaN in
+// unowned slots); both sides read those codes and scales, so the tolerance is the bf16 one
+// (the GPU applies the scale to q . code instead of to each element: one more f32 rounding).
+// kv_cache_write into fp8 caches must give the CPU's codes and scales bit for bit.
 // Also: hints larger than needed (or 0 = unknown) give the same result within tolerance, a
 // launch captured in a CUDA graph replays correctly for new metadata within its bounds, a
 // sequence with context 0 and new tokens gets zero rows, unsupported dtypes answer cleanly.
@@ -40,6 +45,7 @@
 #include "moeopt/backend/cuda/cuda_backend.h"
 #include "moeopt/core/thread_pool.h"
 #include "moeopt/ops/attention.h"
+#include "moeopt/ops/fp8.h"
 #include "moeopt/ops/op_cases.h"
 
 namespace moeopt::ops {
@@ -48,6 +54,7 @@ namespace {
 constexpr double kNmse = 2e-5;
 constexpr double kMaxAbs = 6e-3;
 constexpr uint16_t kBf16Nan = 0x7fc0;
+constexpr uint8_t kFp8Nan = 0x7f;
 
 ThreadPool& pool() {
   static ThreadPool p(0);
@@ -113,6 +120,7 @@ struct AttnSpec {
   int q_pad = 0, out_pad = 0;  // extra elements per token row (strided rows)
   float scale = 0.0f;
   int max_blocks = 0;  // block-table row length (0: the longest sequence's blocks + 2)
+  bool fp8 = false;    // e4m3 caches with per (slot, kv head) scales
 };
 
 // Host side of one batch: bf16 q rows (with padding), bf16 caches, metadata.
@@ -120,8 +128,26 @@ struct Instance {
   int64_t tokens = 0, seqs = 0, num_blocks = 0, max_blocks = 0, q_stride = 0, out_stride = 0;
   std::vector<uint16_t> q;                 // [T, q_stride] bf16 bits
   std::vector<uint16_t> k_cache, v_cache;  // [num_blocks, bs, hkv, d] bf16 bits
+  std::vector<uint8_t> k8, v8;             // fp8 specs: the caches as e4m3 codes
+  std::vector<float> k_scale, v_scale;     // fp8 specs: [num_blocks, bs, hkv]
   std::vector<int32_t> block_table, context_lens, query_start_loc;
 };
+
+// The fp8 cache of a bf16 one: every (slot, kv head) row of d values quantised as
+// kv_cache_write does (ops::fp8_quantize_group); rows holding NaN (unowned slots) get NaN
+// codes and scales.
+void quantize_cache(const std::vector<uint16_t>& bf16, int64_t d, std::vector<uint8_t>& codes,
+                    std::vector<float>& scales) {
+  const size_t rows = bf16.size() / size_t(d);
+  codes.assign(bf16.size(), kFp8Nan);
+  scales.assign(rows, NAN);
+  std::vector<float> x(static_cast<size_t>(d));
+  for (size_t r = 0; r < rows; ++r) {
+    bool nan = false;
+    for (int64_t e = 0; e < d; ++e) nan |= std::isnan(x[size_t(e)] = bf16_to_f32(bf16[r * size_t(d) + size_t(e)]));
+    if (!nan) scales[r] = fp8_quantize_group(x.data(), d, codes.data() + r * size_t(d));
+  }
+}
 
 uint16_t bf16_bits(double v) { return f32_to_bf16(float(v)); }
 
@@ -171,6 +197,10 @@ Instance make_instance(const AttnSpec& c, uint64_t seed_salt = 0) {
   for (int64_t t = 0; t < in.tokens; ++t)
     for (int64_t e = 0; e < int64_t(c.hq) * c.d; ++e)
       in.q[size_t(t * in.q_stride + e)] = bf16_bits(rng.nonzero(0.05, 1.0));
+  if (c.fp8) {
+    quantize_cache(in.k_cache, c.d, in.k8, in.k_scale);
+    quantize_cache(in.v_cache, c.d, in.v8, in.v_scale);
+  }
   return in;
 }
 
@@ -182,9 +212,17 @@ std::vector<double> cpu_attention(const AttnSpec& c, const Instance& in) {
     for (int64_t e = 0; e < hq * d; ++e)
       q.ptr<float>()[i * hq * d + e] = bf16_to_f32(in.q[size_t(i * in.q_stride + e)]);
   const Shape cs{in.num_blocks, c.bs, c.hkv, d};
-  HostTensor kc(DType::kBF16, cs), vc(DType::kBF16, cs);
-  std::memcpy(kc.ptr<void>(), in.k_cache.data(), kc.nbytes());
-  std::memcpy(vc.ptr<void>(), in.v_cache.data(), vc.nbytes());
+  const DType cdt = c.fp8 ? DType::kF8E4M3 : DType::kBF16;
+  HostTensor kc(cdt, cs), vc(cdt, cs), ks(DType::kF32, {in.num_blocks, c.bs, c.hkv}),
+      vs(DType::kF32, {in.num_blocks, c.bs, c.hkv});
+  std::memcpy(kc.ptr<void>(), c.fp8 ? (const void*)in.k8.data() : in.k_cache.data(), kc.nbytes());
+  std::memcpy(vc.ptr<void>(), c.fp8 ? (const void*)in.v8.data() : in.v_cache.data(), vc.nbytes());
+  KvScales scales;
+  if (c.fp8) {
+    std::memcpy(ks.ptr<void>(), in.k_scale.data(), ks.nbytes());
+    std::memcpy(vs.ptr<void>(), in.v_scale.data(), vs.nbytes());
+    scales = {ks.view(), vs.view()};
+  }
   HostTensor bt(DType::kI32, {in.seqs, in.max_blocks}), cl(DType::kI32, {in.seqs}),
       qsl(DType::kI32, {in.seqs + 1});
   std::memcpy(bt.ptr<void>(), in.block_table.data(), bt.nbytes());
@@ -194,16 +232,18 @@ std::vector<double> cpu_attention(const AttnSpec& c, const Instance& in) {
   AttentionParams params{.scale = c.scale, .sliding_window = c.window};
   Context ctx;
   ctx.pool = &pool();
-  Status st = paged_attention(ctx, q, kc, vc, bt, cl, qsl, params, out);
+  Status st = paged_attention(ctx, q, kc, vc, bt, cl, qsl, params, out, scales);
   EXPECT_TRUE(st.ok()) << st.message();
   return to_doubles(out);
 }
 
 // Device copies of an instance; out starts as all-ones bits (NaN).
 struct DeviceInstance {
-  DevBuf q, k_cache, v_cache, block_table, context_lens, query_start_loc, out;
+  DevBuf q, k_cache, v_cache, k8, v8, k_scale, v_scale, block_table, context_lens,
+      query_start_loc, out;
   explicit DeviceInstance(const Instance& in)
-      : q(in.q), k_cache(in.k_cache), v_cache(in.v_cache), block_table(in.block_table),
+      : q(in.q), k_cache(in.k_cache), v_cache(in.v_cache), k8(in.k8), v8(in.v8),
+        k_scale(in.k_scale), v_scale(in.v_scale), block_table(in.block_table),
         context_lens(in.context_lens), query_start_loc(in.query_start_loc),
         out(size_t(std::max<int64_t>(in.tokens, 1) * in.out_stride) * 2) {
     poison_out();
@@ -217,6 +257,10 @@ struct DeviceInstance {
     q.upload(in.q);
     k_cache.upload(in.k_cache);
     v_cache.upload(in.v_cache);
+    k8.upload(in.k8);
+    v8.upload(in.v8);
+    k_scale.upload(in.k_scale);
+    v_scale.upload(in.v_scale);
     block_table.upload(in.block_table);
     context_lens.upload(in.context_lens);
     query_start_loc.upload(in.query_start_loc);
@@ -230,16 +274,20 @@ struct DeviceInstance {
 
 Status gpu_attention(const AttnSpec& c, const Instance& in, DeviceInstance& dev,
                      const Context& ctx, int max_ctx_hint, int max_q_hint) {
-  const Shape cs{in.num_blocks, c.bs, c.hkv, c.d};
+  const Shape cs{in.num_blocks, c.bs, c.hkv, c.d}, ss{in.num_blocks, c.bs, c.hkv};
   AttentionParams params{.scale = c.scale, .sliding_window = c.window,
                          .max_context_len = max_ctx_hint, .max_query_len = max_q_hint};
+  KvScales scales;
+  if (c.fp8) scales = {dev_view(dev.k_scale, DType::kF32, ss), dev_view(dev.v_scale, DType::kF32, ss)};
+  const DType cdt = c.fp8 ? DType::kF8E4M3 : DType::kBF16;
   return paged_attention(ctx, dev_view(dev.q, DType::kBF16, {in.tokens, c.hq, c.d}, in.q_stride),
-                         dev_view(dev.k_cache, DType::kBF16, cs),
-                         dev_view(dev.v_cache, DType::kBF16, cs),
+                         dev_view(c.fp8 ? dev.k8 : dev.k_cache, cdt, cs),
+                         dev_view(c.fp8 ? dev.v8 : dev.v_cache, cdt, cs),
                          dev_view(dev.block_table, DType::kI32, {in.seqs, in.max_blocks}),
                          dev_view(dev.context_lens, DType::kI32, {in.seqs}),
                          dev_view(dev.query_start_loc, DType::kI32, {in.seqs + 1}), params,
-                         dev_view(dev.out, DType::kBF16, {in.tokens, c.hq, c.d}, in.out_stride));
+                         dev_view(dev.out, DType::kBF16, {in.tokens, c.hq, c.d}, in.out_stride),
+                         scales);
 }
 
 // Downloads out, checks row padding is untouched and returns the [T, Hq, D] values.
@@ -312,7 +360,7 @@ std::vector<AttnSpec> table_specs() {
   for (const OpCase& c : op_cases_for(OpKind::kPagedAttention))
     v.push_back({.name = c.name, .hq = c.heads, .hkv = c.kv_heads, .d = c.head_dim,
                  .bs = c.block_size, .window = c.sliding_window, .q_lens = c.q_lens,
-                 .ctx_lens = c.ctx_lens});
+                 .ctx_lens = c.ctx_lens, .fp8 = c.cache_dtype == DType::kF8E4M3});
   return v;
 }
 
@@ -369,6 +417,26 @@ std::vector<AttnSpec> gpu_specs() {
   return v;
 }
 
+// FP8 caches on both paths (tensor cores at D 64 / 128, the general kernel elsewhere):
+// long decode batches, long and chunked prefill, mixed batches, windows, odd block sizes,
+// strided q rows.
+std::vector<AttnSpec> fp8_specs() {
+  std::vector<AttnSpec> v;
+  for (const char* name :
+       {"gpu_qwen3_decode_b1", "gpu_qwen3_decode_b64", "gpu_qwen3_prefill_17",
+        "gpu_qwen3_prefill_2048", "gpu_qwen3_chunked_two", "gpu_qwen3_mixed",
+        "gpu_qwen3_window256", "gpu_qwen3_bs7", "gpu_qwen3_bs1", "gpu_d64_gqa8_mixed",
+        "gpu_d64_gqa8_decode_b32", "gpu_qwen3_qkv_slice", "gpu_qwen3_misaligned_rows",
+        "gpu_tiny_d24_h7", "gpu_d256_general"})
+    for (AttnSpec s : gpu_specs())
+      if (s.name == name) {
+        s.name = "fp8_" + s.name;
+        s.fp8 = true;
+        v.push_back(s);
+      }
+  return v;
+}
+
 AttnSpec spec_named(const std::string& name) {
   for (const AttnSpec& s : gpu_specs())
     if (s.name == name) return s;
@@ -397,6 +465,18 @@ TEST_P(CudaAttnGpu, MatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, CudaAttnGpu, testing::ValuesIn(gpu_specs()),
                          [](const auto& info) { return case_name(info.param.name); });
+
+class CudaAttnFp8 : public testing::TestWithParam<AttnSpec> {};
+
+TEST_P(CudaAttnFp8, MatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  run_spec(GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaAttnFp8, testing::ValuesIn(fp8_specs()),
+                         [](const auto& info) { return case_name(info.param.name); });
+
+TEST(CudaAttnFp8Spec, CoversEveryListedName) { EXPECT_EQ(fp8_specs().size(), 15u); }
 
 // Hints larger than needed (and 0 = unknown) change the launch (row tiles, splits), not the
 // result.
@@ -540,6 +620,7 @@ struct KvSpec {
   int hkv = 0, d = 0, bs = 0;
   std::vector<int> ctx_lens{};
   int row_pad = 0;  // extra elements per k / v token row
+  bool fp8 = false;
 };
 
 std::vector<KvSpec> kv_specs() {
@@ -547,9 +628,15 @@ std::vector<KvSpec> kv_specs() {
   for (const OpCase& c : op_cases_for(OpKind::kKvCacheWrite))
     for (int pad : {0, 8, 3})
       v.push_back({.name = std::string(c.name) + "_pad" + std::to_string(pad), .hkv = c.kv_heads,
-                   .d = c.head_dim, .bs = c.block_size, .ctx_lens = c.ctx_lens, .row_pad = pad});
+                   .d = c.head_dim, .bs = c.block_size, .ctx_lens = c.ctx_lens, .row_pad = pad,
+                   .fp8 = c.cache_dtype == DType::kF8E4M3});
   v.push_back({.name = "gpu_kv_qwen3_pad1024", .hkv = 4, .d = 128, .bs = 16,
                .ctx_lens = {700, 1, 33}, .row_pad = 1024});
+  v.push_back({.name = "gpu_kv_fp8_qwen3_pad1024", .hkv = 4, .d = 128, .bs = 16,
+               .ctx_lens = {700, 1, 33}, .row_pad = 1024, .fp8 = true});
+  v.push_back({.name = "gpu_kv_fp8_d256", .hkv = 2, .d = 256, .bs = 5, .ctx_lens = {9, 4},
+               .fp8 = true});
+  v.push_back({.name = "gpu_kv_fp8_d8", .hkv = 3, .d = 8, .bs = 3, .ctx_lens = {5}, .fp8 = true});
   return v;
 }
 
@@ -586,30 +673,46 @@ TEST_P(CudaAttnKvWrite, SameCacheBytesAsCpu) {
   HostTensor cpu_slots(DType::kI32, {t});
   std::memcpy(cpu_slots.ptr<void>(), slots.data(), size_t(t) * 4);
   cpu_slots.ptr<int32_t>()[t - 1] = -1;
-  const Shape cs{num_blocks, c.bs, c.hkv, c.d};
-  HostTensor kc(DType::kBF16, cs), vc(DType::kBF16, cs);
-  std::fill_n(kc.ptr<uint16_t>(), kc.numel(), kBf16Nan);
-  std::fill_n(vc.ptr<uint16_t>(), vc.numel(), kBf16Nan);
-  DevBuf dkc(kc.nbytes()), dvc(vc.nbytes());
+  const Shape cs{num_blocks, c.bs, c.hkv, c.d}, ss{num_blocks, c.bs, c.hkv};
+  const DType cdt = c.fp8 ? DType::kF8E4M3 : DType::kBF16;
+  HostTensor kc(cdt, cs), vc(cdt, cs), ks(DType::kF32, ss), vs(DType::kF32, ss);
+  poison(kc);
+  poison(vc);
+  poison(ks);
+  poison(vs);
+  DevBuf dkc(kc.nbytes()), dvc(vc.nbytes()), dks(ks.nbytes()), dvs(vs.nbytes());
   cudaMemcpy(dkc.get(), kc.ptr<void>(), kc.nbytes(), cudaMemcpyHostToDevice);
   cudaMemcpy(dvc.get(), vc.ptr<void>(), vc.nbytes(), cudaMemcpyHostToDevice);
+  cudaMemcpy(dks.get(), ks.ptr<void>(), ks.nbytes(), cudaMemcpyHostToDevice);
+  cudaMemcpy(dvs.get(), vs.ptr<void>(), vs.nbytes(), cudaMemcpyHostToDevice);
   Context cpu_ctx;
   cpu_ctx.pool = &pool();
-  Status st = kv_cache_write(cpu_ctx, kf, vf, cpu_slots, kc, vc);
+  const KvScales cpu_scales = c.fp8 ? KvScales{ks.view(), vs.view()} : KvScales{};
+  Status st = kv_cache_write(cpu_ctx, kf, vf, cpu_slots, kc, vc, cpu_scales);
   ASSERT_TRUE(st.ok()) << st.message();
 
   DevBuf dk(k), dv(v), ds(slots);
   cuda::CudaBackend backend;
   st = kv_cache_write(gpu_context(backend), dev_view(dk, DType::kBF16, {t, c.hkv, c.d}, stride),
                       dev_view(dv, DType::kBF16, {t, c.hkv, c.d}, stride),
-                      dev_view(ds, DType::kI32, {t}), dev_view(dkc, DType::kBF16, cs),
-                      dev_view(dvc, DType::kBF16, cs));
+                      dev_view(ds, DType::kI32, {t}), dev_view(dkc, cdt, cs),
+                      dev_view(dvc, cdt, cs),
+                      c.fp8 ? KvScales{dev_view(dks, DType::kF32, ss), dev_view(dvs, DType::kF32, ss)}
+                            : KvScales{});
   ASSERT_TRUE(st.ok()) << st.message();
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  const std::vector<uint16_t> gk = dkc.download<uint16_t>(), gv = dvc.download<uint16_t>();
-  for (int64_t i = 0; i < kc.numel(); ++i) {
-    ASSERT_EQ(gk[size_t(i)], kc.ptr<uint16_t>()[i]) << "k_cache element " << i;
-    ASSERT_EQ(gv[size_t(i)], vc.ptr<uint16_t>()[i]) << "v_cache element " << i;
+  // Byte-equal caches (and scales): codes/values, and the poison of unwritten slots.
+  auto same_bytes = [](const DevBuf& dev, const HostTensor& host, const char* what) {
+    const std::vector<uint8_t> got = dev.download<uint8_t>();
+    const uint8_t* want = host.ptr<uint8_t>();
+    for (size_t i = 0; i < host.nbytes(); ++i)
+      ASSERT_EQ(got[i], want[i]) << what << " byte " << i;
+  };
+  same_bytes(dkc, kc, "k_cache");
+  same_bytes(dvc, vc, "v_cache");
+  if (c.fp8) {
+    same_bytes(dks, ks, "k_scale");
+    same_bytes(dvs, vs, "v_scale");
   }
 }
 

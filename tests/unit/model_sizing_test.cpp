@@ -169,7 +169,7 @@ TEST(Sizing, TinyConfigByHand) {
 
   KvBytes kv = kv_bytes_per_token(c);
   EXPECT_EQ(kv.bf16, 2 * 1 * 1 * 128 * 2);  // K and V, 1 layer, 1 kv head, head_dim 128, 2 bytes
-  EXPECT_EQ(kv.fp8, kv.bf16 / 2);
+  EXPECT_EQ(kv.fp8, kv.bf16 / 2 + 2 * 4);  // codes + an f32 scale for K and for V of the head
 }
 
 TEST(Sizing, KvBytesPerToken) {
@@ -263,7 +263,7 @@ TEST(Sizing, ReportJsonKeys) {
   EXPECT_TRUE(j["weight_bytes"]["fp8"].is_number_integer());
   ASSERT_TRUE(j["kv_bytes_per_token"].is_object());
   EXPECT_EQ(j["kv_bytes_per_token"]["bf16"], 98304);
-  EXPECT_EQ(j["kv_bytes_per_token"]["fp8"], 49152);
+  EXPECT_EQ(j["kv_bytes_per_token"]["fp8"], 49152 + 48 * 2 * 4 * 4);  // + f32 scale per token, kv head, K/V
   EXPECT_EQ(j["attention"]["kind"], "gqa");
   EXPECT_EQ(j["routing"]["scoring"], "softmax");
   EXPECT_EQ(j["fit"]["h100"]["configs"].size(), 4u * 3u);

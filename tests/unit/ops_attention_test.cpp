@@ -1,7 +1,9 @@
 // kv_cache_write and paged_attention against a naive double-precision attention over
 // contiguous per-sequence K/V arrays (no paging, per-token loops): blocks are assigned in a
 // shuffled order, unused block-table entries hold garbage, sequences mix prefill, chunked
-// prefill, decode and zero new tokens.
+// prefill, decode and zero new tokens. FP8 caches: the expected cache values are the inputs
+// quantised per (token, kv head) row here, independently of the op (scale = max(amax, 1e-10)
+// / 448, value = e4m3(x / scale) * scale), and unused slots hold NaN codes and scales.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,12 +21,34 @@ namespace {
 struct Paged {
   int64_t num_blocks = 0, max_blocks = 0;
   HostTensor block_table, context_lens, query_start_loc, k_cache, v_cache;
+  HostTensor k_scale, v_scale;  // fp8 caches only
   std::vector<std::vector<double>> k, v;  // per sequence [ctx, Hkv, D], exact cache values
   int64_t tokens = 0;                     // total new tokens
 };
 
+// The value an fp8 cache holds for x in a row whose largest magnitude is amax.
+double fp8_cached(double x, float amax) {
+  const float scale = std::max(amax, 1e-10f) / 448.0f;
+  return double(fp8e4m3_to_f32(f32_to_fp8e4m3(float(x) / scale)) * scale);
+}
+
+// Quantises each [d] row of `vals` as an fp8 cache stores it.
+void fp8_round_rows(std::vector<double>& vals, int64_t d) {
+  for (size_t r = 0; r < vals.size(); r += size_t(d)) {
+    float amax = 0;
+    for (int64_t e = 0; e < d; ++e) amax = std::max(amax, std::fabs(float(vals[r + size_t(e)])));
+    for (int64_t e = 0; e < d; ++e) vals[r + size_t(e)] = fp8_cached(vals[r + size_t(e)], amax);
+  }
+}
+
+KvScales scales_of(const Paged& p) {
+  if (p.k_cache.dtype() != DType::kF8E4M3) return {};
+  return {p.k_scale.view(), p.v_scale.view()};
+}
+
 // Builds the paging metadata and per-sequence K/V (values representable in bf16 and f16, so
-// every cache dtype stores them exactly), and a poisoned cache.
+// every cache dtype stores them exactly; fp8 caches store them rounded, see fp8_round_rows),
+// and a poisoned cache.
 Paged make_paged(const OpCase& c, CaseRng& rng) {
   Paged p;
   const int64_t seqs = int64_t(c.ctx_lens.size()), bs = c.block_size, hkv = c.kv_heads, d = c.head_dim;
@@ -61,6 +85,12 @@ Paged make_paged(const OpCase& c, CaseRng& rng) {
   p.v_cache = HostTensor(c.cache_dtype, {p.num_blocks, bs, hkv, d});
   poison(p.k_cache);
   poison(p.v_cache);
+  if (c.cache_dtype == DType::kF8E4M3) {
+    p.k_scale = HostTensor(DType::kF32, {p.num_blocks, bs, hkv});
+    p.v_scale = HostTensor(DType::kF32, {p.num_blocks, bs, hkv});
+    poison(p.k_scale);
+    poison(p.v_scale);
+  }
   return p;
 }
 
@@ -81,9 +111,21 @@ void fill_cache(const OpCase& c, Paged& p, const Context& ctx) {
     }
     slots.ptr<int32_t>()[n] = -1;  // padding: must be skipped
     for (int64_t i = 0; i < hkv * d; ++i) k.ptr<float>()[n * hkv * d + i] = v.ptr<float>()[n * hkv * d + i] = 99.0f;
-    Status st = kv_cache_write(ctx, k, v, slots, p.k_cache, p.v_cache);
+    Status st = kv_cache_write(ctx, k, v, slots, p.k_cache, p.v_cache, scales_of(p));
     ASSERT_TRUE(st.ok()) << st.message();
   }
+  if (c.cache_dtype == DType::kF8E4M3)  // what the cache holds from now on
+    for (size_t s = 0; s < p.k.size(); ++s) {
+      fp8_round_rows(p.k[s], d);
+      fp8_round_rows(p.v[s], d);
+    }
+}
+
+// Element i of a cache (row i / d of the [slots * Hkv, d] view) as the op reads it.
+double cached(const HostTensor& cache, const HostTensor& scale, int64_t i, int64_t d) {
+  const float x = load_as_f32(cache.ptr<void>(), cache.dtype(), i);
+  if (cache.dtype() != DType::kF8E4M3) return x;
+  return double(x * scale.ptr<float>()[i / d]);
 }
 
 class KvWriteCase : public ::testing::TestWithParam<OpCase> {};
@@ -101,8 +143,8 @@ TEST_P(KvWriteCase, StoresEveryTokenAtItsSlotAndNothingElse) {
       const int64_t slot = int64_t(p.block_table.ptr<int32_t>()[int64_t(s) * p.max_blocks + j / bs]) * bs + j % bs;
       used[size_t(slot)] = 1;
       for (int64_t i = 0; i < row; ++i) {
-        ASSERT_EQ(load_as_f32(p.k_cache.ptr<void>(), c.cache_dtype, slot * row + i), p.k[s][size_t(j * row + i)]);
-        ASSERT_EQ(load_as_f32(p.v_cache.ptr<void>(), c.cache_dtype, slot * row + i), p.v[s][size_t(j * row + i)]);
+        ASSERT_EQ(cached(p.k_cache, p.k_scale, slot * row + i, c.head_dim), p.k[s][size_t(j * row + i)]);
+        ASSERT_EQ(cached(p.v_cache, p.v_scale, slot * row + i, c.head_dim), p.v[s][size_t(j * row + i)]);
       }
     }
   for (int64_t slot = 0; slot < p.num_blocks * bs; ++slot)
@@ -132,7 +174,7 @@ TEST_P(AttentionCase, MatchesNaiveAttention) {
     HostTensor out(DType::kF32, {t, hq, d});
     poison(out);
     Status st = paged_attention(Context{.pool = tp}, q, p.k_cache, p.v_cache, p.block_table,
-                                p.context_lens, p.query_start_loc, params, out);
+                                p.context_lens, p.query_start_loc, params, out, scales_of(p));
     ASSERT_TRUE(st.ok()) << st.message();
     outs.push_back(std::move(out));
   }
@@ -195,6 +237,20 @@ TEST(OpsAttention, ValidationErrors) {
   slots.ptr<int32_t>()[0] = 8;
   st = kv_cache_write(Context{}, k, k, slots, kc, vc);
   EXPECT_EQ(st.message(), "kv_cache_write: slot 8 of token 0 is past the cache (8 slots)");
+  // FP8 caches need both scales, [num_blocks, block_size, Hkv] f32; others take none.
+  HostTensor k8(DType::kF8E4M3, {4, 2, 2, 8}), v8(DType::kF8E4M3, {4, 2, 2, 8});
+  HostTensor ks(DType::kF32, {4, 2, 2}), vs(DType::kF32, {4, 2, 2}), bad(DType::kF32, {4, 2, 3});
+  slots.ptr<int32_t>()[0] = 1;
+  st = kv_cache_write(Context{}, k, k, slots, k8, v8);
+  EXPECT_EQ(st.message(), "kv_cache_write: an fp8_e4m3 cache needs its k and v scales");
+  st = kv_cache_write(Context{}, k, k, slots, k8, v8, {ks.view(), bad.view()});
+  EXPECT_EQ(st.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("v_scale"), std::string::npos) << st.message();
+  st = kv_cache_write(Context{}, k, k, slots, kc, vc, {ks.view(), vs.view()});
+  EXPECT_EQ(st.message(), "kv_cache_write: KV scales are given for a f32 cache (only fp8_e4m3 caches have them)");
+  EXPECT_TRUE(kv_cache_write(Context{}, k, k, slots, k8, v8, {ks.view(), vs.view()}).ok());
+  st = paged_attention(Context{}, q4, k8, v8, bt, cl, qsl, {}, out4);
+  EXPECT_EQ(st.message(), "paged_attention: an fp8_e4m3 cache needs its k and v scales");
 }
 
 }  // namespace

@@ -90,6 +90,7 @@ struct CommonArgs {
 void add_common_flags(CLI::App* sub, CommonArgs* a) {
   add_model_flags(sub, &a->m);
   add_fp8_weights_flag(sub, &a->m);
+  add_fp8_kv_cache_flag(sub, &a->m);
   sub->add_option("--threads", a->threads, "CPU threads (default: all)");
   sub->add_option("--seed", a->seed, "seed of the random prompts (default 0)");
   sub->add_option("--hbm-gbps", a->hbm_gbps,
@@ -239,8 +240,9 @@ struct Sizes {
   double head_params = 0;              // LM head [V, H]
 };
 
-// fp8: the weights run FP8 W8A8 (an FP8 checkpoint, or --fp8-weights on).
-Result<Sizes> model_sizes(const ModelConfig& c, bool on_device, bool fp8) {
+// fp8: the weights run FP8 W8A8 (an FP8 checkpoint, or --fp8-weights on); fp8_kv: the KV
+// cache is FP8 (--fp8-kv-cache on: codes + per token-head scales).
+Result<Sizes> model_sizes(const ModelConfig& c, bool on_device, bool fp8, bool fp8_kv) {
   MOEOPT_ASSIGN_OR_RETURN(std::vector<TensorSpec> specs, expected_tensors(c));
   const ParamCounts pc = count_params(c, specs);
   MOEOPT_ASSIGN_OR_RETURN(std::vector<TensorSpec> held,
@@ -265,8 +267,9 @@ Result<Sizes> model_sizes(const ModelConfig& c, bool on_device, bool fp8) {
     else if (t.role != TensorRole::kEmbedding && t.role != TensorRole::kLmHead) s.non_expert_weight_bytes += bytes;
   }
   if (s.moe_layers > 0 && s.experts > 0) s.expert_bytes = experts_total / double(s.moe_layers * s.experts);
-  // The engine keeps KV in bf16 on the GPU and in f32 on the CPU.
-  s.kv_bytes_per_token = double(kv_bytes_per_token(c).bf16) * (on_device ? 1.0 : 2.0);
+  // The engine keeps KV in bf16 on the GPU and in f32 on the CPU, or in fp8 with its scales.
+  s.kv_bytes_per_token = fp8_kv ? double(kv_bytes_per_token(c).fp8)
+                                : double(kv_bytes_per_token(c).bf16) * (on_device ? 1.0 : 2.0);
   s.linear_params = double(pc.active - pc.embedding - pc.lm_head - pc.norms);
   return s;
 }
@@ -346,6 +349,7 @@ nlohmann::json json_header(const CommonArgs& a, const ModelConfig& c, const Peak
           {"model", a.m.model.empty() ? std::string(kDefaultModelName) : a.m.model},
           {"layers", c.num_hidden_layers},
           {"weights", a.m.fp8_weights || c.fp8 ? "fp8_w8a8_128x128" : "bf16"},
+          {"kv_cache", a.m.fp8_kv_cache ? "fp8_e4m3_per_token_head" : "bf16"},
           {"device", a.m.device},
           {"card", p.card},
           {"hbm_GBps", p.hbm_Bps / 1e9},
@@ -562,7 +566,7 @@ int run_bench_decode(const DecodeArgs& a) {
                                         max_in, a.output_len, cfg.max_position_embeddings));
   auto peaks = find_peaks(a.c);
   if (!peaks.ok()) return report_error(cmd, peaks.status());
-  auto sizes = model_sizes(cfg, on_device, a.c.m.fp8_weights || cfg.fp8.has_value());
+  auto sizes = model_sizes(cfg, on_device, a.c.m.fp8_weights || cfg.fp8.has_value(), a.c.m.fp8_kv_cache);
   if (!sizes.ok()) return report_error(cmd, sizes.status());
 
   // KV budget and the cases it holds.
@@ -581,7 +585,8 @@ int run_bench_decode(const DecodeArgs& a) {
   }
   const int32_t block_size = EngineOptions{}.block_size;
   const double block_bytes = double(KvCache::bytes_per_block(
-      lm->model->kv_layout(), block_size, on_device ? DType::kBF16 : DType::kF32));
+      lm->model->kv_layout(), block_size,
+      a.c.m.fp8_kv_cache ? DType::kF8E4M3 : on_device ? DType::kBF16 : DType::kF32));
   auto blocks_per_seq = [&](int64_t input) {
     return (input + a.output_len + block_size - 1) / block_size;
   };
@@ -788,7 +793,8 @@ int run_bench_prefill(const PrefillArgs& a) {
                                         max_len, cfg.max_position_embeddings));
   auto peaks = find_peaks(a.c);
   if (!peaks.ok()) return report_error(cmd, peaks.status());
-  auto sizes = model_sizes(cfg, a.c.m.device == "cuda", a.c.m.fp8_weights || cfg.fp8.has_value());
+  auto sizes = model_sizes(cfg, a.c.m.device == "cuda", a.c.m.fp8_weights || cfg.fp8.has_value(),
+                           a.c.m.fp8_kv_cache);
   if (!sizes.ok()) return report_error(cmd, sizes.status());
 
   EngineOptions eo;

@@ -181,6 +181,7 @@ RunFn setup_generate(CLI::App& app) {
   sub->add_option("--seed", a->params.seed, "seed for sampling");
   sub->add_option("--threads", a->threads, "CPU threads (default: all)");
   add_fp8_weights_flag(sub, &a->m);
+  add_fp8_kv_cache_flag(sub, &a->m);
   sub->add_flag("--logits", a->logits, "also output the logits at the last prompt position");
   sub->add_flag("--json", a->json, "print JSON: {token_ids, text, finish_reason[, prompt_logits_last]}");
   return [a] { return run_generate(*a); };

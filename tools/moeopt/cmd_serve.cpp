@@ -114,7 +114,8 @@ int run_serve(ServeArgs& a) {
     return report_error(
         cmd, make_error(ErrorCode::kInvalidArgument, "--port must be in [0, 65535], got {}", a.port));
 
-  a.m.fp8_weights = prof->features.fp8_weights;  // balanced / aggressive: FP8 W8A8 weights
+  a.m.fp8_weights = prof->features.fp8_weights;    // balanced / aggressive: FP8 W8A8 weights
+  a.m.fp8_kv_cache = prof->features.fp8_kv_cache;  // aggressive: FP8 KV cache
   auto lm = load_model_for(a.m, cmd);
   if (!lm.ok()) return report_error(cmd, lm.status());
   const std::string* dir = &lm->tokenizer_dir;

@@ -37,6 +37,14 @@ void add_fp8_weights_flag(CLI::App* sub, ModelArgs* a) {
       ->check(CLI::IsMember({"on", "off"}));
 }
 
+void add_fp8_kv_cache_flag(CLI::App* sub, ModelArgs* a) {
+  sub->add_option_function<std::string>(
+         "--fp8-kv-cache", [a](const std::string& v) { a->fp8_kv_cache = v == "on"; },
+         "on: keep the KV cache in FP8 e4m3 with a scale per token and kv head (about half the "
+         "bytes of bf16; lossy, default off)")
+      ->check(CLI::IsMember({"on", "off"}));
+}
+
 namespace {
 
 // The config a --model argument names, without materialising anything.
@@ -84,6 +92,7 @@ std::function<void(uint64_t, uint64_t)> progress_printer() {
 
 Result<LoadedModel> load_model_for(const ModelArgs& a, const char* cmd) {
   LoadedModel m;
+  m.fp8_kv_cache = a.fp8_kv_cache;
   const std::optional<int64_t> layers = a.layers > 0 ? std::optional<int64_t>(a.layers) : std::nullopt;
   if (a.device == "cpu") {
     std::string dir;
@@ -134,6 +143,9 @@ Result<LoadedModel> load_model_for(const ModelArgs& a, const char* cmd) {
   return m;
 }
 
-void use_device(const LoadedModel& m, EngineOptions& eo) { eo.device = m.backend.get(); }
+void use_device(const LoadedModel& m, EngineOptions& eo) {
+  eo.device = m.backend.get();
+  eo.fp8_kv_cache = m.fp8_kv_cache;
+}
 
 }  // namespace moeopt::cli

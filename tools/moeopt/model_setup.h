@@ -34,11 +34,14 @@ struct ModelArgs {
   bool random_weights = false;
   uint64_t seed = 0;
   bool fp8_weights = false;
+  bool fp8_kv_cache = false;  // FP8 (e4m3 + per token-head scales) KV cache, lossy
 };
 
 void add_model_flags(CLI::App* sub, ModelArgs* a);
 // --fp8-weights on|off (ModelArgs::fp8_weights; serve takes it from its profile instead).
 void add_fp8_weights_flag(CLI::App* sub, ModelArgs* a);
+// --fp8-kv-cache on|off (ModelArgs::fp8_kv_cache; serve takes it from its profile instead).
+void add_fp8_kv_cache_flag(CLI::App* sub, ModelArgs* a);
 
 struct LoadedModel {
   // Declared first so it is destroyed last: the model's and engine's device memory is
@@ -47,10 +50,11 @@ struct LoadedModel {
   std::unique_ptr<Model> model;
   std::string source;         // checkpoint directory, or "random:<config>"
   std::string tokenizer_dir;  // where tokenizer.json lives ("" if none)
+  bool fp8_kv_cache = false;  // ModelArgs::fp8_kv_cache, for the engine options
 };
 
 Result<LoadedModel> load_model_for(const ModelArgs& a, const char* cmd);
-// Puts the device backend into the engine options (no-op on the CPU).
+// Puts the device backend (none on the CPU) and the KV cache format into the engine options.
 void use_device(const LoadedModel& m, EngineOptions& eo);
 
 }  // namespace moeopt::cli

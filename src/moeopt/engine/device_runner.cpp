@@ -55,7 +55,7 @@ Result<std::unique_ptr<DeviceRunner>> DeviceRunner::create(Model& model, ops::De
   MOEOPT_ASSIGN_OR_RETURN(r->stream_, backend->create_stream());
   r->arena_ = std::make_unique<ops::ScratchArena>(backend);
   MOEOPT_ASSIGN_OR_RETURN(r->kv_, KvCache::on_device(model.kv_layout(), o.num_blocks, o.block_size,
-                                                     r->context()));
+                                                     r->context(), o.kv_dtype));
   r->graph_blocks_per_seq_ = (o.max_model_len + o.block_size - 1) / o.block_size;
   const int32_t top = std::max(1, std::min(o.max_num_seqs, o.cuda_graph_max_batch));
   for (int32_t g : kLadder)

@@ -1,6 +1,6 @@
 // DeviceRunner: runs engine steps on a device (GPU) model. The engine's scheduler, block
 // manager and batch building are unchanged; this class owns what lives on the device:
-//   - the paged KV cache (bf16) and a scratch arena for each step's temporaries,
+//   - the paged KV cache (bf16 or fp8) and a scratch arena for each step's temporaries,
 //   - the runner's own stream, and CUDA graphs of pure decode steps for a ladder of batch
 //     sizes (1, 2, 4, 8, 16, 24, 32, 48, 64, ... up to max_num_seqs): a decode batch of S
 //     sequences (S <= cuda_graph_max_batch) is padded to the next size G >= S (padding rows: token 0, no KV write,
@@ -34,6 +34,7 @@ struct DeviceRunnerOptions {
   int32_t max_model_len = 0;
   bool cuda_graphs = true;
   int32_t cuda_graph_max_batch = 256;  // decode batches above this run eagerly
+  DType kv_dtype = DType::kBF16;       // or kF8E4M3 (EngineOptions::fp8_kv_cache)
 };
 
 class DeviceRunner {

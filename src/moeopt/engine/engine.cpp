@@ -25,11 +25,12 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, Eng
     return make_error(ErrorCode::kInvalidArgument, "{}",
                       on_device ? "the engine was given a GPU backend but the model is on the CPU"
                                 : "the model is on the GPU but the engine has no device backend");
+  const DType kv_dtype =
+      opt.fp8_kv_cache ? DType::kF8E4M3 : on_device ? DType::kBF16 : DType::kF32;
   int32_t blocks = opt.num_kv_blocks;
   if (blocks <= 0)
     blocks = int32_t(std::max<size_t>(
-        1, opt.kv_cache_bytes / KvCache::bytes_per_block(model->kv_layout(), opt.block_size,
-                                                         on_device ? DType::kBF16 : DType::kF32)));
+        1, opt.kv_cache_bytes / KvCache::bytes_per_block(model->kv_layout(), opt.block_size, kv_dtype)));
   e->pool_ = std::make_unique<ThreadPool>(on_device ? 1 : opt.num_threads);
   e->blocks_ = std::make_unique<BlockAllocator>(blocks);
   if (on_device) {
@@ -40,9 +41,10 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, Eng
     ro.max_model_len = e->max_model_len_;
     ro.cuda_graphs = opt.cuda_graphs && opt.cuda_graph_max_batch > 0;
     ro.cuda_graph_max_batch = opt.cuda_graph_max_batch;
+    ro.kv_dtype = kv_dtype;
     MOEOPT_ASSIGN_OR_RETURN(e->runner_, DeviceRunner::create(*model, opt.device, ro));
   } else {
-    e->kv_ = std::make_unique<KvCache>(model->kv_layout(), blocks, opt.block_size);
+    e->kv_ = std::make_unique<KvCache>(model->kv_layout(), blocks, opt.block_size, kv_dtype);
     e->arena_ = std::make_unique<ops::ScratchArena>(nullptr, size_t(1) << 20);
   }
   e->scheduler_ = std::make_unique<Scheduler>(
@@ -56,6 +58,10 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, Eng
   e->model_ = std::move(model);
   e->opt_ = opt;
   return e;
+}
+
+DType Engine::kv_dtype() const {
+  return opt_.fp8_kv_cache ? DType::kF8E4M3 : runner_ ? DType::kBF16 : DType::kF32;
 }
 
 Result<uint64_t> Engine::add_request(Request r) {

@@ -33,8 +33,11 @@ struct EngineOptions {
                                         // max_num_batched_tokens >= max_model_len)
   bool prefill_first = false;           // prompts before decodes (scheduler.h)
   // GPU: the backend of a model whose weights are on the device (null: CPU engine). The
-  // engine then keeps its KV cache there (bf16) and samples there (engine/device_runner.h).
+  // engine then keeps its KV cache there (bf16, or fp8) and samples there (engine/device_runner.h).
   ops::DeviceBackend* device = nullptr;
+  // FP8 (e4m3) KV cache with a scale per token and kv head (ops/attention.h): about half the
+  // bytes of bf16, so twice the tokens per GB and half the attention reads; lossy.
+  bool fp8_kv_cache = false;
   bool cuda_graphs = true;              // capture decode steps (device engine only)
   int32_t cuda_graph_max_batch = 256;   // largest decode batch captured
 };
@@ -96,6 +99,8 @@ class Engine {
   void count_expert_tokens(bool on) { count_expert_tokens_ = on; }
   bool counts_expert_tokens() const { return count_expert_tokens_; }
   const EngineOptions& options() const { return opt_; }
+  // The KV cache's element type: f32 (CPU) or bf16 (GPU), or fp8_e4m3 with fp8_kv_cache.
+  DType kv_dtype() const;
 
   const BlockAllocator& blocks() const { return *blocks_; }
   const Scheduler& scheduler() const { return *scheduler_; }

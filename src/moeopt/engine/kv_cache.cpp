@@ -2,37 +2,67 @@
 
 #include <algorithm>
 
+#include "moeopt/core/align.h"
+
 #include "moeopt/ops/device_backend.h"
 
 namespace moeopt {
 
-KvCache::KvCache(const KvLayout& layout, int32_t num_blocks, int32_t block_size)
-    : num_blocks_(num_blocks), block_size_(block_size) {
-  Shape s({num_blocks, block_size, layout.num_kv_heads, layout.head_dim});
+KvCache::KvCache(const KvLayout& layout, int32_t num_blocks, int32_t block_size, DType dtype)
+    : num_blocks_(num_blocks), block_size_(block_size),
+      dtype_(dtype == DType::kF8E4M3 ? dtype : DType::kF32) {
+  const Shape s({num_blocks, block_size, layout.num_kv_heads, layout.head_dim});
+  const Shape ss({num_blocks, block_size, layout.num_kv_heads});
+  const bool fp8 = dtype_ == DType::kF8E4M3;
   for (int64_t l = 0; l < layout.num_layers; ++l) {
-    storage_.emplace_back(DType::kF32, s);
-    storage_.emplace_back(DType::kF32, s);
-    views_.push_back({storage_[storage_.size() - 2].view(), storage_.back().view()});
+    const size_t first = storage_.size();
+    storage_.emplace_back(dtype_, s);
+    storage_.emplace_back(dtype_, s);
+    if (fp8) {
+      storage_.emplace_back(DType::kF32, ss);
+      storage_.emplace_back(DType::kF32, ss);
+    }
+    LayerKv lk{storage_[first].view(), storage_[first + 1].view()};
+    if (fp8) {
+      lk.k_scale = storage_[first + 2].view();
+      lk.v_scale = storage_[first + 3].view();
+    }
+    views_.push_back(lk);
   }
 }
 
 Result<std::unique_ptr<KvCache>> KvCache::on_device(const KvLayout& layout, int32_t num_blocks,
-                                                    int32_t block_size, const ops::Context& ctx) {
+                                                    int32_t block_size, const ops::Context& ctx,
+                                                    DType dtype) {
   ops::DeviceBackend* be = ctx.device_backend;
   if (!be) return make_error(ErrorCode::kInvalidArgument, "KV cache: no device backend");
-  std::unique_ptr<KvCache> kv(new KvCache(num_blocks, block_size));
+  if (dtype != DType::kBF16 && dtype != DType::kF8E4M3)
+    return make_error(ErrorCode::kInvalidArgument, "KV cache: a device cache is bf16 or fp8_e4m3, not {}",
+                      dtype_name(dtype));
+  const bool fp8 = dtype == DType::kF8E4M3;
+  std::unique_ptr<KvCache> kv(new KvCache(num_blocks, block_size, dtype));
   const Shape s({num_blocks, block_size, layout.num_kv_heads, layout.head_dim});
-  const size_t one = size_t(s.numel()) * dtype_size(DType::kBF16);
-  const size_t total = one * 2 * size_t(layout.num_layers);
+  const Shape ss({num_blocks, block_size, layout.num_kv_heads});
+  // Per layer: k, v, then (fp8) k_scale, v_scale, each 256-byte aligned.
+  const size_t one = align_up(size_t(s.numel()) * dtype_size(dtype));
+  const size_t one_scale = fp8 ? align_up(size_t(ss.numel()) * 4) : 0;
+  const size_t per_layer = 2 * one + 2 * one_scale;
+  const size_t total = per_layer * size_t(layout.num_layers);
   MOEOPT_ASSIGN_OR_RETURN(void* p, be->allocate(total));
   kv->device_ = std::shared_ptr<void>(p, [be](void* q) { be->release(q); });
-  // Zeroed: padding rows of a captured decode batch read block 0 and must see finite values.
+  // Zeroed: padding rows of a captured decode batch read block 0 and must see finite values
+  // (fp8: code 0 with scale 0).
   MOEOPT_RETURN_IF_ERROR(be->fill_zero(ctx, p, total));
   char* base = static_cast<char*>(p);
   for (int64_t l = 0; l < layout.num_layers; ++l) {
-    TensorView k = TensorView::contiguous(base + (2 * l) * one, DType::kBF16, s, Device::kCuda);
-    TensorView v = TensorView::contiguous(base + (2 * l + 1) * one, DType::kBF16, s, Device::kCuda);
-    kv->views_.push_back({k, v});
+    char* at = base + size_t(l) * per_layer;
+    LayerKv lk{TensorView::contiguous(at, dtype, s, Device::kCuda),
+               TensorView::contiguous(at + one, dtype, s, Device::kCuda)};
+    if (fp8) {
+      lk.k_scale = TensorView::contiguous(at + 2 * one, DType::kF32, ss, Device::kCuda);
+      lk.v_scale = TensorView::contiguous(at + 2 * one + one_scale, DType::kF32, ss, Device::kCuda);
+    }
+    kv->views_.push_back(lk);
   }
   return kv;
 }
@@ -44,8 +74,10 @@ size_t KvCache::device_budget(size_t free, size_t total, double utilization, siz
 }
 
 size_t KvCache::bytes_per_block(const KvLayout& layout, int32_t block_size, DType dtype) {
+  const size_t per_head = dtype == DType::kF8E4M3 ? size_t(layout.head_dim) + 4
+                                                  : size_t(layout.head_dim) * dtype_size(dtype);
   return size_t(2) * size_t(layout.num_layers) * size_t(block_size) * size_t(layout.num_kv_heads) *
-         size_t(layout.head_dim) * dtype_size(dtype);
+         per_head;
 }
 
 }  // namespace moeopt

@@ -391,9 +391,12 @@ bool feature_implemented(Feature f, Device device) {
       // build (FP8 checkpoints and online quantisation at load on both; the GPU needs e4m3
       // tensor cores, sm_89+, which verify checks).
       return device == Device::kCpu || (device == Device::kCuda && kCudaBuild);
+    case Feature::kFp8KvCache:
+      // e4m3 pages with a scale per token and kv head (ops/attention.h): the CPU reference
+      // and the CUDA kv-write and attention kernels (the e4m3 -> bf16 conversion needs sm_89+).
+      return device == Device::kCpu || (device == Device::kCuda && kCudaBuild);
     case Feature::kFusedMoe:
     case Feature::kCudaGraphs: return device == Device::kCuda && kImplemented[size_t(f)];
-    case Feature::kFp8KvCache:
     case Feature::kExpertParallel:
     case Feature::kDualBatchOverlap:
     case Feature::kSparsity24: return kImplemented[size_t(f)];

@@ -38,10 +38,14 @@ struct BatchTensors {
       logits_rows;
 };
 
-// One layer's paged KV cache: k and v are [num_blocks, block_size, Hkv, D] (NHD).
+// One layer's paged KV cache: k and v are [num_blocks, block_size, Hkv, D] (NHD). FP8
+// caches (e4m3 codes) carry their scales, [num_blocks, block_size, Hkv] f32 (ops/attention.h);
+// the scales are empty views for the other dtypes.
 struct LayerKv {
   TensorView k;
   TensorView v;
+  TensorView k_scale{};
+  TensorView v_scale{};
 };
 
 }  // namespace moeopt

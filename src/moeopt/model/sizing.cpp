@@ -93,7 +93,11 @@ KvBytes kv_bytes_per_token(const ModelConfig& c) {
     elems = c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim);
   else
     elems = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim;
-  return {elems * 2, elems};
+  // fp8: one byte per value, plus moeopt's f32 scale per token and kv head of K and of V
+  // (ops/attention.h); the MLA latent cache has no fp8 form yet, counted as codes only.
+  const int64_t scales =
+      c.attention_kind == AttentionKind::kMla ? 0 : 2 * c.num_hidden_layers * c.num_key_value_heads * 4;
+  return {elems * 2, elems + scales};
 }
 
 // ------------------------------------------------------------------------------------------
@@ -182,7 +186,9 @@ int64_t kv_bytes_per_token_per_gpu(const ModelConfig& c, int tp, bool fp8_kv) {
   const int64_t b = fp8_kv ? 1 : 2;
   if (c.attention_kind == AttentionKind::kMla)
     return c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim) * b;  // replicated latent
-  return 2 * c.num_hidden_layers * ceil_div(c.num_key_value_heads, tp) * c.head_dim * b;
+  // fp8: codes + one f32 scale per token and kv head, as kv_bytes_per_token.
+  const int64_t per_head = fp8_kv ? c.head_dim + 4 : c.head_dim * 2;
+  return 2 * c.num_hidden_layers * ceil_div(c.num_key_value_heads, tp) * per_head;
 }
 
 }  // namespace

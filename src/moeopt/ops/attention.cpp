@@ -9,18 +9,39 @@
 namespace moeopt::ops {
 namespace {
 
-Status check_caches(const char* op, const TensorView& k_cache, const TensorView& v_cache) {
+Status check_caches(const char* op, const TensorView& k_cache, const TensorView& v_cache,
+                    const KvScales& scales) {
   MOEOPT_RETURN_IF_ERROR(expect_ndim(op, "k_cache", k_cache, 4));
   MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "k_cache", k_cache));
   MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "v_cache", v_cache));
   MOEOPT_RETURN_IF_ERROR(expect_shape(op, "v_cache", v_cache, k_cache.shape));
-  MOEOPT_RETURN_IF_ERROR(
-      expect_dtype(op, "k_cache", k_cache, {DType::kF32, DType::kBF16, DType::kF16}));
+  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "k_cache", k_cache,
+                                      {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3}));
   if (v_cache.dtype != k_cache.dtype)
     return make_error(ErrorCode::kInvalidArgument, "{}: v_cache has dtype {}, k_cache has {}",
                       op, dtype_name(v_cache.dtype), dtype_name(k_cache.dtype));
   if (k_cache.shape[1] <= 0)
     return make_error(ErrorCode::kInvalidArgument, "{}: block_size must be > 0", op);
+  const bool fp8 = k_cache.dtype == DType::kF8E4M3;
+  if (!fp8) {
+    if (!scales.empty())
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: KV scales are given for a {} cache (only fp8_e4m3 caches have them)",
+                        op, dtype_name(k_cache.dtype));
+    return {};
+  }
+  if (scales.k.data == nullptr || scales.v.data == nullptr)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "{}: an fp8_e4m3 cache needs its k and v scales", op);
+  const Shape ss{k_cache.shape[0], k_cache.shape[1], k_cache.shape[2]};
+  for (const auto& [name, t] : {std::pair{"k_scale", &scales.k}, std::pair{"v_scale", &scales.v}}) {
+    MOEOPT_RETURN_IF_ERROR(expect_dtype(op, name, *t, {DType::kF32}));
+    MOEOPT_RETURN_IF_ERROR(expect_shape(op, name, *t, ss));
+    MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, name, *t));
+    if (t->device != k_cache.device)
+      return make_error(ErrorCode::kInvalidArgument, "{}: {} is not on the cache's device", op,
+                        name);
+  }
   return {};
 }
 
@@ -28,12 +49,12 @@ Status check_caches(const char* op, const TensorView& k_cache, const TensorView&
 
 Status kv_cache_write(const Context& ctx, const TensorView& k, const TensorView& v,
                       const TensorView& slot_mapping, const TensorView& k_cache,
-                      const TensorView& v_cache) {
+                      const TensorView& v_cache, const KvScales& scales) {
   constexpr const char* op = "kv_cache_write";
   Device dev;
   MOEOPT_RETURN_IF_ERROR(
       expect_same_device(op, {&k, &v, &slot_mapping, &k_cache, &v_cache}, &dev));
-  MOEOPT_RETURN_IF_ERROR(check_caches(op, k_cache, v_cache));
+  MOEOPT_RETURN_IF_ERROR(check_caches(op, k_cache, v_cache, scales));
   const int64_t hkv = k_cache.shape[2], d = k_cache.shape[3];
   MOEOPT_RETURN_IF_ERROR(expect_ndim(op, "k", k, 3));
   MOEOPT_RETURN_IF_ERROR(expect_rows(op, "k", k));
@@ -47,21 +68,22 @@ Status kv_cache_write(const Context& ctx, const TensorView& k, const TensorView&
   if (dev == Device::kCpu) {
     MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "k", k, {DType::kF32}));
     MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "v", v, {DType::kF32}));
-    return cpu::kv_cache_write(ctx, k, v, slot_mapping, k_cache, v_cache);
+    return cpu::kv_cache_write(ctx, k, v, slot_mapping, k_cache, v_cache, scales);
   }
   if (!ctx.device_backend) return unsupported_device(op, dev);
-  return ctx.device_backend->kv_cache_write(ctx, k, v, slot_mapping, k_cache, v_cache);
+  return ctx.device_backend->kv_cache_write(ctx, k, v, slot_mapping, k_cache, v_cache, scales);
 }
 
 Status paged_attention(const Context& ctx, const TensorView& q, const TensorView& k_cache,
                        const TensorView& v_cache, const TensorView& block_table,
                        const TensorView& context_lens, const TensorView& query_start_loc,
-                       const AttentionParams& params, const TensorView& out) {
+                       const AttentionParams& params, const TensorView& out,
+                       const KvScales& scales) {
   constexpr const char* op = "paged_attention";
   Device dev;
   MOEOPT_RETURN_IF_ERROR(expect_same_device(
       op, {&q, &k_cache, &v_cache, &block_table, &context_lens, &query_start_loc, &out}, &dev));
-  MOEOPT_RETURN_IF_ERROR(check_caches(op, k_cache, v_cache));
+  MOEOPT_RETURN_IF_ERROR(check_caches(op, k_cache, v_cache, scales));
   const int64_t hkv = k_cache.shape[2], d = k_cache.shape[3];
   MOEOPT_RETURN_IF_ERROR(expect_ndim(op, "q", q, 3));
   MOEOPT_RETURN_IF_ERROR(expect_rows(op, "q", q));
@@ -96,11 +118,11 @@ Status paged_attention(const Context& ctx, const TensorView& q, const TensorView
     MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "q", q, {DType::kF32}));
     MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "out", out, {DType::kF32}));
     return cpu::paged_attention(ctx, q, k_cache, v_cache, block_table, context_lens,
-                                query_start_loc, params, out);
+                                query_start_loc, params, out, scales);
   }
   if (!ctx.device_backend) return unsupported_device(op, dev);
   return ctx.device_backend->paged_attention(ctx, q, k_cache, v_cache, block_table,
-                                             context_lens, query_start_loc, params, out);
+                                             context_lens, query_start_loc, params, out, scales);
 }
 
 }  // namespace moeopt::ops

@@ -109,14 +109,15 @@ class DeviceBackend {
   }
   virtual Status kv_cache_write(const Context&, const TensorView& k, const TensorView& v,
                                 const TensorView& slot_mapping, const TensorView& k_cache,
-                                const TensorView& v_cache) {
+                                const TensorView& v_cache, const KvScales& scales) {
     return not_here("kv_cache_write");
   }
   virtual Status paged_attention(const Context&, const TensorView& q, const TensorView& k_cache,
                                  const TensorView& v_cache, const TensorView& block_table,
                                  const TensorView& context_lens,
                                  const TensorView& query_start_loc,
-                                 const AttentionParams& params, const TensorView& out) {
+                                 const AttentionParams& params, const TensorView& out,
+                                 const KvScales& scales) {
     return not_here("paged_attention");
   }
   virtual Status moe_route(const Context&, const TensorView& router_logits,

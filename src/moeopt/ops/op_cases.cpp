@@ -136,6 +136,20 @@ std::vector<OpCase> build_cases() {
   add({.name = "attn_bf16_cache", .op = OpKind::kPagedAttention, .heads = 6, .kv_heads = 2,
        .head_dim = 64, .block_size = 16, .q_lens = {5, 1}, .ctx_lens = {21, 40},
        .cache_dtype = D::kBF16});
+  // FP8 caches (e4m3 codes + one f32 scale per token and kv head): GQA prefill at D 128,
+  // decode over several pages at D 64, odd D / block sizes and a sliding window.
+  add({.name = "kv_write_fp8", .op = OpKind::kKvCacheWrite, .heads = 4, .kv_heads = 2,
+       .head_dim = 40, .block_size = 5, .q_lens = {3, 1}, .ctx_lens = {17, 9},
+       .cache_dtype = D::kF8E4M3, .metric = M::kExact, .tolerance = 0});
+  add({.name = "attn_fp8_prefill_gqa4_128", .op = OpKind::kPagedAttention, .heads = 8,
+       .kv_heads = 2, .head_dim = 128, .block_size = 16, .q_lens = {37, 1},
+       .ctx_lens = {37, 70}, .cache_dtype = D::kF8E4M3});
+  add({.name = "attn_fp8_decode_64", .op = OpKind::kPagedAttention, .heads = 4, .kv_heads = 4,
+       .head_dim = 64, .block_size = 8, .q_lens = {1, 1, 1}, .ctx_lens = {1, 20, 63},
+       .cache_dtype = D::kF8E4M3});
+  add({.name = "attn_fp8_odd_window", .op = OpKind::kPagedAttention, .heads = 6, .kv_heads = 3,
+       .head_dim = 24, .block_size = 7, .sliding_window = 9, .q_lens = {12, 1, 0},
+       .ctx_lens = {12, 30, 4}, .cache_dtype = D::kF8E4M3});
   add({.name = "attn_f16_cache_window1", .op = OpKind::kPagedAttention, .heads = 2,
        .kv_heads = 2, .head_dim = 16, .block_size = 2, .sliding_window = 1, .q_lens = {3},
        .ctx_lens = {6}, .cache_dtype = D::kF16});

@@ -42,11 +42,12 @@ Status rope_apply(const Context& ctx, const TensorView& q, const TensorView& k,
                   const TensorView& positions, const TensorView& cos_sin);
 Status kv_cache_write(const Context& ctx, const TensorView& k, const TensorView& v,
                       const TensorView& slot_mapping, const TensorView& k_cache,
-                      const TensorView& v_cache);
+                      const TensorView& v_cache, const ops::KvScales& scales);
 Status paged_attention(const Context& ctx, const TensorView& q, const TensorView& k_cache,
                        const TensorView& v_cache, const TensorView& block_table,
                        const TensorView& context_lens, const TensorView& query_start_loc,
-                       const ops::AttentionParams& params, const TensorView& out);
+                       const ops::AttentionParams& params, const TensorView& out,
+                       const ops::KvScales& scales);
 Status moe_route(const Context& ctx, const TensorView& router_logits,
                  const ops::RouteParams& params, const TensorView& expert_ids,
                  const TensorView& expert_weights);

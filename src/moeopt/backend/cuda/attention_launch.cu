@@ -10,16 +10,23 @@ namespace k = moeopt::cuda::kernels;
 
 namespace {
 
-template <class C>
-cudaError_t launch_mma(const k::PagedAttentionParams& p, cudaStream_t stream) {
-  auto kernel = k::paged_attention_mma_kernel<C>;
+template <class C, bool F8>
+cudaError_t launch_mma_as(const k::PagedAttentionParams& p, cudaStream_t stream) {
+  auto kernel = k::paged_attention_mma_kernel<C, F8>;
+  constexpr size_t smem = F8 ? C::kSmemBytesF8 : C::kSmemBytes;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       int(C::kSmemBytes));
+                                       int(smem));
   if (e != cudaSuccess) return e;
   const dim3 grid(unsigned(p.num_seqs) * unsigned(p.tiles_per_seq), unsigned(p.num_kv_heads),
                   unsigned(p.num_splits));
-  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
+  kernel<<<grid, C::kThreads, smem, stream>>>(p);
   return cudaGetLastError();
+}
+
+// bf16 or fp8 caches (PagedAttentionParams::k_codes set).
+template <class C>
+cudaError_t launch_mma(const k::PagedAttentionParams& p, cudaStream_t stream) {
+  return p.k_codes != nullptr ? launch_mma_as<C, true>(p, stream) : launch_mma_as<C, false>(p, stream);
 }
 
 }  // namespace

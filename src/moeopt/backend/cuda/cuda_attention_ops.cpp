@@ -1,4 +1,4 @@
-// CudaBackend's paged_attention (cuda_backend.h) on bf16 tensors; kv_cache_write, which fills
+// CudaBackend's paged_attention (cuda_backend.h) on bf16 q / out and bf16 or fp8 caches; kv_cache_write, which fills
 // the cache, lives with the dense ops (cuda_dense_ops.cpp). Plain C++ (no nvcc): what the
 // kernels accept, which path runs, the split-KV plan and its workspace; kernels are launched
 // through attention_launch.h. Shapes, devices and index dtypes were checked by
@@ -67,12 +67,13 @@ Status CudaBackend::paged_attention(const ops::Context& ctx, const TensorView& q
                                     const TensorView& block_table,
                                     const TensorView& context_lens,
                                     const TensorView& query_start_loc,
-                                    const ops::AttentionParams& params, const TensorView& out) {
+                                    const ops::AttentionParams& params, const TensorView& out,
+                                    const ops::KvScales& scales) {
   constexpr const char* op = "paged_attention";
   MOEOPT_RETURN_IF_ERROR(need_dtype(op, "q", q, DType::kBF16));
   MOEOPT_RETURN_IF_ERROR(need_dtype(op, "out", out, DType::kBF16));
-  MOEOPT_RETURN_IF_ERROR(need_dtype(op, "k_cache", k_cache, DType::kBF16));
-  MOEOPT_RETURN_IF_ERROR(need_dtype(op, "v_cache", v_cache, DType::kBF16));
+  const bool fp8 = k_cache.dtype == DType::kF8E4M3;  // ops/attention.cpp checked the scales
+  if (!fp8) MOEOPT_RETURN_IF_ERROR(need_dtype(op, "k_cache", k_cache, DType::kBF16));
   const int64_t t = q.shape[0], hq = q.shape[1], d = q.shape[2];
   const int64_t num_blocks = k_cache.shape[0], bs = k_cache.shape[1], hkv = k_cache.shape[2];
   const int64_t s = block_table.shape[0], max_blocks = block_table.shape[1];
@@ -95,8 +96,15 @@ Status CudaBackend::paged_attention(const ops::Context& ctx, const TensorView& q
 
   k::PagedAttentionParams p{};
   p.q = q.ptr<const __nv_bfloat16>();
-  p.k_cache = k_cache.ptr<const __nv_bfloat16>();
-  p.v_cache = v_cache.ptr<const __nv_bfloat16>();
+  if (fp8) {
+    p.k_codes = k_cache.ptr<const unsigned char>();
+    p.v_codes = v_cache.ptr<const unsigned char>();
+    p.k_scale = scales.k.ptr<const float>();
+    p.v_scale = scales.v.ptr<const float>();
+  } else {
+    p.k_cache = k_cache.ptr<const __nv_bfloat16>();
+    p.v_cache = v_cache.ptr<const __nv_bfloat16>();
+  }
   p.block_table = block_table.ptr<const int32_t>();
   p.context_lens = context_lens.ptr<const int32_t>();
   p.query_start_loc = query_start_loc.ptr<const int32_t>();

@@ -102,15 +102,15 @@ class CudaBackend final : public ops::DeviceBackend {
                     const TensorView& positions, const TensorView& cos_sin) override;
   Status kv_cache_write(const ops::Context& ctx, const TensorView& k, const TensorView& v,
                         const TensorView& slot_mapping, const TensorView& k_cache,
-                        const TensorView& v_cache) override;
+                        const TensorView& v_cache, const ops::KvScales& scales) override;
   Status sigmoid_gated_add(const ops::Context& ctx, const TensorView& x, const TensorView& gate,
                            const TensorView& out) override;
   Status argmax(const ops::Context& ctx, const TensorView& logits, const TensorView& out) override;
   Status log_softmax(const ops::Context& ctx, const TensorView& x, const TensorView& out) override;
 
   // ---- Attention (cuda_attention_ops.cpp).
-  // paged_attention takes bf16 q, out and caches (anything else is kUnsupported), head_dim
-  // 1..256, any block_size. Tensor cores for head_dim 64/128 with 16-byte aligned q/out/caches
+  // paged_attention takes bf16 q, out and caches, or fp8 e4m3 caches with their scales
+  // (anything else is kUnsupported), head_dim 1..256, any block_size. Tensor cores for head_dim 64/128 with 16-byte aligned q/out/caches
   // and row strides of multiples of 8 elements, a general kernel otherwise. Invalid metadata
   // is made harmless instead of reported (no host round trip): a sequence with more new
   // tokens than context, or more context than its block-table row, gets zero rows; page ids
@@ -120,7 +120,8 @@ class CudaBackend final : public ops::DeviceBackend {
   Status paged_attention(const ops::Context& ctx, const TensorView& q, const TensorView& k_cache,
                          const TensorView& v_cache, const TensorView& block_table,
                          const TensorView& context_lens, const TensorView& query_start_loc,
-                         const ops::AttentionParams& params, const TensorView& out) override;
+                         const ops::AttentionParams& params, const TensorView& out,
+                         const ops::KvScales& scales) override;
   // Upper bound of the scratch paged_attention takes for T query tokens of Hq heads x D.
   static size_t paged_attention_workspace_bytes(int64_t num_tokens, int64_t num_q_heads,
                                                 int64_t head_dim);

@@ -9,7 +9,7 @@
 //   add_rms_norm       x f32 / bf16, residual f32 (updated in place), out f32 / bf16
 //   silu_and_mul       x, out bf16;  silu: x, out both bf16 or both f32
 //   rope_apply         q, k bf16 (cos_sin f32, positions i32 as validated)
-//   kv_cache_write     k, v, caches bf16
+//   kv_cache_write     k, v bf16; caches bf16, or fp8 e4m3 with f32 scales
 //   sigmoid_gated_add  x, out bf16; gate f32 / bf16
 //   argmax             logits f32;  log_softmax: x, out f32
 // Differences from the CPU reference, by design (a kernel cannot return an error without a
@@ -193,13 +193,22 @@ Status CudaBackend::rope_apply(const ops::Context& ctx, const TensorView& q, con
 
 Status CudaBackend::kv_cache_write(const ops::Context& ctx, const TensorView& k,
                                    const TensorView& v, const TensorView& slot_mapping,
-                                   const TensorView& k_cache, const TensorView& v_cache) {
+                                   const TensorView& k_cache, const TensorView& v_cache,
+                                   const ops::KvScales& scales) {
   constexpr const char* op = "kv_cache_write";
   MOEOPT_RETURN_IF_ERROR(need_dtype(op, "k", k, DType::kBF16));
   MOEOPT_RETURN_IF_ERROR(need_dtype(op, "v", v, DType::kBF16));
-  MOEOPT_RETURN_IF_ERROR(need_dtype(op, "k_cache", k_cache, DType::kBF16));
-  MOEOPT_RETURN_IF_ERROR(need_dtype(op, "v_cache", v_cache, DType::kBF16));
+  MOEOPT_RETURN_IF_ERROR(need_one_of(op, "k_cache", k_cache, DType::kBF16, DType::kF8E4M3));
+  const bool fp8 = k_cache.dtype == DType::kF8E4M3;  // ops/attention.cpp checked the scales
+  if (fp8 && k_cache.shape[3] > kn::kKvWriteFp8MaxDim)
+    return make_error(ErrorCode::kUnsupported, "{}: fp8 caches take head_dim <= {}, got {}", op,
+                      kn::kKvWriteFp8MaxDim, k_cache.shape[3]);
   kn::KvWriteParams p{};
+  if (fp8) {
+    p.k_scale = scales.k.ptr<float>();
+    p.v_scale = scales.v.ptr<float>();
+  }
+  p.head_dim = int(k_cache.shape[3]);
   p.k = k.data;
   p.v = v.data;
   p.slots = slot_mapping.ptr<const int32_t>();

@@ -103,6 +103,9 @@ cudaError_t launch_dense_rope(const k::RopeParams& p, cudaStream_t stream) {
 cudaError_t launch_dense_kv_write(const k::KvWriteParams& p, cudaStream_t stream) {
   if (p.tokens <= 0 || p.row <= 0) return cudaSuccess;
   if (p.tokens > kMaxGridX) return cudaErrorInvalidValue;
+  if (p.k_scale != nullptr)
+    return launch(k::dense_kv_write_fp8_kernel, dim3(unsigned(p.tokens)),
+                  dim3(k::kKvWriteThreads), stream, p);
   return launch(k::dense_kv_write_kernel, dim3(unsigned(p.tokens)), dim3(k::kKvWriteThreads),
                 stream, p);
 }

@@ -397,13 +397,14 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
       MOEOPT_RETURN_IF_ERROR(ops::rms_norm_per_head(ctx, k3, *L.attn.k_norm, eps, k3));
     }
     MOEOPT_RETURN_IF_ERROR(ops::rope_apply(ctx, q3, k3, positions, cos_sin));
-    MOEOPT_RETURN_IF_ERROR(ops::kv_cache_write(ctx, k3, v3, slots, kv[l].k, kv[l].v));
+    const ops::KvScales kv_scales{kv[l].k_scale, kv[l].v_scale};  // empty unless fp8
+    MOEOPT_RETURN_IF_ERROR(ops::kv_cache_write(ctx, k3, v3, slots, kv[l].k, kv[l].v, kv_scales));
     ops::AttentionParams ap;
     ap.sliding_window = L.sliding_window;
     ap.max_context_len = std::max(max_ctx, b.max_context_len_bound);
     ap.max_query_len = std::max(max_q, b.max_query_len_bound);
     MOEOPT_RETURN_IF_ERROR(ops::paged_attention(ctx, q3, kv[l].k, kv[l].v, block_table, ctx_lens,
-                                                qsl, ap, attn));
+                                                qsl, ap, attn, kv_scales));
     MOEOPT_RETURN_IF_ERROR(
         ops::linear(ctx, attn.reshaped({T, Hq * D}), {L.attn.o, L.attn.o_scale}, L.attn.o_bias, delta));
     MOEOPT_RETURN_IF_ERROR(

@@ -9,7 +9,8 @@
 // is a warp-wide sum, and each warp keeps its own running max / sum / accumulator (online
 // softmax, base 2). The warps' states are merged through shared memory at the end. Rows of
 // sequences that cannot be computed (attention_common.cuh) and tokens past the last sequence
-// are written as zeros; keys whose page id is outside [0, num_blocks) are skipped.
+// are written as zeros; keys whose page id is outside [0, num_blocks) are skipped. FP8 caches
+// are read as code * scale per element.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -19,9 +20,17 @@
 
 #include "moeopt/backend/cuda/kernels/attention_common.cuh"
 #include "moeopt/backend/cuda/kernels/attention_params.cuh"
+#include "moeopt/backend/cuda/kernels/fp8_codes.cuh"
 #include "moeopt/backend/cuda/kernels/sm80_mma_helpers.cuh"
 
 namespace moeopt::cuda::kernels {
+
+// Element d of cache row `row` ((slot, kv head) pairs, D values each) as f32.
+__device__ __forceinline__ float attn_cache_value(const __nv_bfloat16* bf16, const unsigned char* codes,
+                                                  const float* scales, int64_t row, int D, int d) {
+  if (codes != nullptr) return fp8_value(codes[row * D + d]) * scales[row];
+  return __bfloat162float(bf16[row * D + d]);
+}
 
 __global__ void __launch_bounds__(kAttnGeneralThreads)
     paged_attention_general_kernel(PagedAttentionParams p) {
@@ -60,13 +69,13 @@ __global__ void __launch_bounds__(kAttnGeneralThreads)
   for (int j = lo + warp; j <= pos; j += kWarps) {
     const int blk = bt[j / p.block_size];
     if (blk < 0 || blk >= p.num_blocks) continue;  // caller bug: skip the key
-    const int64_t base =
-        ((int64_t(blk) * p.block_size + j % p.block_size) * p.num_kv_heads + kvh) * D;
+    const int64_t row = (int64_t(blk) * p.block_size + j % p.block_size) * p.num_kv_heads + kvh;
     float part = 0.f;
 #pragma unroll
     for (int k = 0; k < kPerLane; ++k) {
       const int d = lane + 32 * k;
-      if (d < D) part = fmaf(q_s[d], __bfloat162float(p.k_cache[base + d]), part);
+      if (d < D)
+        part = fmaf(q_s[d], attn_cache_value(p.k_cache, p.k_codes, p.k_scale, row, D, d), part);
     }
     const float sc = warp_sum(part);
     const float m_new = fmaxf(m, sc);
@@ -76,7 +85,7 @@ __global__ void __launch_bounds__(kAttnGeneralThreads)
 #pragma unroll
     for (int k = 0; k < kPerLane; ++k) {
       const int d = lane + 32 * k;
-      const float v = d < D ? __bfloat162float(p.v_cache[base + d]) : 0.f;
+      const float v = d < D ? attn_cache_value(p.v_cache, p.v_codes, p.v_scale, row, D, d) : 0.f;
       acc[k] = fmaf(pj, v, acc[k] * alpha);
     }
     m = m_new;

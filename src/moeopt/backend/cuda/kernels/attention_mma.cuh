@@ -27,6 +27,14 @@
 // pairs [kWarpsN][BM]. Pipeline: V of tile n loads while Q K^T of tile n runs, K of tile
 // n + 1 loads while P V of tile n runs (cp.async, one group in flight).
 //
+// FP8 caches (kernel template F8 = true): K and V tiles arrive as e4m3 codes by cp.async in
+// staging buffers [BN][D] bytes (plus the tile's per-key scales [BN] f32 each), and each
+// thread converts the 16-byte chunks it loaded itself into the bf16 tiles above (exact:
+// e4m3 fits bf16), so the MMAs are the bf16 ones. The scales are applied per key column:
+// scores are (q . code_k) * s_k, and the softmax weights P (summed unscaled into l) are
+// multiplied by s_v before P V. The conversion sits between the wait for a tile and the
+// barrier that publishes it, so the pipeline keeps its shape.
+//
 // Bounds: D in {64, 128}; q, out, caches 16-byte aligned with row strides multiples of 8
 // elements (the host checks); T * Hq and the cache's slot count below 2^31.
 #pragma once
@@ -38,6 +46,7 @@
 
 #include "moeopt/backend/cuda/kernels/attention_common.cuh"
 #include "moeopt/backend/cuda/kernels/attention_params.cuh"
+#include "moeopt/backend/cuda/kernels/fp8_codes.cuh"
 #include "moeopt/backend/cuda/kernels/sm80_mma_helpers.cuh"
 
 namespace moeopt::cuda::kernels {
@@ -60,10 +69,17 @@ struct AttnMmaConfig {
   static constexpr size_t kOBytes = size_t(WN) * BM * kOStride * 4;
   static constexpr size_t kMlOffset = kTileBytes > kOBytes ? kTileBytes : kOBytes;
   static constexpr size_t kSmemBytes = kMlOffset + size_t(WN) * BM * 2 * 4;
+  // FP8 staging after everything else: e4m3 K and V tiles, then their scales.
+  static constexpr int kChunks8 = D / 16;  // 16-byte chunks per e4m3 row
+  static constexpr int kKvLoads8 = BN * kChunks8 / kThreads;
+  static constexpr size_t kStage8Bytes = size_t(BN) * D;
+  static constexpr size_t kSmemBytesF8 = kSmemBytes + 2 * kStage8Bytes + 2 * size_t(BN) * 4;
   static_assert(D == 64 || D == 128, "tensor-core attention takes head_dim 64 or 128");
   static_assert(BNW % 16 == 0, "keys per warp: whole k16 steps of P V");
   static_assert(kThreads % kChunks == 0 && (BN * kChunks) % kThreads == 0,
                 "each thread loads a fixed chunk column of whole key rows");
+  static_assert(kThreads % kChunks8 == 0 && (BN * kChunks8) % kThreads == 0,
+                "fp8: each thread loads a fixed chunk column of whole key rows");
 };
 
 using AttnPrefill64 = AttnMmaConfig<64, 4, 1, 64>;
@@ -83,7 +99,14 @@ __device__ __forceinline__ uint32_t attn_swz(int r, int c) {
   return uint32_t(r * D * 2 + ((c ^ (r & 7)) << 4));
 }
 
-template <class C>
+// 4-byte global -> shared copy (zero-filled when !valid), for the fp8 tiles' scales.
+__device__ __forceinline__ void cp_async_4(uint32_t dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes));
+}
+
+template <class C, bool F8>
 __global__ void __launch_bounds__(C::kThreads)
     paged_attention_mma_kernel(PagedAttentionParams p) {
   constexpr int D = C::kD, BM = C::BM, BN = C::BN, BNW = C::kKeysPerWarp;
@@ -96,6 +119,10 @@ __global__ void __launch_bounds__(C::kThreads)
   unsigned char* v_s = k_s + C::kKvBytes;
   float* o_s = reinterpret_cast<float*>(smem);  // epilogue only: aliases Q/K/V
   float* ml_s = reinterpret_cast<float*>(smem + C::kMlOffset);
+  unsigned char* k8_s = smem + C::kSmemBytes;  // fp8 only
+  unsigned char* v8_s = k8_s + C::kStage8Bytes;
+  float* ks_s = reinterpret_cast<float*>(v8_s + C::kStage8Bytes);
+  float* vs_s = ks_s + BN;
 
   // Last row tiles first: under the causal mask they see the most keys, so the heavy CTAs
   // start in the first wave instead of forming the tail.
@@ -196,8 +223,60 @@ __global__ void __launch_bounds__(C::kThreads)
     }
   };
 
+  // FP8: thread tid moves 16-byte chunk column tid % kChunks8 of key rows tid / kChunks8 +
+  // i * (NT / kChunks8) into the staging tile, its row's scale with chunk 0, and converts the
+  // same chunks into the bf16 tile once they landed (only its own copies: no barrier needed
+  // between the wait and the conversion).
+  constexpr int DC8 = C::kChunks8, kRowStep8 = NT / DC8;
+  const int my_chunk8 = tid % DC8, my_row8 = tid / DC8;
+  int slot8[C::kKvLoads8];
+  auto load8 = [&](bool v, int n0) {
+    const unsigned char* codes = v ? p.v_codes : p.k_codes;
+    const float* scales = v ? p.v_scale : p.k_scale;
+    unsigned char* stage = v ? v8_s : k8_s;
+    float* sc_s = v ? vs_s : ks_s;
+#pragma unroll
+    for (int i = 0; i < C::kKvLoads8; ++i) {
+      const int r = my_row8 + i * kRowStep8;
+      int sl = -1;
+      if (!v) {
+        const int j = n0 + r;
+        if (j >= jlo && j < jhi) {
+          const int blk = bt[j / p.block_size];
+          if (blk >= 0 && blk < p.num_blocks) sl = blk * p.block_size + j % p.block_size;
+        }
+        slot8[i] = sl;
+      } else {
+        sl = slot8[i];
+      }
+      const int64_t row = int64_t(sl) * p.num_kv_heads + kvh;
+      cp_async_16(smem_u32(stage) + uint32_t(r * D + my_chunk8 * 16),
+                  sl >= 0 ? codes + row * D + my_chunk8 * 16 : codes, sl >= 0);
+      if (my_chunk8 == 0) cp_async_4(smem_u32(sc_s + r), sl >= 0 ? scales + row : scales, sl >= 0);
+    }
+  };
+  auto convert8 = [&](bool v) {
+    const unsigned char* stage = v ? v8_s : k8_s;
+    unsigned char* dst = v ? v_s : k_s;
+#pragma unroll
+    for (int i = 0; i < C::kKvLoads8; ++i) {
+      const int r = my_row8 + i * kRowStep8;
+      const uint4 c = *reinterpret_cast<const uint4*>(stage + r * D + my_chunk8 * 16);
+      const uint32_t w[4] = {c.x, c.y, c.z, c.w};
+      uint32_t b[8];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        b[2 * q] = fp8x2_to_bf16x2(uint16_t(w[q] & 0xffffu));
+        b[2 * q + 1] = fp8x2_to_bf16x2(uint16_t(w[q] >> 16));
+      }
+      *reinterpret_cast<uint4*>(dst + attn_swz<D>(r, 2 * my_chunk8)) = make_uint4(b[0], b[1], b[2], b[3]);
+      *reinterpret_cast<uint4*>(dst + attn_swz<D>(r, 2 * my_chunk8 + 1)) = make_uint4(b[4], b[5], b[6], b[7]);
+    }
+  };
+
   const int n_begin = (jlo / BN) * BN;
-  load_k(n_begin);
+  if constexpr (F8) load8(false, n_begin);
+  else load_k(n_begin);
   cp_async_commit();  // group: Q + K(first)
 
   uint32_t qf[D / 16][4];
@@ -209,6 +288,7 @@ __global__ void __launch_bounds__(C::kThreads)
 
   for (int n0 = n_begin; n0 < jhi; n0 += BN) {
     cp_async_wait<0>();
+    if constexpr (F8) convert8(false);  // k_s is free: every warp passed the last barrier
     __syncthreads();  // K(n0) (and Q) landed; every warp is done with V of the last tile
     if (n0 == n_begin) {
 #pragma unroll
@@ -216,7 +296,8 @@ __global__ void __launch_bounds__(C::kThreads)
         ldmatrix_x4(smem_u32(q_s) + attn_swz<D>(wm * 16 + (lane & 15), kk * 2 + (lane >> 4)),
                     qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3]);
     }
-    load_v();
+    if constexpr (F8) load8(true, n0);
+    else load_v();
     cp_async_commit();
 
     // S = Q K^T over this warp's keys.
@@ -245,9 +326,11 @@ __global__ void __launch_bounds__(C::kThreads)
       for (int nt = 0; nt < kNt; ++nt) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int key = n0 + wn * BNW + nt * 8 + 2 * qd + e;
+          const int local = wn * BNW + nt * 8 + 2 * qd + e, key = n0 + local;
           float& x = s[nt][2 * rr + e];
-          x = (key >= vlo[rr] && key < vhi[rr]) ? x * p.scale_log2 : -CUDART_INF_F;
+          float sc = p.scale_log2;
+          if constexpr (F8) sc *= ks_s[local];
+          x = (key >= vlo[rr] && key < vhi[rr]) ? x * sc : -CUDART_INF_F;
           mx = fmaxf(mx, x);
         }
       }
@@ -276,9 +359,19 @@ __global__ void __launch_bounds__(C::kThreads)
     }
 
     cp_async_wait<0>();
+    if constexpr (F8) convert8(true);  // v_s is free: every warp passed the loop's barrier
     __syncthreads();  // V(n0) landed; every warp is done with K(n0)
-    if (n0 + BN < jhi) load_k(n0 + BN);
+    if (n0 + BN < jhi) {
+      if constexpr (F8) load8(false, n0 + BN);
+      else load_k(n0 + BN);
+    }
     cp_async_commit();
+    if constexpr (F8) {  // P <- P * s_v per key (l already summed the unscaled P)
+#pragma unroll
+      for (int nt = 0; nt < kNt; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] *= vs_s[wn * BNW + nt * 8 + 2 * qd + (e & 1)];
+    }
 
     // O += P V over this warp's keys.
 #pragma unroll

@@ -4,7 +4,7 @@
 // launch (cuda_attention_ops.cpp) does not need nvcc.
 //
 // Layouts are those of ops/attention.h: q / out [T, Hq, D] bf16 with strided token rows,
-// caches [num_blocks, block_size, Hkv, D] bf16 contiguous ("NHD" pages), block_table
+// caches [num_blocks, block_size, Hkv, D] bf16 (or e4m3 codes + scales) contiguous ("NHD" pages), block_table
 // [S, max_blocks] i32, context_lens [S] i32, query_start_loc [S + 1] i32.
 //
 // Split-KV (flash-decoding): the keys of a sequence are cut into chunks of split_keys
@@ -40,8 +40,14 @@ inline constexpr int kAttnMaxSplits = 32;  // grid.z of the tensor-core path
 
 struct PagedAttentionParams {
   const __nv_bfloat16* q;        // [T, Hq, D], token row stride q_stride (elements)
-  const __nv_bfloat16* k_cache;  // [num_blocks, block_size, Hkv, D]
+  const __nv_bfloat16* k_cache;  // [num_blocks, block_size, Hkv, D]; null for fp8 caches
   const __nv_bfloat16* v_cache;
+  // FP8 caches (ops/attention.h): e4m3 codes [num_blocks, block_size, Hkv, D] and f32 scales
+  // [num_blocks, block_size, Hkv]; the value is code * scale. Null for bf16 caches.
+  const unsigned char* k_codes;
+  const unsigned char* v_codes;
+  const float* k_scale;
+  const float* v_scale;
   const int32_t* block_table;      // [num_seqs, max_blocks]
   const int32_t* context_lens;     // [num_seqs]
   const int32_t* query_start_loc;  // [num_seqs + 1]

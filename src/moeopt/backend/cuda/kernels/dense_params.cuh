@@ -75,12 +75,16 @@ struct KvWriteParams {
   const void* k;              // bf16 [T, hkv, d], token rows strided
   const void* v;
   const int32_t* slots;       // [T]; < 0 or >= num_slots: skipped
-  void* k_cache;              // bf16 [num_slots, row]
+  void* k_cache;              // bf16 [num_slots, row], or e4m3 codes when k_scale is set
   void* v_cache;
+  float* k_scale;             // fp8 caches: [num_slots, hkv] f32; else null
+  float* v_scale;
   int64_t tokens, row, num_slots;  // row = hkv * d
   int64_t k_stride, v_stride;
+  int head_dim;               // d (fp8: <= kKvWriteFp8MaxDim)
   bool vec;
 };
+inline constexpr int kKvWriteFp8MaxDim = 256;
 
 // dense_pointwise.cuh: silu_and_mul (gated), silu, sigmoid_gated_add, bias add.
 inline constexpr int kPointwiseThreads = 256;

@@ -13,6 +13,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include "moeopt/backend/cuda/kernels/fp8_codes.cuh"
 #include "moeopt/backend/cuda/kernels/fp8_params.cuh"
 #include "moeopt/backend/cuda/kernels/sm80_mma_helpers.cuh"
 
@@ -27,12 +28,6 @@ __device__ __forceinline__ float fp8_load_f32(const void* p, ElemDType t, int64_
   return static_cast<const float*>(p)[i];
 }
 
-__device__ __forceinline__ unsigned char fp8_code(float v, float scale) {
-  return static_cast<unsigned char>(
-      __nv_cvt_float_to_fp8(__fdiv_rn(v, scale), __NV_SATFINITE, __NV_E4M3));
-}
-
-__device__ __forceinline__ float fp8_scale_of(float amax) { return fmaxf(amax, 1e-10f) / 448.0f; }
 
 
 __global__ void __launch_bounds__(kFp8BlockThreads) fp8_quantize_weight_kernel(Fp8QuantWeightParams p) {
