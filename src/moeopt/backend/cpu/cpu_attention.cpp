@@ -4,6 +4,7 @@
 // table exactly as a paged GPU kernel would. FP8 caches: each (token, kv head) row is
 // quantised with ops::fp8_quantize_group on write and read back as code * scale in f32.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -14,13 +15,24 @@
 namespace moeopt::cpu {
 namespace {
 
+// e4m3 code -> value, all 256 codes (decoding a cache row is on the attention's hot path).
+const std::array<float, 256>& fp8_values() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int c = 0; c < 256; ++c) t[size_t(c)] = fp8e4m3_to_f32(uint8_t(c));
+    return t;
+  }();
+  return table;
+}
+
 // Row `row` (a (slot, kv head) pair: [slots * Hkv] rows of d values) of a cache as f32.
 void load_cache_row(const TensorView& cache, const TensorView& scale, int64_t row, int64_t d,
                     float* dst) {
   if (cache.dtype != DType::kF8E4M3) return load_f32(cache.data, cache.dtype, row * d, d, dst);
   const uint8_t* codes = static_cast<const uint8_t*>(cache.data) + row * d;
   const float s = scale.ptr<float>()[row];
-  for (int64_t i = 0; i < d; ++i) dst[i] = fp8e4m3_to_f32(codes[i]) * s;
+  const std::array<float, 256>& value = fp8_values();
+  for (int64_t i = 0; i < d; ++i) dst[i] = value[codes[i]] * s;
 }
 
 // Stores one token's [hkv, d] values at `slot`.
