@@ -1,7 +1,8 @@
 // KvCache: the paged K/V storage of every layer, in the NHD layout the attention op reads
 // (ops/attention.h): per layer, k and v are [num_blocks, block_size, kv_heads, head_dim].
 // Host memory (f32) for the CPU backend; device memory (bf16, zeroed) when a device backend
-// is given. Which blocks a sequence uses is the BlockAllocator's business; this class only
+// is given. An MLA model's layout is `latent` (model.h): one pool of latent rows per layer,
+// LayerKv::v empty. Which blocks a sequence uses is the BlockAllocator's business; this class only
 // owns the bytes.
 #pragma once
 
@@ -31,7 +32,7 @@ class KvCache {
   // (1 - utilization) share left to others, minus `reserve` for activations, scratch and
   // CUDA graphs. 0 when nothing is left.
   static size_t device_budget(size_t free, size_t total, double utilization, size_t reserve);
-  // Bytes one block takes across all layers (K and V) in `dtype`.
+  // Bytes one block takes across all layers (K and V, or the latent rows) in `dtype`.
   static size_t bytes_per_block(const KvLayout& layout, int32_t block_size,
                                 DType dtype = DType::kF32);
 
