@@ -115,3 +115,14 @@ foreach(i RANGE ${_tf5_last})
     -P ${CMAKE_CURRENT_LIST_DIR}/compare_inspect.cmake)
   set_tests_properties(cli_inspect_tf5_${_name} PROPERTIES LABELS cli ENVIRONMENT MOEOPT_HOME=${PROJECT_SOURCE_DIR})
 endforeach()
+
+# DeepSeek (MLA) on the CPU: generate from a tiny golden config's init-random checkpoint
+# (materialised into the test cache); the tokens themselves are checked against transformers
+# by GoldenTest.MatchesTransformers.
+foreach(_ds deepseek_v2_nolora_grouped_odd deepseek_v3_lora_noaux_yarn_dense1)
+  moeopt_cli_test(generate_cpu_${_ds}
+    "generate|--model|${PROJECT_SOURCE_DIR}/tests/reference/golden_configs/${_ds}.json|--device|cpu|--prompt-ids|5,17,23|--max-tokens|8|--temperature|0|--ignore-eos" 0
+    STDOUT "\\[0\\] [0-9]+(,[0-9]+)(,[0-9]+)(,[0-9]+)(,[0-9]+)(,[0-9]+)(,[0-9]+)(,[0-9]+) \\(length\\)")
+  set_tests_properties(cli_generate_cpu_${_ds} PROPERTIES
+    ENVIRONMENT "MOEOPT_HOME=${PROJECT_SOURCE_DIR};MOEOPT_CACHE=${CMAKE_BINARY_DIR}/test-cache")
+endforeach()

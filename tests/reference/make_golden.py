@@ -7,6 +7,7 @@ transformers in float32 (eager attention) and, for each fixed prompt, records
   - the 24-token greedy continuation, computed by full re-forward at every step (no KV cache,
     so nothing of transformers' caching can differ from a plain forward), and
   - the top-1 / top-2 logit margin at every greedy step, so near-ties can be spotted.
+DeepSeek-V2/V3 checkpoints (MLA attention) go through the same path.
 The output (one gzip'd JSON per checkpoint) is committed under tests/data/goldens and compared
 by CI against moeopt's CPU engine. Needs torch + transformers (the GPU machine has both).
 
@@ -34,8 +35,11 @@ NEW_TOKENS = 24
 
 def run(ckpt: str) -> dict:
     torch.manual_seed(0)
+    # Eager experts too: the per-expert loop of the modeling file. (torch's grouped_mm path,
+    # the default on some versions, refuses the odd widths of the tiny configs.)
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32,
-                                                 attn_implementation="eager")
+                                                 attn_implementation="eager",
+                                                 experts_implementation="eager")
     model.eval()
     vocab = model.config.vocab_size
     out = {"checkpoint": os.path.basename(os.path.normpath(ckpt)),

@@ -162,6 +162,68 @@ TEST(OpsMoe, RouteTiesGoToTheLowestExpertId) {
   for (int j = 0; j < 4; ++j) EXPECT_EQ(gi.ptr<int32_t>()[j], j);
 }
 
+// DeepSeek-V3's noaux_tc, worked by hand: 8 experts in 4 groups of 2, sigmoid scores s,
+// the bias lifts expert 6. choice = s + b = [.9 .1 | .6 .6 | .7 .2 | .8 .3]; top-2 sums per
+// group 1.0, 1.2, 0.9, 1.1 -> groups 1 and 3 stay, so expert 0 (the best single score) is
+// out; top-2 of {2: .6, 3: .6, 6: .8, 7: .3} = 6, then 2 (tie with 3: lower id). Weights are
+// the unbiased scores .3 and .6, renormalised and scaled by 2.5.
+TEST(OpsMoe, RouteNoauxTcByHand) {
+  const float s[8] = {0.9f, 0.1f, 0.6f, 0.6f, 0.7f, 0.2f, 0.3f, 0.3f};
+  HostTensor logits(DType::kF32, {1, 8}), bias(DType::kF32, {8});
+  for (int i = 0; i < 8; ++i) {
+    logits.ptr<float>()[i] = std::log(s[i] / (1.0f - s[i]));  // sigmoid^-1
+    bias.ptr<float>()[i] = i == 6 ? 0.5f : 0.0f;
+  }
+  HostTensor ids(DType::kI32, {1, 2}), w(DType::kF32, {1, 2});
+  RouteParams p;
+  p.top_k = 2;
+  p.scoring = RouterScoring::kSigmoid;
+  p.grouping = ExpertGrouping::kTop2Sum;
+  p.n_group = 4;
+  p.topk_group = 2;
+  p.renormalize = true;
+  p.renormalize_eps = 1e-20f;
+  p.routed_scaling_factor = 2.5f;
+  p.correction_bias = bias.view();
+  ASSERT_TRUE(moe_route(Context{}, logits, p, ids, w).ok());
+  EXPECT_EQ(ids.ptr<int32_t>()[0], 6);
+  EXPECT_EQ(ids.ptr<int32_t>()[1], 2);
+  EXPECT_NEAR(w.ptr<float>()[0], 0.3 / 0.9 * 2.5, 1e-6);
+  EXPECT_NEAR(w.ptr<float>()[1], 0.6 / 0.9 * 2.5, 1e-6);
+  // Without the bias group 3 sums to 0.6, so groups 1 and 0 stay: experts 0 and 2 win.
+  p.correction_bias.reset();
+  ASSERT_TRUE(moe_route(Context{}, logits, p, ids, w).ok());
+  EXPECT_EQ(ids.ptr<int32_t>()[0], 0);
+  EXPECT_EQ(ids.ptr<int32_t>()[1], 2);
+  EXPECT_NEAR(w.ptr<float>()[0], 0.9 / 1.5 * 2.5, 1e-6);
+}
+
+// DeepSeek-V2's group_limited_greedy, worked by hand: softmax of log(p) is p =
+// [.30 .02 | .12 .16 | .05 .05 | .20 .10]; group maxima .30, .16, .05, .20 -> groups 0 and 3;
+// top-3 of {0: .30, 1: .02, 6: .20, 7: .10} = 0, 6, 7 (plain greedy would take 3 before 7);
+// weights p * routed_scaling_factor 16, not renormalised.
+TEST(OpsMoe, RouteGroupLimitedGreedyByHand) {
+  const double pr[8] = {0.30, 0.02, 0.12, 0.16, 0.05, 0.05, 0.20, 0.10};
+  HostTensor logits(DType::kF32, {1, 8});
+  for (int i = 0; i < 8; ++i) logits.ptr<float>()[i] = float(std::log(pr[i]));
+  HostTensor ids(DType::kI32, {1, 3}), w(DType::kF32, {1, 3});
+  RouteParams p;
+  p.top_k = 3;
+  p.grouping = ExpertGrouping::kMaxScore;
+  p.n_group = 4;
+  p.topk_group = 2;
+  p.routed_scaling_factor = 16.0f;
+  ASSERT_TRUE(moe_route(Context{}, logits, p, ids, w).ok());
+  const int32_t want[3] = {0, 6, 7};
+  for (int j = 0; j < 3; ++j) {
+    EXPECT_EQ(ids.ptr<int32_t>()[j], want[j]) << j;
+    EXPECT_NEAR(w.ptr<float>()[j], pr[want[j]] * 16.0, 1e-5) << j;
+  }
+  p.grouping = ExpertGrouping::kNone;
+  ASSERT_TRUE(moe_route(Context{}, logits, p, ids, w).ok());
+  EXPECT_EQ(ids.ptr<int32_t>()[2], 3);
+}
+
 TEST(OpsMoe, RenormalisedSoftmaxEqualsMixtralSoftmaxOverSelectedLogits) {
   // Mixtral's original router: top-k on the logits, then softmax over those k logits.
   CaseRng rng("mixtral");

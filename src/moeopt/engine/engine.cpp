@@ -25,6 +25,9 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, Eng
     return make_error(ErrorCode::kInvalidArgument, "{}",
                       on_device ? "the engine was given a GPU backend but the model is on the CPU"
                                 : "the model is on the GPU but the engine has no device backend");
+  if (opt.fp8_kv_cache && model->kv_layout().latent)
+    return make_error(ErrorCode::kUnsupported,
+                      "fp8_kv_cache: the MLA latent cache ({}) has no fp8 form yet", c.model_type);
   const DType kv_dtype =
       opt.fp8_kv_cache ? DType::kF8E4M3 : on_device ? DType::kBF16 : DType::kF32;
   int32_t blocks = opt.num_kv_blocks;

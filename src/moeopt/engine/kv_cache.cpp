@@ -10,11 +10,16 @@ namespace moeopt {
 
 KvCache::KvCache(const KvLayout& layout, int32_t num_blocks, int32_t block_size, DType dtype)
     : num_blocks_(num_blocks), block_size_(block_size),
-      dtype_(dtype == DType::kF8E4M3 ? dtype : DType::kF32) {
+      dtype_(dtype == DType::kF8E4M3 && !layout.latent ? dtype : DType::kF32) {
   const Shape s({num_blocks, block_size, layout.num_kv_heads, layout.head_dim});
   const Shape ss({num_blocks, block_size, layout.num_kv_heads});
   const bool fp8 = dtype_ == DType::kF8E4M3;
   for (int64_t l = 0; l < layout.num_layers; ++l) {
+    if (layout.latent) {  // MLA: one latent pool, no V (model.h KvLayout)
+      storage_.emplace_back(DType::kF32, s);
+      views_.push_back({storage_.back().view(), TensorView{}});
+      continue;
+    }
     const size_t first = storage_.size();
     storage_.emplace_back(dtype_, s);
     storage_.emplace_back(dtype_, s);
@@ -39,6 +44,8 @@ Result<std::unique_ptr<KvCache>> KvCache::on_device(const KvLayout& layout, int3
   if (dtype != DType::kBF16 && dtype != DType::kF8E4M3)
     return make_error(ErrorCode::kInvalidArgument, "KV cache: a device cache is bf16 or fp8_e4m3, not {}",
                       dtype_name(dtype));
+  if (dtype == DType::kF8E4M3 && layout.latent)
+    return make_error(ErrorCode::kUnsupported, "KV cache: the MLA latent cache has no fp8 form yet");
   const bool fp8 = dtype == DType::kF8E4M3;
   std::unique_ptr<KvCache> kv(new KvCache(num_blocks, block_size, dtype));
   const Shape s({num_blocks, block_size, layout.num_kv_heads, layout.head_dim});
@@ -46,7 +53,7 @@ Result<std::unique_ptr<KvCache>> KvCache::on_device(const KvLayout& layout, int3
   // Per layer: k, v, then (fp8) k_scale, v_scale, each 256-byte aligned.
   const size_t one = align_up(size_t(s.numel()) * dtype_size(dtype));
   const size_t one_scale = fp8 ? align_up(size_t(ss.numel()) * 4) : 0;
-  const size_t per_layer = 2 * one + 2 * one_scale;
+  const size_t per_layer = layout.latent ? one : 2 * one + 2 * one_scale;  // MLA: latent pool only
   const size_t total = per_layer * size_t(layout.num_layers);
   MOEOPT_ASSIGN_OR_RETURN(void* p, be->allocate(total));
   kv->device_ = std::shared_ptr<void>(p, [be](void* q) { be->release(q); });
@@ -56,6 +63,10 @@ Result<std::unique_ptr<KvCache>> KvCache::on_device(const KvLayout& layout, int3
   char* base = static_cast<char*>(p);
   for (int64_t l = 0; l < layout.num_layers; ++l) {
     char* at = base + size_t(l) * per_layer;
+    if (layout.latent) {
+      kv->views_.push_back({TensorView::contiguous(at, dtype, s, Device::kCuda), TensorView{}});
+      continue;
+    }
     LayerKv lk{TensorView::contiguous(at, dtype, s, Device::kCuda),
                TensorView::contiguous(at + one, dtype, s, Device::kCuda)};
     if (fp8) {
@@ -76,7 +87,7 @@ size_t KvCache::device_budget(size_t free, size_t total, double utilization, siz
 size_t KvCache::bytes_per_block(const KvLayout& layout, int32_t block_size, DType dtype) {
   const size_t per_head = dtype == DType::kF8E4M3 ? size_t(layout.head_dim) + 4
                                                   : size_t(layout.head_dim) * dtype_size(dtype);
-  return size_t(2) * size_t(layout.num_layers) * size_t(block_size) * size_t(layout.num_kv_heads) *
+  return size_t(layout.latent ? 1 : 2) * size_t(layout.num_layers) * size_t(block_size) * size_t(layout.num_kv_heads) *
          per_head;
 }
 

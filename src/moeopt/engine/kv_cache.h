@@ -3,7 +3,8 @@
 // Host memory (f32) for the CPU backend; device memory (bf16, zeroed) when a device backend
 // is given. Either can be FP8 instead (the `fp8_kv_cache` option): e4m3 codes plus one f32
 // scale per (slot, kv head) for k and for v, [num_blocks, block_size, kv_heads] each.
-// Which blocks a sequence uses is the BlockAllocator's business; this class only owns the
+// An MLA model's layout is `latent` (model.h): one pool of latent rows per layer, LayerKv::v
+// empty, never FP8 (the engine refuses fp8_kv_cache for it). Which blocks a sequence uses is the BlockAllocator's business; this class only owns the
 // bytes.
 #pragma once
 
@@ -35,7 +36,7 @@ class KvCache {
   // (1 - utilization) share left to others, minus `reserve` for activations, scratch and
   // CUDA graphs. 0 when nothing is left.
   static size_t device_budget(size_t free, size_t total, double utilization, size_t reserve);
-  // Bytes one block takes across all layers (K and V) in `dtype`; kF8E4M3 includes the
+  // Bytes one block takes across all layers (K and V, or the latent rows) in `dtype`; kF8E4M3 includes the
   // scales (head_dim + 4 bytes per token, kv head and K or V).
   static size_t bytes_per_block(const KvLayout& layout, int32_t block_size,
                                 DType dtype = DType::kF32);

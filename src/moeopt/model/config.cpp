@@ -755,6 +755,8 @@ void parse_mla(Reader& r, ModelConfig& c) {
   c.qk_rope_head_dim = r.integer("qk_rope_head_dim", int64_t(64), 1, kMaxHeadDim);
   c.v_head_dim = r.integer("v_head_dim", int64_t(128), 1, kMaxHeadDim);
   c.head_dim = c.qk_nope_head_dim + c.qk_rope_head_dim;
+  // configuration_deepseek_v3.py: rope_interleave=True; V2 has no such switch.
+  c.rope_interleave = c.arch == Arch::kDeepseekV3 ? r.boolean("rope_interleave", true) : true;
   // DeepseekV3Config reads num_mtp_layers as an alias (attribute_map).
   const char* mtp_key = r.one_of({"num_nextn_predict_layers", "num_mtp_layers"});
   c.num_nextn_predict_layers = mtp_key ? r.integer(mtp_key, int64_t(0), 0, 16) : 0;
@@ -1123,6 +1125,7 @@ json model_config_to_json(const ModelConfig& c) {
       j["qk_nope_head_dim"] = c.qk_nope_head_dim;
       j["qk_rope_head_dim"] = c.qk_rope_head_dim;
       j["v_head_dim"] = c.v_head_dim;
+      if (a == Arch::kDeepseekV3) j["rope_interleave"] = c.rope_interleave;
       if (c.num_nextn_predict_layers > 0) j["num_nextn_predict_layers"] = c.num_nextn_predict_layers;
       break;
     case Arch::kLlama:

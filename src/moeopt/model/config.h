@@ -165,6 +165,9 @@ struct ModelConfig {
   int64_t qk_nope_head_dim = 0;
   int64_t qk_rope_head_dim = 0;
   int64_t v_head_dim = 0;
+  // V3's rope_interleave (default true): the rope dims come in (even, odd) pairs, DeepSeek's
+  // own layout. V2 always uses that layout (its rotation is a complex product of pairs).
+  bool rope_interleave = true;
   int64_t num_nextn_predict_layers = 0;  // DeepSeek-V3 MTP module (not part of the main model)
 
   // Pre-quantized weights.

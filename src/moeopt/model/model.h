@@ -16,10 +16,13 @@
 namespace moeopt {
 
 // Shape of one layer's K (or V) cache page pool, per block: [block_size, kv_heads, head_dim].
+// latent (MLA, ops/mla.h): one pool per layer, no V: LayerKv::k holds the latent rows
+// [num_blocks, block_size, 1, kv_lora_rank + qk_rope_head_dim] and LayerKv::v is empty.
 struct KvLayout {
   int64_t num_layers = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
+  bool latent = false;
 };
 
 class Model {

@@ -16,7 +16,7 @@ Result<std::unique_ptr<Model>> make_model(ModelConfig config, WeightStore store)
     case Arch::kQwen2Moe: recipe = arch::qwen2_moe_weights; break;
     case Arch::kMixtral: recipe = arch::mixtral_weights; break;
     case Arch::kDeepseekV2:
-    case Arch::kDeepseekV3:
+    case Arch::kDeepseekV3: recipe = arch::deepseek_weights; break;
     case Arch::kOlmoe:
     case Arch::kLlama:
     case Arch::kMistral:
@@ -25,14 +25,22 @@ Result<std::unique_ptr<Model>> make_model(ModelConfig config, WeightStore store)
   }
   if (!recipe)
     return make_error(ErrorCode::kUnsupported,
-                      "{}: running {} models is not implemented yet (qwen3_moe, qwen2_moe and "
-                      "mixtral are)", config.source, arch_name(config.arch));
+                      "{}: running {} models is not implemented yet (qwen3_moe, qwen2_moe, "
+                      "mixtral, deepseek_v2 and deepseek_v3 are)", config.source, arch_name(config.arch));
   MOEOPT_ASSIGN_OR_RETURN(DecoderWeights weights, recipe(store, config));
   return std::unique_ptr<Model>(
       std::make_unique<DecoderModel>(std::move(config), std::move(store), std::move(weights)));
 }
 
 namespace {
+// MLA (DeepSeek) has no device kernels yet: say so before any weight is uploaded.
+Status check_runs_on_device(const ModelConfig& c) {
+  if (c.attention_kind != AttentionKind::kMla) return {};
+  return make_error(ErrorCode::kUnsupported,
+                    "{}: {} (MLA attention) runs on the CPU only for now: use --device cpu",
+                    c.source, arch_name(c.arch));
+}
+
 Result<ModelConfig> checkpoint_config(const std::string& dir) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec))
@@ -75,6 +83,7 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir, const LoadOpti
 Result<std::unique_ptr<Model>> load_model_to_device(const std::string& dir,
                                                     const DeviceWeightsOptions& options) {
   MOEOPT_ASSIGN_OR_RETURN(ModelConfig config, checkpoint_config(dir));
+  MOEOPT_RETURN_IF_ERROR(check_runs_on_device(config));
   MOEOPT_ASSIGN_OR_RETURN(WeightStore host, WeightStore::open(dir, config));
   MOEOPT_ASSIGN_OR_RETURN(WeightStore dev, upload_weights(config, host, options));
   return make_model(std::move(config), std::move(dev));
@@ -82,6 +91,7 @@ Result<std::unique_ptr<Model>> load_model_to_device(const std::string& dir,
 
 Result<std::unique_ptr<Model>> random_model_on_device(ModelConfig config, uint64_t seed,
                                                       const DeviceWeightsOptions& options) {
+  MOEOPT_RETURN_IF_ERROR(check_runs_on_device(config));
   if (config.fp8 && (config.fp8->block_n != ops::kFp8BlockSize || config.fp8->block_k != ops::kFp8BlockSize))
     return make_error(ErrorCode::kUnsupported,
                       "{}: field 'quantization_config.weight_block_size' is [{}, {}]: only "

@@ -11,9 +11,11 @@
 //    grouping (DeepSeek): experts split into n_group equal groups; a group's score is its
 //             max choice (kMaxScore, DeepSeek-V2 "group_limited_greedy") or the sum of its two
 //             largest choices (kTop2Sum, DeepSeek-V3 "noaux_tc"); the topk_group best groups
-//             stay and the choice of every other expert is set to 0.0 — exactly as HF's
-//             modeling_deepseek_v2/v3 do with masked_fill(..., 0.0) (not -inf: with a negative
-//             bias a masked expert can then still win, as it does in transformers).
+//             stay and the choice of every other expert is set to 0.0 — as HF's
+//             modeling_deepseek_v2 and DeepSeek's own modeling_deepseek.py do with
+//             masked_fill(..., 0.0) (not -inf: with a negative bias a masked expert can then
+//             still win). transformers 5.24's modeling_deepseek_v3 masks with -inf instead;
+//             the two differ only when fewer than k kept experts have a positive choice.
 //    ids    = top-k of choice; weights = scores[ids] (without the bias)
 //    renormalize (norm_topk_prob; Mixtral always): weights /= (sum(weights) + renormalize_eps)
 //             (Mixtral's softmax over the k selected logits is the same number.)

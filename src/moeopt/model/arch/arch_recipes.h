@@ -15,5 +15,7 @@ Result<DecoderWeights> load_decoder_common(const WeightStore& w, const ModelConf
 Result<DecoderWeights> qwen3_moe_weights(const WeightStore& w, const ModelConfig& c);
 Result<DecoderWeights> qwen2_moe_weights(const WeightStore& w, const ModelConfig& c);
 Result<DecoderWeights> mixtral_weights(const WeightStore& w, const ModelConfig& c);
+// DeepSeek-V2 / V3: MLA attention, DeepSeek routing; its own loader (no GQA tensors).
+Result<DecoderWeights> deepseek_weights(const WeightStore& w, const ModelConfig& c);
 
 }  // namespace moeopt::arch

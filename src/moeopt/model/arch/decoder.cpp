@@ -11,7 +11,10 @@
 //     residual += delta;  x = rms_norm(residual) * post_attention_norm
 //     delta    = MLP(x) (dense) or MoE(x) (+ sigmoid(x·g^T) * shared_expert(x))
 //   residual += delta; y = rms_norm(residual[R]) * final_norm; logits = y·lm_head^T  [R, V]
+// DeepSeek layers replace the attention with MLA (arch/mla_layer.h) and add their shared
+// experts ungated.
 #include "moeopt/model/arch/decoder.h"
+#include "moeopt/model/arch/mla_layer.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,6 +28,7 @@
 #include "moeopt/ops/fp8.h"
 #include "moeopt/ops/gated_add.h"
 #include "moeopt/ops/linear.h"
+#include "moeopt/ops/mla.h"
 #include "moeopt/ops/device_backend.h"
 #include "moeopt/ops/moe.h"
 #include "moeopt/ops/norm.h"
@@ -83,7 +87,7 @@ ops::RopeType rope_type_from(RopeScalingType t) {
 
 ops::RopeConfig rope_config_from(const ModelConfig& c) {
   ops::RopeConfig r;
-  r.head_dim = int(c.head_dim);
+  r.head_dim = int(c.attention_kind == AttentionKind::kMla ? c.qk_rope_head_dim : c.head_dim);
   r.theta = c.rope_theta;
   r.max_position_embeddings = c.max_position_embeddings;
   const RopeScaling& s = c.rope_scaling;
@@ -212,6 +216,7 @@ void fuse_adjacent_weights(DecoderWeights& w) {
     AttentionWeights& a = L.attn;
     if (L.mlp) fuse_swiglu(*L.mlp);
     if (L.moe && L.moe->shared) fuse_swiglu(*L.moe->shared);
+    if (L.mla) continue;  // no q/k/v to fuse
     const bool fp8 = a.q_scale || a.k_scale || a.v_scale;
     std::optional<TensorView> qkv = concat_rows({&a.q, &a.k, &a.v}), qkv_scale;
     if (fp8) {
@@ -238,6 +243,8 @@ DecoderModel::DecoderModel(ModelConfig config, WeightStore store, DecoderWeights
 }
 
 KvLayout DecoderModel::kv_layout() const {
+  if (config_.attention_kind == AttentionKind::kMla)  // latent rows, ops/mla.h
+    return {config_.num_hidden_layers, 1, config_.kv_lora_rank + config_.qk_rope_head_dim, true};
   return {config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim};
 }
 
@@ -372,12 +379,63 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
     return ops::linear(ctx, a, {sw.down, sw.down_scale}, std::nullopt, out);
   };
 
+  // Feed-forward of layer l on x into delta: dense SwiGLU or MoE (+ the shared expert, gated
+  // by sigmoid(x·g^T) for Qwen2-MoE, ungated for DeepSeek).
+  auto feed_forward = [&](const DecoderLayerWeights& L, size_t l) -> Status {
+    if (L.mlp) return swiglu(*L.mlp, delta);
+    const MoeBlockWeights& m = *L.moe;
+    MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, m.router, std::nullopt, router_logits));
+    MOEOPT_RETURN_IF_ERROR(ops::moe_forward(ctx, x, router_logits, m.experts, m.params, delta));
+    if (b.expert_token_counts) {
+      // Routing statistics only: route once more (cheap next to the experts) and count on
+      // the host. On a device that copies the ids back (a sync per layer), so the engine
+      // asks for it there only on the steps it is told to (Engine::count_expert_tokens) and
+      // the device runner runs those steps eagerly.
+      const int64_t E = m.router.shape[0], topk = m.params.route.top_k;
+      MOEOPT_ASSIGN_OR_RETURN(TensorView eids, tmp(DType::kI32, {T, topk}));
+      MOEOPT_ASSIGN_OR_RETURN(TensorView wts, tmp(DType::kF32, {T, topk}));
+      MOEOPT_RETURN_IF_ERROR(ops::moe_route(ctx, router_logits, m.params.route, eids, wts));
+      std::vector<int32_t> host_ids(size_t(T * topk));
+      if (on_device) {
+        MOEOPT_RETURN_IF_ERROR(ctx.device_backend->copy_to_host(ctx, host_ids.data(), eids.data,
+                                                                host_ids.size() * 4));
+      } else {
+        std::copy_n(eids.ptr<int32_t>(), host_ids.size(), host_ids.begin());
+      }
+      int64_t* row = b.expert_token_counts + int64_t(l) * E;
+      for (int32_t e : host_ids) ++row[e];
+    }
+    if (m.shared) {
+      MOEOPT_RETURN_IF_ERROR(swiglu(*m.shared, shared_out));
+      if (!m.shared_gate) return ops::add_into(ctx, shared_out, delta);  // DeepSeek: ungated
+      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, *m.shared_gate, std::nullopt, shared_gate));
+      MOEOPT_RETURN_IF_ERROR(ops::sigmoid_gated_add(ctx, shared_out, shared_gate, delta));
+    }
+    return {};
+  };
+
+  // MLA: the absorbed form when every sequence decodes one token (reads only the latent rows),
+  // the expanded one for steps with prefill (ops/mla.h).
+  ops::MlaParams mla_params;
+  mla_params.qk_nope_head_dim = c.qk_nope_head_dim;
+  mla_params.qk_rope_head_dim = c.qk_rope_head_dim;
+  mla_params.v_head_dim = c.v_head_dim;
+  mla_params.scale = ops::mla_softmax_scale(c.qk_head_dim(), rope_);
+  mla_params.form = max_q <= 1 ? ops::MlaForm::kAbsorbed : ops::MlaForm::kExpanded;
+
   for (size_t l = 0; l < w_.layers.size(); ++l) {
     const DecoderLayerWeights& L = w_.layers[l];
     if (l == 0) {
       MOEOPT_RETURN_IF_ERROR(ops::rms_norm(ctx, residual, L.input_norm, eps, x));
     } else {
       MOEOPT_RETURN_IF_ERROR(ops::add_rms_norm(ctx, delta, residual, L.input_norm, eps, x));
+    }
+    if (L.mla) {  // DeepSeek: latent attention over the latent cache (arch/mla_layer.h)
+      MlaLayerInputs in{x, positions, slots, cos_sin, kv[l].k, block_table, ctx_lens, qsl};
+      MOEOPT_RETURN_IF_ERROR(mla_attention_layer(ctx, c, *L.mla, in, mla_params, delta));
+      MOEOPT_RETURN_IF_ERROR(ops::add_rms_norm(ctx, delta, residual, L.post_attention_norm, eps, x));
+      MOEOPT_RETURN_IF_ERROR(feed_forward(L, l));
+      continue;
     }
     // Attention. q | k | v live side by side in one [T, (Hq + 2 Hkv) D] buffer.
     TensorView q = cols(qkv, 0, Hq * D);
@@ -410,38 +468,7 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
     MOEOPT_RETURN_IF_ERROR(
         ops::add_rms_norm(ctx, delta, residual, L.post_attention_norm, eps, x));
 
-    // Feed-forward: dense SwiGLU or MoE (+ gated shared expert).
-    if (L.mlp) {
-      MOEOPT_RETURN_IF_ERROR(swiglu(*L.mlp, delta));
-      continue;
-    }
-    const MoeBlockWeights& m = *L.moe;
-    MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, m.router, std::nullopt, router_logits));
-    MOEOPT_RETURN_IF_ERROR(ops::moe_forward(ctx, x, router_logits, m.experts, m.params, delta));
-    if (b.expert_token_counts) {
-      // Routing statistics only: route once more (cheap next to the experts) and count on
-      // the host. On a device that copies the ids back (a sync per layer), so the engine
-      // asks for it there only on the steps it is told to (Engine::count_expert_tokens) and
-      // the device runner runs those steps eagerly.
-      const int64_t E = m.router.shape[0], topk = m.params.route.top_k;
-      MOEOPT_ASSIGN_OR_RETURN(TensorView eids, tmp(DType::kI32, {T, topk}));
-      MOEOPT_ASSIGN_OR_RETURN(TensorView wts, tmp(DType::kF32, {T, topk}));
-      MOEOPT_RETURN_IF_ERROR(ops::moe_route(ctx, router_logits, m.params.route, eids, wts));
-      std::vector<int32_t> host_ids(size_t(T * topk));
-      if (on_device) {
-        MOEOPT_RETURN_IF_ERROR(ctx.device_backend->copy_to_host(ctx, host_ids.data(), eids.data,
-                                                                host_ids.size() * 4));
-      } else {
-        std::copy_n(eids.ptr<int32_t>(), host_ids.size(), host_ids.begin());
-      }
-      int64_t* row = b.expert_token_counts + int64_t(l) * E;
-      for (int32_t e : host_ids) ++row[e];
-    }
-    if (m.shared) {
-      MOEOPT_RETURN_IF_ERROR(swiglu(*m.shared, shared_out));
-      MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, *m.shared_gate, std::nullopt, shared_gate));
-      MOEOPT_RETURN_IF_ERROR(ops::sigmoid_gated_add(ctx, shared_out, shared_gate, delta));
-    }
+    MOEOPT_RETURN_IF_ERROR(feed_forward(L, l));
   }
   // Final norm and LM head on the requested rows only.
   if (R == 0) return {};

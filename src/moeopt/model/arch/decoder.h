@@ -1,6 +1,7 @@
-// The decoder skeleton shared by the GQA families (Qwen3-MoE, Mixtral, Qwen2-MoE, and the
-// dense Llama/Qwen models): embedding -> N x [RMSNorm -> attention -> RMSNorm -> MLP or MoE]
-// -> RMSNorm -> LM head, pre-norm with a residual stream.
+// The decoder skeleton shared by the MoE families (Qwen3-MoE, Mixtral, Qwen2-MoE, DeepSeek,
+// and the dense Llama/Qwen models): embedding -> N x [RMSNorm -> attention -> RMSNorm -> MLP
+// or MoE] -> RMSNorm -> LM head, pre-norm with a residual stream. Attention is GQA over the
+// paged K/V cache or, for DeepSeek, MLA over the paged latent cache (ops/mla.h).
 //
 // Each architecture file (arch/<name>.cpp) fills a DecoderWeights from the checkpoint using
 // the tensor names of tensor_specs.h and the family's routing rules; this file runs it.
@@ -35,6 +36,19 @@ struct AttentionWeights {
   std::optional<TensorView> qkv, qkv_bias, qkv_scale;
 };
 
+// Multi-head latent attention (DeepSeek, ops/mla.h; shapes in arch/deepseek_tensors.cpp).
+struct MlaWeights {
+  std::optional<TensorView> q_a, q_a_bias, q_a_norm, q_b;  // q-LoRA: [rq, H], [rq], [rq], [n(dn+dr), rq]
+  std::optional<TensorView> q, q_bias;                     // no q-LoRA: [n(dn+dr), H]
+  TensorView kv_a;                                         // [r + dr, H]
+  std::optional<TensorView> kv_a_bias;                     // [r + dr]
+  TensorView kv_a_norm;                                    // [r]
+  TensorView kv_b;                                         // [n(dn+dv), r]
+  TensorView o;                                            // [H, n dv]
+  std::optional<TensorView> o_bias;                        // [H]
+  std::optional<TensorView> q_a_scale, q_b_scale, q_scale, kv_a_scale, o_scale;  // fp8 only
+};
+
 struct SwigluWeights {
   TensorView gate, up, down;                     // [W, H], [W, H], [H, W]
   std::optional<TensorView> gate_scale, up_scale, down_scale;    // fp8 only
@@ -48,11 +62,13 @@ struct MoeBlockWeights {
   ops::MoeParams params;
   std::optional<SwigluWeights> shared;           // Qwen2-MoE shared expert
   std::optional<TensorView> shared_gate;         // [1, H]: sigmoid gate on the shared output
+                                                 // (absent: added ungated, DeepSeek)
 };
 
 struct DecoderLayerWeights {
   TensorView input_norm, post_attention_norm;    // [H]
-  AttentionWeights attn;
+  AttentionWeights attn;                         // GQA layers
+  std::optional<MlaWeights> mla;                 // MLA layers (DeepSeek): attn is unused
   std::optional<SwigluWeights> mlp;              // dense layers
   std::optional<MoeBlockWeights> moe;            // sparse layers
   int sliding_window = 0;                        // 0: full attention
@@ -65,7 +81,8 @@ struct DecoderWeights {
   TensorView lm_head;                            // [V, H] (the embedding when tied)
 };
 
-// ModelConfig -> the rope op's settings (rope_theta, rope_scaling, head_dim).
+// ModelConfig -> the rope op's settings (rope_theta, rope_scaling, head_dim; for MLA the
+// rotary dims are qk_rope_head_dim, as transformers' DeepSeek configs set head_dim).
 ops::RopeConfig rope_config_from(const ModelConfig& c);
 
 // Helpers for arch files.
