@@ -121,6 +121,10 @@ struct AttnSpec {
   float scale = 0.0f;
   int max_blocks = 0;  // block-table row length (0: the longest sequence's blocks + 2)
   bool fp8 = false;    // e4m3 caches with per (slot, kv head) scales
+  // fp8 specs: which codes the owned rows hold. kQuantised: the quantised random values;
+  // kEveryCode: all 254 finite codes, cycled (signs, subnormals, +-448); kSubnormal: only zero
+  // and the 14 subnormal codes, so a conversion that flushed them would zero the output.
+  enum class Codes { kQuantised, kEveryCode, kSubnormal } codes = Codes::kQuantised;
 };
 
 // Host side of one batch: bf16 q rows (with padding), bf16 caches, metadata.
@@ -200,6 +204,22 @@ Instance make_instance(const AttnSpec& c, uint64_t seed_salt = 0) {
   if (c.fp8) {
     quantize_cache(in.k_cache, c.d, in.k8, in.k_scale);
     quantize_cache(in.v_cache, c.d, in.v8, in.v_scale);
+    if (c.codes != AttnSpec::Codes::kQuantised) {
+      std::vector<uint8_t> pool;
+      for (int code = 0; code < 256; ++code) {
+        const int mag = code & 0x7f;
+        if (mag == 0x7f) continue;  // NaN
+        if (c.codes == AttnSpec::Codes::kSubnormal && mag > 0x07) continue;
+        if (c.codes == AttnSpec::Codes::kSubnormal && code == 0x80) continue;  // -0: one zero
+        pool.push_back(uint8_t(code));
+      }
+      for (std::vector<uint8_t>* codes : {&in.k8, &in.v8}) {
+        const std::vector<float>& scales = codes == &in.k8 ? in.k_scale : in.v_scale;
+        for (size_t i = 0; i < codes->size(); ++i)
+          if (!std::isnan(scales[i / size_t(c.d)]))  // owned rows only
+            (*codes)[i] = pool[(i * 37 + i / size_t(c.d)) % pool.size()];
+      }
+    }
   }
   return in;
 }
@@ -434,6 +454,20 @@ std::vector<AttnSpec> fp8_specs() {
         s.fp8 = true;
         v.push_back(s);
       }
+  // The code-to-bf16 conversions (tensor-core decode and prefill, general kernel) over every
+  // finite code, and over the subnormal ones alone.
+  for (const char* name : {"gpu_qwen3_decode_b8", "gpu_qwen3_prefill_17", "gpu_d256_general"})
+    for (AttnSpec s : gpu_specs())
+      if (s.name == name) {
+        s.fp8 = true;
+        for (auto [tag, codes] : {std::pair{"fp8_every_code_", AttnSpec::Codes::kEveryCode},
+                                  std::pair{"fp8_subnormal_codes_", AttnSpec::Codes::kSubnormal}}) {
+          AttnSpec t = s;
+          t.name = tag + s.name;
+          t.codes = codes;
+          v.push_back(t);
+        }
+      }
   return v;
 }
 
@@ -476,7 +510,7 @@ TEST_P(CudaAttnFp8, MatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(Cases, CudaAttnFp8, testing::ValuesIn(fp8_specs()),
                          [](const auto& info) { return case_name(info.param.name); });
 
-TEST(CudaAttnFp8Spec, CoversEveryListedName) { EXPECT_EQ(fp8_specs().size(), 15u); }
+TEST(CudaAttnFp8Spec, CoversEveryListedName) { EXPECT_EQ(fp8_specs().size(), 21u); }
 
 // Hints larger than needed (and 0 = unknown) change the launch (row tiles, splits), not the
 // result.

@@ -24,8 +24,10 @@
 // Shared memory (dynamic): Q [BM][D], K [BN][D], V [BN][D] bf16 with the 16-byte chunk index
 // XOR-swizzled by (row % 8) so ldmatrix reads 8 rows without bank conflicts; the epilogue
 // reuses that space for the fp32 accumulators [kWarpsN][BM][D + 8], followed by (max, sum)
-// pairs [kWarpsN][BM]. Pipeline: V of tile n loads while Q K^T of tile n runs, K of tile
-// n + 1 loads while P V of tile n runs (cp.async, one group in flight).
+// pairs [kWarpsN][BM]. Pipeline (bf16): V of tile n loads while Q K^T of tile n runs, K of
+// tile n + 1 loads while P V of tile n runs (cp.async, one group in flight). A decode step is
+// bound by that latency, not by the MMAs: the decode configs ask for 3 CTAs per SM
+// (__launch_bounds__ minimum blocks) so that more tiles are in flight per SM.
 //
 // FP8 caches (kernel template F8 = true): K and V tiles arrive as e4m3 codes by cp.async in
 // staging buffers [BN][D] bytes (plus the tile's per-key scales [BN] f32 each), and each
@@ -33,7 +35,11 @@
 // e4m3 fits bf16), so the MMAs are the bf16 ones. The scales are applied per key column:
 // scores are (q . code_k) * s_k, and the softmax weights P (summed unscaled into l) are
 // multiplied by s_v before P V. The conversion sits between the wait for a tile and the
-// barrier that publishes it, so the pipeline keeps its shape.
+// barrier that publishes it, and it frees the staging buffer at once (each thread converts
+// only what it copied), so the next tile's codes are issued right after it: K codes of tile
+// n + 1 load during Q K^T and P V of tile n, V codes of n + 1 during P V of n and Q K^T of
+// n + 1 (two groups in flight). The converting thread also copies its rows' scales from the
+// staging slots into the current-tile scales [2][BN] f32, which the next copy may not touch.
 //
 // Bounds: D in {64, 128}; q, out, caches 16-byte aligned with row strides multiples of 8
 // elements (the host checks); T * Hq and the cache's slot count below 2^31.
@@ -51,8 +57,9 @@
 
 namespace moeopt::cuda::kernels {
 
-template <int D, int WM, int WN, int BNW>
+template <int D, int WM, int WN, int BNW, int MIN_BLOCKS = 1>
 struct AttnMmaConfig {
+  static constexpr int kMinBlocks = MIN_BLOCKS;  // __launch_bounds__ CTAs per SM
   static constexpr int kD = D;
   static constexpr int kWarpsM = WM;
   static constexpr int kWarpsN = WN;
@@ -73,7 +80,8 @@ struct AttnMmaConfig {
   static constexpr int kChunks8 = D / 16;  // 16-byte chunks per e4m3 row
   static constexpr int kKvLoads8 = BN * kChunks8 / kThreads;
   static constexpr size_t kStage8Bytes = size_t(BN) * D;
-  static constexpr size_t kSmemBytesF8 = kSmemBytes + 2 * kStage8Bytes + 2 * size_t(BN) * 4;
+  // staging codes [2][BN][D] B, staged scales [2][BN] f32, current-tile scales [2][BN] f32
+  static constexpr size_t kSmemBytesF8 = kSmemBytes + 2 * kStage8Bytes + 4 * size_t(BN) * 4;
   static_assert(D == 64 || D == 128, "tensor-core attention takes head_dim 64 or 128");
   static_assert(BNW % 16 == 0, "keys per warp: whole k16 steps of P V");
   static_assert(kThreads % kChunks == 0 && (BN * kChunks) % kThreads == 0,
@@ -84,8 +92,8 @@ struct AttnMmaConfig {
 
 using AttnPrefill64 = AttnMmaConfig<64, 4, 1, 64>;
 using AttnPrefill128 = AttnMmaConfig<128, 4, 1, 64>;
-using AttnDecode64 = AttnMmaConfig<64, 1, 4, 32>;
-using AttnDecode128 = AttnMmaConfig<128, 1, 4, 32>;
+using AttnDecode64 = AttnMmaConfig<64, 1, 4, 32, 3>;
+using AttnDecode128 = AttnMmaConfig<128, 1, 4, 32, 3>;
 static_assert(AttnPrefill128::BM == kAttnPrefillRows && AttnPrefill128::BN == kAttnPrefillKeys &&
               AttnPrefill64::BM == kAttnPrefillRows && AttnPrefill64::BN == kAttnPrefillKeys);
 static_assert(AttnDecode128::BM == kAttnDecodeRows && AttnDecode128::BN == kAttnDecodeKeys &&
@@ -107,7 +115,7 @@ __device__ __forceinline__ void cp_async_4(uint32_t dst, const void* src, bool v
 }
 
 template <class C, bool F8>
-__global__ void __launch_bounds__(C::kThreads)
+__global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     paged_attention_mma_kernel(PagedAttentionParams p) {
   constexpr int D = C::kD, BM = C::BM, BN = C::BN, BNW = C::kKeysPerWarp;
   constexpr int NT = C::kThreads, DC = C::kChunks, WN = C::kWarpsN, OS = C::kOStride;
@@ -123,6 +131,8 @@ __global__ void __launch_bounds__(C::kThreads)
   unsigned char* v8_s = k8_s + C::kStage8Bytes;
   float* ks_s = reinterpret_cast<float*>(v8_s + C::kStage8Bytes);
   float* vs_s = ks_s + BN;
+  float* ks_cur = vs_s + BN;  // scales of the tile being computed
+  float* vs_cur = ks_cur + BN;
 
   // Last row tiles first: under the causal mask they see the most keys, so the heavy CTAs
   // start in the first wave instead of forming the tail.
@@ -258,26 +268,32 @@ __global__ void __launch_bounds__(C::kThreads)
   auto convert8 = [&](bool v) {
     const unsigned char* stage = v ? v8_s : k8_s;
     unsigned char* dst = v ? v_s : k_s;
+    const float* sc_s = v ? vs_s : ks_s;
+    float* cur = v ? vs_cur : ks_cur;
 #pragma unroll
     for (int i = 0; i < C::kKvLoads8; ++i) {
       const int r = my_row8 + i * kRowStep8;
+      if (my_chunk8 == 0) cur[r] = sc_s[r];
       const uint4 c = *reinterpret_cast<const uint4*>(stage + r * D + my_chunk8 * 16);
       const uint32_t w[4] = {c.x, c.y, c.z, c.w};
       uint32_t b[8];
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        b[2 * q] = fp8x2_to_bf16x2(uint16_t(w[q] & 0xffffu));
-        b[2 * q + 1] = fp8x2_to_bf16x2(uint16_t(w[q] >> 16));
-      }
+      for (int q = 0; q < 4; ++q) fp8x4_to_bf16x4(w[q], b[2 * q], b[2 * q + 1]);
       *reinterpret_cast<uint4*>(dst + attn_swz<D>(r, 2 * my_chunk8)) = make_uint4(b[0], b[1], b[2], b[3]);
       *reinterpret_cast<uint4*>(dst + attn_swz<D>(r, 2 * my_chunk8 + 1)) = make_uint4(b[4], b[5], b[6], b[7]);
     }
   };
 
   const int n_begin = (jlo / BN) * BN;
-  if constexpr (F8) load8(false, n_begin);
-  else load_k(n_begin);
-  cp_async_commit();  // group: Q + K(first)
+  if constexpr (F8) {
+    load8(false, n_begin);
+    cp_async_commit();  // group: Q + K codes (first)
+    load8(true, n_begin);
+    cp_async_commit();  // group: V codes (first)
+  } else {
+    load_k(n_begin);
+    cp_async_commit();  // group: Q + K(first)
+  }
 
   uint32_t qf[D / 16][4];
   float o[kDt][4];
@@ -287,8 +303,14 @@ __global__ void __launch_bounds__(C::kThreads)
   float l_run[2] = {0.f, 0.f};
 
   for (int n0 = n_begin; n0 < jhi; n0 += BN) {
-    cp_async_wait<0>();
-    if constexpr (F8) convert8(false);  // k_s is free: every warp passed the last barrier
+    if constexpr (F8) {
+      cp_async_wait<1>();  // K codes of n0 (and Q) landed; V codes of n0 may be in flight
+      convert8(false);     // k_s, ks_cur are free: every warp passed the last barrier
+      if (n0 + BN < jhi) load8(false, n0 + BN);
+      cp_async_commit();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();  // K(n0) (and Q) landed; every warp is done with V of the last tile
     if (n0 == n_begin) {
 #pragma unroll
@@ -296,9 +318,10 @@ __global__ void __launch_bounds__(C::kThreads)
         ldmatrix_x4(smem_u32(q_s) + attn_swz<D>(wm * 16 + (lane & 15), kk * 2 + (lane >> 4)),
                     qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3]);
     }
-    if constexpr (F8) load8(true, n0);
-    else load_v();
-    cp_async_commit();
+    if constexpr (!F8) {
+      load_v();
+      cp_async_commit();
+    }
 
     // S = Q K^T over this warp's keys.
     float s[kNt][4];
@@ -329,7 +352,7 @@ __global__ void __launch_bounds__(C::kThreads)
           const int local = wn * BNW + nt * 8 + 2 * qd + e, key = n0 + local;
           float& x = s[nt][2 * rr + e];
           float sc = p.scale_log2;
-          if constexpr (F8) sc *= ks_s[local];
+          if constexpr (F8) sc *= ks_cur[local];
           x = (key >= vlo[rr] && key < vhi[rr]) ? x * sc : -CUDART_INF_F;
           mx = fmaxf(mx, x);
         }
@@ -358,19 +381,24 @@ __global__ void __launch_bounds__(C::kThreads)
       }
     }
 
-    cp_async_wait<0>();
-    if constexpr (F8) convert8(true);  // v_s is free: every warp passed the loop's barrier
-    __syncthreads();  // V(n0) landed; every warp is done with K(n0)
-    if (n0 + BN < jhi) {
-      if constexpr (F8) load8(false, n0 + BN);
-      else load_k(n0 + BN);
+    if constexpr (F8) {
+      cp_async_wait<1>();  // V codes of n0 landed; K codes of n0 + BN may be in flight
+      convert8(true);      // v_s, vs_cur are free: every warp passed the loop's barrier
+      if (n0 + BN < jhi) load8(true, n0 + BN);  // slot8 holds n0 + BN's slots (K went first)
+      cp_async_commit();
+    } else {
+      cp_async_wait<0>();
     }
-    cp_async_commit();
+    __syncthreads();  // V(n0) landed; every warp is done with K(n0)
+    if constexpr (!F8) {
+      if (n0 + BN < jhi) load_k(n0 + BN);
+      cp_async_commit();
+    }
     if constexpr (F8) {  // P <- P * s_v per key (l already summed the unscaled P)
 #pragma unroll
       for (int nt = 0; nt < kNt; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[nt][e] *= vs_s[wn * BNW + nt * 8 + 2 * qd + (e & 1)];
+        for (int e = 0; e < 4; ++e) s[nt][e] *= vs_cur[wn * BNW + nt * 8 + 2 * qd + (e & 1)];
     }
 
     // O += P V over this warp's keys.

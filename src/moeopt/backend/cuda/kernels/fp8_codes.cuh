@@ -25,13 +25,28 @@ __device__ __forceinline__ float fp8_value(unsigned char code) {
   return __half2float(__half(h));
 }
 
-// Two e4m3 codes (the low byte first) -> two bf16 in one register, the low byte's in the low
-// half. Exact: e4m3's 3 mantissa bits and exponent range fit bf16.
-__device__ __forceinline__ uint32_t fp8x2_to_bf16x2(uint16_t codes) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(codes, __NV_E4M3);
-  const float2 f = __half22float2(__half2(h));
-  const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
-  return *reinterpret_cast<const uint32_t*>(&b);
+// Four e4m3 codes (byte 0 first) -> four bf16: lo = (byte 0, byte 1), hi = (byte 2, byte 3),
+// the lower byte in the lower half. Integer moves instead of cvt (the tensor-core attention
+// converts every fp8 K/V element, and F2F conversions issue at a quarter of the ALU rate):
+// each code goes to the top byte of a 16-bit lane (byte_perm), its exponent and mantissa
+// shift right by 4 under the sign, which is the bf16 of value * 2^-120 (e4m3's exponent bias
+// is 7, bf16's 127; e4m3 subnormals land on bf16 subnormals, zero on zero), and one bf16x2
+// multiply by 2^120 restores the value. Exact for every finite code: the multiply is by a
+// power of two with no overflow (|value| <= 448), and bf16 arithmetic keeps subnormal inputs
+// (PTX mul.bf16x2 has no flush-to-zero). The NaN codes (0x7f, 0xff) become +-480, not NaN:
+// quantisers saturate, so a cache never holds them. Test: the fp8_all_codes specs of
+// tests/unit/cuda_attention_test.cpp (every finite code through the attention).
+__device__ __forceinline__ void fp8x4_to_bf16x4(uint32_t codes, uint32_t& lo, uint32_t& hi) {
+  const uint32_t a = __byte_perm(codes, 0u, 0x1404u);  // [b1 0 b0 0]
+  const uint32_t b = __byte_perm(codes, 0u, 0x3424u);  // [b3 0 b2 0]
+  const uint32_t ra = (a & 0x80008000u) | ((a & 0x7f007f00u) >> 4);
+  const uint32_t rb = (b & 0x80008000u) | ((b & 0x7f007f00u) >> 4);
+  const __nv_bfloat162 k2p120 = __halves2bfloat162(__ushort_as_bfloat16(0x7b80u),
+                                                   __ushort_as_bfloat16(0x7b80u));  // 2^120
+  const __nv_bfloat162 x = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&ra), k2p120);
+  const __nv_bfloat162 y = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&rb), k2p120);
+  lo = *reinterpret_cast<const uint32_t*>(&x);
+  hi = *reinterpret_cast<const uint32_t*>(&y);
 }
 
 }  // namespace moeopt::cuda::kernels

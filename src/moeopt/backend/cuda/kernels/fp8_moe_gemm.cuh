@@ -18,18 +18,21 @@
 //     tokens = x_q [M, K] in order, y[m, n] = acc (+ bias) in bf16 or f32, strided rows.
 //
 // Roles ("swap AB", as in moe_grouped_gemm.cuh): weight rows are the mma's m dimension
-// (16 rows, the A operand), tokens its n dimension (8 per mma). One pipeline stage is one
-// K group: BK = 128 e4m3 bytes of BM weight rows and BN token rows plus the BN token scales
-// of that group, all by cp.async; so the block scale of a stage is one number per 16-row mma
-// tile (tiles never straddle a 128-row block: BM/2 or BM divides 128, or 128 divides BM and
-// tiles start on a block) and one per token. Each warp accumulates a stage into a partial
-// accumulator and adds it, times s_x * w_s, to the running one. WARPS_K > 1 splits a stage's
-// 128 k among warps (decode: few tokens; the partials are reduced through shared memory at
-// the end).
+// (16 rows, the A operand), tokens its n dimension (8 per mma). One pipeline stage is KG
+// K groups: BK = KG x 128 e4m3 bytes of BM weight rows and BN token rows plus the KG x BN
+// token scales of those groups, all by cp.async; so the block scale of a group is one number
+// per 16-row mma tile (tiles never straddle a 128-row block: BM/2 or BM divides 128, or 128
+// divides BM and tiles start on a block) and one per token. Each warp accumulates a group
+// into a partial accumulator and adds it, times s_x * w_s, to the running one. WARPS_K > 1
+// splits a stage's k among warps (decode: few tokens; the partials are reduced through shared
+// memory at the end). KG = 2 makes every weight row of a stage one 256-byte run of global
+// memory, as the BF16 kernel's 128-element rows are: with 128-byte runs the same tile
+// streamed at ~60-70% of DRAM bandwidth where the BF16 kernel reaches ~90% (ncu, H200).
 //
-// Shared memory: STAGES x (weights [BM][128 B], tokens [BN][128 B], token scales [BN] f32),
-// then the weight scales [2][KB] f32. 128-byte rows are 16-byte chunks swizzled as
-// chunk ^ (row % 8), so ldmatrix reads are bank-conflict free; the fragment layouts of
+// Shared memory: STAGES x (weights [KG][BM][128 B], tokens [KG][BN][128 B], token scales
+// [KG][BN] f32), then the weight scales [2][KBp] f32 (KBp = KB rounded up to KG; the padding
+// groups' scales are 0 and their codes zero-filled). 128-byte rows are 16-byte chunks
+// swizzled as chunk ^ (row % 8), so ldmatrix reads are bank-conflict free; the fragment layouts of
 // m16n8k32 e4m3 are byte-for-byte those of m16n8k16 bf16, so the ldmatrix addressing is the
 // bf16 kernel's in bytes. Programmatic dependent launch: GEMM 1 waits first (its tokens and
 // tile table come from earlier kernels); GEMM 2 and the dense mode issue their first weight
@@ -52,9 +55,10 @@
 
 namespace moeopt::cuda::kernels {
 
-template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int WARPS_K_, int STAGES_>
+template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int WARPS_K_, int KG_, int STAGES_>
 struct Fp8GemmTile {
-  static constexpr int BM = BM_, BN = BN_, BK = 128;  // BK in e4m3 elements = bytes
+  static constexpr int KG = KG_;  // 128-wide K groups per stage
+  static constexpr int BM = BM_, BN = BN_, BK = 128 * KG;  // BK in e4m3 elements = bytes
   static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, WARPS_K = WARPS_K_;
   static constexpr int STAGES = STAGES_;
   static constexpr int kWarps = WARPS_M * WARPS_N * WARPS_K;
@@ -64,18 +68,23 @@ struct Fp8GemmTile {
   static constexpr int BKW = BK / WARPS_K;  // k per warp per stage
   static constexpr int MI = WM / 16;
   static constexpr int NI = WN / 8;
-  // One stage: weights [BM][128 B], tokens [BN][128 B], token scales [BN] f32 (128-aligned).
+  // One stage: weights [KG][BM][128 B], tokens [KG][BN][128 B], token scales [KG][BN] f32
+  // (128-aligned).
   static constexpr int kTokOffset = BM * BK;
   static constexpr int kScaleOffset = kTokOffset + BN * BK;
-  static constexpr int kStageBytes = (kScaleOffset + BN * 4 + 127) / 128 * 128;
+  static constexpr int kStageBytes = (kScaleOffset + KG * BN * 4 + 127) / 128 * 128;
   static_assert(WM % 16 == 0 && WN % 8 == 0 && BKW % 32 == 0, "warp tile must fit m16n8k32");
+  static_assert(BKW <= 128 ? 128 % BKW == 0 : BKW % 128 == 0,
+                "a warp's k slice must not straddle a 128-group unless it covers whole groups");
   static_assert(NI == 1 || NI % 2 == 0, "tokens per warp: 8 or a multiple of 16 (ldmatrix x4)");
   static_assert(STAGES >= 2, "pipeline needs at least two stages");
   static_assert(128 % BM == 0 || BM % 128 == 0, "weight tiles must not straddle scale blocks");
-  static_assert(BN <= kThreads, "one thread per token row loads the stage's scales");
-  // Shared memory for K: the stages, then the weight scales [2][ceil(K/128)] f32.
+  static_assert(KG * BN <= kThreads, "one thread per (group, token row) loads the scales");
+  // K groups rounded up to whole stages.
+  static constexpr int padded_groups(int K) { return ((K + 127) / 128 + KG - 1) / KG * KG; }
+  // Shared memory for K: the stages, then the weight scales [2][KBp] f32.
   static constexpr size_t smem_bytes(int K) {
-    return size_t(STAGES) * kStageBytes + 2 * size_t((K + 127) / 128) * 4;
+    return size_t(STAGES) * kStageBytes + 2 * size_t(padded_groups(K)) * 4;
   }
   // Cross-warp K reduction reuses the stages.
   static_assert((WARPS_K - 1) * WARPS_M * WARPS_N * 32 * MI * NI * 4 * 4 <= STAGES * kStageBytes,
@@ -85,6 +94,12 @@ struct Fp8GemmTile {
 // Byte offset of byte `b` (0..127) of row `row` in a swizzled [rows][128 B] tile.
 __device__ __forceinline__ int swz128(int row, int b) {
   return row * 128 + ((((b >> 4) ^ (row & 7))) << 4) + (b & 15);
+}
+
+// Byte offset of byte `b` (0..KG*128-1) of row `row` in a stage operand [KG][ROWS][128 B].
+template <int ROWS>
+__device__ __forceinline__ int swz_stage(int row, int b) {
+  return (b >> 7) * (ROWS * 128) + swz128(row, b & 127);
 }
 
 __device__ __forceinline__ void mma_e4m3_16832(float (&c)[4], const uint32_t (&a)[4],
@@ -129,6 +144,8 @@ __device__ __forceinline__ void fp8_gemm_body(const Fp8GroupedGemmParams& p) {
     rows = min(BN, min(__ldcg(p.expert_offsets + e + 1), p.num_rows) - row0);
   }
   const int K = p.K, KB = (K + 127) / 128;
+  const int KBp = T::padded_groups(K);  // groups rounded up to whole stages
+  const int KT = KBp / T::KG;           // pipeline stages over K
   const int N_out = p.N_out;
   const int N_w = kGated ? 2 * N_out : N_out;
   const int NB = kGated ? (N_out + 127) / 128 : 0;  // up rows' scale block offset
@@ -141,7 +158,7 @@ __device__ __forceinline__ void fp8_gemm_body(const Fp8GroupedGemmParams& p) {
   const int wm = wmn / T::WARPS_N;
 
   const uint32_t smem_base = smem_u32(smem);
-  float* w_scale = reinterpret_cast<float*>(smem + STAGES * T::kStageBytes);  // [2][KB]
+  float* w_scale = reinterpret_cast<float*>(smem + STAGES * T::kStageBytes);  // [2][KBp]
 
   const unsigned char* wbase = p.weight + size_t(e) * N_w * K;
   auto weight_row = [&](int r) -> int {
@@ -174,23 +191,23 @@ __device__ __forceinline__ void fp8_gemm_body(const Fp8GroupedGemmParams& p) {
       if (kAChunks % T::kThreads != 0 && c >= kAChunks) break;
       const int r = c / kChunksPerRow, kc = c % kChunksPerRow;
       const bool ok = a_src[i] != nullptr && k0 + kc * 16 < K;
-      cp_async_16(dst + swz128(r, kc * 16), ok ? a_src[i] + k0 : p.weight, ok);
+      cp_async_16(dst + swz_stage<BM>(r, kc * 16), ok ? a_src[i] + k0 : p.weight, ok);
     }
   };
 
   // Weight stream first (independent of the predecessor kernel), then the token rows.
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < KB) load_weights(s, s);
+    if (s < KT) load_weights(s, s);
     cp_async_commit();
   }
   // Block scales of the (at most two) 128-row blocks this tile's rows fall in.
   {
     const int blk = col0 / 128;  // gate / GEMM 2 block (a tile never straddles blocks)
     const float* ws = p.weight_scale + size_t(e) * (kGated ? 2 * NB : (N_out + 127) / 128) * KB;
-    for (int g = tid; g < KB; g += T::kThreads) {
-      w_scale[g] = ws[size_t(blk) * KB + g];
-      w_scale[KB + g] = kGated ? ws[size_t(NB + blk) * KB + g] : 0.f;
+    for (int g = tid; g < KBp; g += T::kThreads) {
+      w_scale[g] = g < KB ? ws[size_t(blk) * KB + g] : 0.f;
+      w_scale[KBp + g] = kGated && g < KB ? ws[size_t(NB + blk) * KB + g] : 0.f;
     }
   }
   if constexpr (!kGated) {
@@ -214,9 +231,11 @@ __device__ __forceinline__ void fp8_gemm_body(const Fp8GroupedGemmParams& p) {
     const int tr = c < kBChunks ? token_row(c / kChunksPerRow) : -1;
     b_src[i] = tr >= 0 ? p.act_q + size_t(tr) * p.ld_act + (c % kChunksPerRow) * 16 : nullptr;
   }
+  // Thread tid < KG * BN loads the scale of token row tid % BN, group tid / BN of a stage.
   const float* s_src = nullptr;
-  if (tid < BN) {
-    const int tr = token_row(tid);
+  const int s_group = tid / BN;
+  if (tid < T::KG * BN) {
+    const int tr = token_row(tid % BN);
     if (tr >= 0) s_src = p.act_scale + size_t(tr) * KB;
   }
   auto load_tokens = [&](int stage, int kt) {
@@ -228,18 +247,21 @@ __device__ __forceinline__ void fp8_gemm_body(const Fp8GroupedGemmParams& p) {
       if (kBChunks % T::kThreads != 0 && c >= kBChunks) break;
       const int r = c / kChunksPerRow, kc = c % kChunksPerRow;
       const bool ok = b_src[i] != nullptr && k0 + kc * 16 < K;
-      cp_async_16(dst + swz128(r, kc * 16), ok ? b_src[i] + k0 : p.act_q, ok);
+      cp_async_16(dst + swz_stage<BN>(r, kc * 16), ok ? b_src[i] + k0 : p.act_q, ok);
     }
-    if (tid < BN)
+    if (tid < T::KG * BN) {
+      const int g = kt * T::KG + s_group;
+      const bool ok = s_src != nullptr && g < KB;
       cp_async_4(smem_base + stage * T::kStageBytes + T::kScaleOffset + tid * 4,
-                 s_src ? s_src + kt : p.act_scale, s_src != nullptr);
+                 ok ? s_src + g : p.act_scale, ok);
+    }
   };
   // The prologue's token rows: one more group per stage. With the weight groups before them,
   // the group holding stage kt's tokens is always the (STAGES - 1 + kt)-th, so the main
   // loop's cp_async_wait<STAGES - 2> covers both operands of every stage.
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < KB) load_tokens(s, s);
+    if (s < KT) load_tokens(s, s);
     cp_async_commit();
   }
 
@@ -253,12 +275,12 @@ __device__ __forceinline__ void fp8_gemm_body(const Fp8GroupedGemmParams& p) {
 
   const int g4 = lane / 4;
   const int q2 = (lane % 4) * 2;
-  for (int kt = 0; kt < KB; ++kt) {
+  for (int kt = 0; kt < KT; ++kt) {
     cp_async_wait<STAGES - 2>();
     __syncthreads();
     {
       const int nk = kt + STAGES - 1;
-      if (nk < KB) {
+      if (nk < KT) {
         load_weights(nk % STAGES, nk);
         load_tokens(nk % STAGES, nk);
       }
@@ -268,6 +290,7 @@ __device__ __forceinline__ void fp8_gemm_body(const Fp8GroupedGemmParams& p) {
     const uint32_t b_smem = a_smem + T::kTokOffset;
     const float* tok_scale =
         reinterpret_cast<const float*>(smem + (kt % STAGES) * T::kStageBytes + T::kScaleOffset);
+    constexpr int kFlushEvery = T::BKW < 128 ? T::BKW : 128;  // k between scale flushes
 #pragma unroll
     for (int kk = 0; kk < T::BKW; kk += 32) {
       const int kofs = wk * T::BKW + kk;
@@ -276,39 +299,43 @@ __device__ __forceinline__ void fp8_gemm_body(const Fp8GroupedGemmParams& p) {
 #pragma unroll
       for (int i = 0; i < T::MI; ++i) {
         const int r = wm * T::WM + i * 16 + (lane % 16);
-        ldmatrix_x4(a_smem + swz128(r, kofs + (lane / 16) * 16), af[i][0], af[i][1], af[i][2],
-                    af[i][3]);
+        ldmatrix_x4(a_smem + swz_stage<BM>(r, kofs + (lane / 16) * 16), af[i][0], af[i][1],
+                    af[i][2], af[i][3]);
       }
       if constexpr (T::NI == 1) {
         const int r = wn * T::WN + (lane & 7);
-        ldmatrix_x2(b_smem + swz128(r, kofs + ((lane >> 3) & 1) * 16), bf[0][0], bf[0][1]);
+        ldmatrix_x2(b_smem + swz_stage<BN>(r, kofs + ((lane >> 3) & 1) * 16), bf[0][0],
+                    bf[0][1]);
       } else {
 #pragma unroll
         for (int j = 0; j < T::NI; j += 2) {
           const int r = wn * T::WN + j * 8 + (lane & 7) + ((lane >> 4) << 3);
-          ldmatrix_x4(b_smem + swz128(r, kofs + ((lane >> 3) & 1) * 16), bf[j][0], bf[j][1],
-                      bf[j + 1][0], bf[j + 1][1]);
+          ldmatrix_x4(b_smem + swz_stage<BN>(r, kofs + ((lane >> 3) & 1) * 16), bf[j][0],
+                      bf[j][1], bf[j + 1][0], bf[j + 1][1]);
         }
       }
 #pragma unroll
       for (int i = 0; i < T::MI; ++i)
 #pragma unroll
         for (int j = 0; j < T::NI; ++j) mma_e4m3_16832(part[i][j], af[i], bf[j]);
-    }
-    // acc += (s_x * w_s) * partial, per mma row tile (one weight block) and token column.
+      if ((kk + 32) % kFlushEvery != 0) continue;
+      // A 128-group ends: acc += (s_x * w_s) * partial, per mma row tile (one weight block)
+      // and token column.
+      const int g = kofs / 128;  // group within the stage
 #pragma unroll
-    for (int i = 0; i < T::MI; ++i) {
-      const bool up = kGated && (i & 1);
-      const float sw = w_scale[(up ? KB : 0) + kt];
+      for (int i = 0; i < T::MI; ++i) {
+        const bool up = kGated && (i & 1);
+        const float sw = w_scale[(up ? KBp : 0) + kt * T::KG + g];
 #pragma unroll
-      for (int j = 0; j < T::NI; ++j)
+        for (int j = 0; j < T::NI; ++j)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int tcol = wn * T::WN + j * 8 + q2 + (c & 1);
-          const float s = tok_scale[tcol] * sw;
-          acc[i][j][c] = fmaf(s, part[i][j][c], acc[i][j][c]);
-          part[i][j][c] = 0.f;
-        }
+          for (int c = 0; c < 4; ++c) {
+            const int tcol = wn * T::WN + j * 8 + q2 + (c & 1);
+            const float s = tok_scale[g * BN + tcol] * sw;
+            acc[i][j][c] = fmaf(s, part[i][j][c], acc[i][j][c]);
+            part[i][j][c] = 0.f;
+          }
+      }
     }
   }
   cp_async_wait<0>();
