@@ -73,6 +73,12 @@ moeopt_cli_test(bench_quality_perplexity_only
   STDOUT "\"perplexity\": 81\\.935")
 moeopt_cli_test(bench_quality_perplexity_only_needs_text "bench|quality|--perplexity-only" 2
   STDERR "needs --text")
+moeopt_cli_test(bench_quality_bad_lossy "bench|quality|--lossy|fp8-weights,nope" 2
+  STDERR "^moeopt bench quality: error: --lossy: 'nope' is not fp8-weights or fp8-kv-cache\n$")
+# The FP8 KV cache through the harness on the demo model's excerpt: the JSON names the cache.
+moeopt_cli_test(bench_quality_fp8_kv
+  "bench|quality|--lossy|fp8-kv-cache|--text|${PROJECT_SOURCE_DIR}/tests/data/demo_heldout_excerpt.txt|--max-tokens|512|--json" 0
+  STDOUT "\"test_kv_cache\": \"fp8_e4m3\"")
 moeopt_cli_test(bench_prefill_bad_len "bench|prefill|--prompt-lens|0" 2
   STDERR "^moeopt bench prefill: error: --prompt-lens: '0' is not a positive integer\n$")
 

@@ -1,15 +1,18 @@
 // `moeopt bench quality [--model DIR|name] [--random-weights] [--prompts N] [--len L]
 //                       [--seed S] [--text FILE [--window W] [--max-tokens T]]
-//                       [--perplexity-only] [--json]`
+//                       [--lossy fp8-weights,fp8-kv-cache] [--perplexity-only] [--json]`
 //
 // With --perplexity-only (needs --text): only the perplexity of the model as stored on the
 // text, no comparison (model/quality.h perplexity; the number the demo model's test checks
 // against transformers).
 //
-// The measured cost of FP8 W8A8 weights (ops/fp8.h): the same tokens through the reference
-// (the BF16 checkpoint, or an FP8 checkpoint's weights dequantised to f32) and FP8 (the BF16
-// checkpoint quantised at load, or the FP8 checkpoint as stored), reporting KL divergence
-// and top-1 agreement of the next-token distributions at every position (model/quality.h).
+// The measured cost of the lossy options in --lossy (default fp8-weights): the same tokens
+// through the reference (the BF16 checkpoint, or an FP8 checkpoint's weights dequantised to
+// f32, with an f32 KV cache) and the test model, reporting KL divergence and top-1 agreement
+// of the next-token distributions at every position (model/quality.h). fp8-weights: FP8 W8A8
+// (ops/fp8.h; the BF16 checkpoint quantised at load, or the FP8 checkpoint as stored);
+// fp8-kv-cache: e4m3 KV pages with per token and kv head scales (ops/attention.h); both: the
+// two together, as the aggressive profile runs.
 // The tokens are random prompts, or with --text the file's tokens (the model's tokenizer, no
 // special tokens) in non-overlapping windows of W, and then both models' perplexity of the
 // text too. CPU only: the CPU reference defines the FP8 numerics, and test_cuda checks
@@ -40,9 +43,29 @@ struct QualityArgs {
   uint64_t seed = 0;
   std::string text;  // a text file instead of random prompts
   int window = 256, max_tokens = 4096;
+  std::vector<std::string> lossy{"fp8-weights"};
   bool perplexity_only = false;
   bool json = false;
 };
+
+// The lossy options a test model applies (--lossy).
+struct Lossy {
+  bool fp8_weights = false, fp8_kv = false;
+};
+
+Result<Lossy> parse_lossy(const std::vector<std::string>& names) {
+  Lossy l;
+  for (const std::string& n : names) {
+    if (n == "fp8-weights") l.fp8_weights = true;
+    else if (n == "fp8-kv-cache") l.fp8_kv = true;
+    else
+      return make_error(ErrorCode::kInvalidArgument,
+                        "--lossy: '{}' is not fp8-weights or fp8-kv-cache", n);
+  }
+  if (!l.fp8_weights && !l.fp8_kv)
+    return make_error(ErrorCode::kInvalidArgument, "--lossy: name at least one lossy option");
+  return l;
+}
 
 // The prompts: random token ids, or the text file's tokens in windows.
 Result<std::vector<std::vector<int32_t>>> quality_prompts(const QualityArgs& a, const LoadedModel& lm,
@@ -96,6 +119,8 @@ int run_bench_quality(QualityArgs& a) {
                                     "defines the FP8 numerics; test_cuda checks the GPU's FP8 path against it"));
   if (a.perplexity_only && a.text.empty())
     return report_error(cmd, Status(ErrorCode::kInvalidArgument, "--perplexity-only needs --text FILE"));
+  auto lossy = parse_lossy(a.lossy);
+  if (!lossy.ok()) return report_error(cmd, lossy.status());
   // The checkpoint directory: load_model_for resolves names and --random-weights.
   auto base = load_model_for(a.m, cmd);
   if (!base.ok()) return report_error(cmd, base.status());
@@ -109,18 +134,32 @@ int run_bench_quality(QualityArgs& a) {
   test_opt.format = fp8_ckpt ? WeightFormat::kAsStored : WeightFormat::kFp8;
   auto ref = load_model(dir, ref_opt);
   if (!ref.ok()) return report_error(cmd, ref.status());
-  auto test = load_model(dir, test_opt);
-  if (!test.ok()) return report_error(cmd, test.status());
+  // Without fp8-weights the test model is the reference's weights (one model, two caches).
+  Result<std::unique_ptr<Model>> test_loaded = std::unique_ptr<Model>();
+  if (lossy->fp8_weights) {
+    test_loaded = load_model(dir, test_opt);
+    if (!test_loaded.ok()) return report_error(cmd, test_loaded.status());
+  }
+  Model& test = lossy->fp8_weights ? **test_loaded : **ref;
   auto prompts = quality_prompts(a, *base, (*ref)->config().vocab_size);
   if (!prompts.ok()) return report_error(cmd, prompts.status());
   ops::Context ctx{.pool = &pool};
-  auto r = compare_models(**ref, **test, ctx, *prompts);
+  const DType test_kv = lossy->fp8_kv ? DType::kF8E4M3 : DType::kF32;
+  auto r = compare_models(**ref, test, ctx, *prompts, test_kv);
   if (!r.ok()) return report_error(cmd, r.status());
   // Materialised random checkpoints live in the cache; a checkpoint directory (the trained
   // default included) has real weights.
   const bool random = a.m.random_weights || dir.rfind(cache_root(), 0) == 0;
-  const char* ref_name = fp8_ckpt ? "f32 on the dequantised FP8 weights" : "the checkpoint's own weights (bf16)";
-  const char* test_name = fp8_ckpt ? "FP8 W8A8 as stored" : "FP8 W8A8, quantised at load (128x128 blocks)";
+  const std::string ref_name = fmt::format(
+      "{}, f32 KV cache", fp8_ckpt ? "f32 on the dequantised FP8 weights" : "the checkpoint's own weights (bf16)");
+  const std::string test_name = fmt::format(
+      "{}, {}",
+      !lossy->fp8_weights ? "the reference's weights"
+      : fp8_ckpt          ? "FP8 W8A8 as stored"
+                          : "FP8 W8A8, quantised at load (128x128 blocks)",
+      lossy->fp8_kv ? "FP8 KV cache (e4m3, a scale per token and kv head)" : "f32 KV cache");
+  std::string lossy_names;
+  for (const std::string& n : a.lossy) lossy_names += (lossy_names.empty() ? "" : "+") + n;
   const char* note = random ? "random init-random weights: these numbers bound the numerics of the format, "
                               "not its task quality"
                             : "the checkpoint's weights";
@@ -128,7 +167,8 @@ int run_bench_quality(QualityArgs& a) {
       a.text.empty() ? fmt::format("{} random prompts of {} tokens", a.prompts, a.len)
                      : fmt::format("{}: {} windows of up to {} tokens", a.text, prompts->size(), a.window);
   if (a.json) {
-    nlohmann::json j = {{"model", dir}, {"reference", ref_name}, {"test", test_name},
+    nlohmann::json j = {{"model", dir}, {"lossy", a.lossy}, {"reference", ref_name}, {"test", test_name},
+                        {"test_kv_cache", lossy->fp8_kv ? "fp8_e4m3" : "f32"},
                         {"weights", random ? "random" : "checkpoint"}, {"note", note},
                         {"tokens", tokens}, {"positions", r->positions},
                         {"mean_kl_nats", r->mean_kl}, {"max_kl_nats", r->max_kl},
@@ -138,9 +178,10 @@ int run_bench_quality(QualityArgs& a) {
                 {"test_perplexity", r->test_perplexity}});
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("quality of FP8 weights on %s\n  reference: %s\n  test:      %s\n  weights:   %s\n"
+    std::printf("quality of %s on %s\n  reference: %s\n  test:      %s\n  weights:   %s\n"
                 "  %lld positions (%s): KL mean %.3g nats, max %.3g; top-1 agreement %.4f\n",
-                dir.c_str(), ref_name, test_name, note, (long long)r->positions, tokens.c_str(),
+                lossy_names.c_str(), dir.c_str(), ref_name.c_str(), test_name.c_str(), note,
+                (long long)r->positions, tokens.c_str(),
                 r->mean_kl, r->max_kl, r->top1_agreement);
     if (!a.text.empty())
       std::printf("  perplexity of the text (%lld scored tokens): reference %.4f, test %.4f (%+.2f%%)\n",
@@ -152,7 +193,8 @@ int run_bench_quality(QualityArgs& a) {
 
 RunFn setup_bench_quality(CLI::App& bench) {
   auto a = std::make_shared<QualityArgs>();
-  CLI::App* sub = bench.add_subcommand("quality", "KL divergence, top-1 agreement and perplexity of FP8 weights against BF16");
+  CLI::App* sub = bench.add_subcommand(
+      "quality", "KL divergence, top-1 agreement and perplexity of FP8 weights / FP8 KV cache against BF16");
   add_model_flags(sub, &a->m);
   sub->add_option("--prompts", a->prompts, "random prompts (default 4)")->check(CLI::Range(1, 1000));
   sub->add_option("--len", a->len, "tokens per prompt (default 32)")->check(CLI::Range(1, 4096));
@@ -160,6 +202,9 @@ RunFn setup_bench_quality(CLI::App& bench) {
   sub->add_option("--text", a->text, "score this text file (its tokens in windows) instead of random prompts");
   sub->add_option("--window", a->window, "tokens per window of --text (default 256)")->check(CLI::Range(2, 4096));
   sub->add_option("--max-tokens", a->max_tokens, "tokens of --text used (default 4096)")->check(CLI::Range(2, 1 << 20));
+  sub->add_option("--lossy", a->lossy,
+                  "lossy options of the test model, comma-separated: fp8-weights, fp8-kv-cache (default fp8-weights)")
+      ->delimiter(',');
   sub->add_flag("--perplexity-only", a->perplexity_only,
                 "only the perplexity of the model as stored on --text (no comparison)");
   sub->add_flag("--json", a->json, "print one JSON object");

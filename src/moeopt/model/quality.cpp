@@ -7,16 +7,29 @@
 namespace moeopt {
 
 Result<std::vector<float>> prompt_logits(Model& m, const ops::Context& ctx,
-                                         const std::vector<int32_t>& prompt) {
+                                         const std::vector<int32_t>& prompt, DType kv_dtype) {
   const int32_t t = int32_t(prompt.size()), bs = 16, blocks = (t + bs - 1) / bs;
   if (t == 0) return make_error(ErrorCode::kInvalidArgument, "quality: empty prompt");
   const KvLayout kl = m.kv_layout();
+  if (kv_dtype != DType::kF32 && kv_dtype != DType::kF8E4M3)
+    return make_error(ErrorCode::kInvalidArgument, "quality: a KV cache is f32 or f8e4m3, not {}",
+                      dtype_name(kv_dtype));
+  if (kv_dtype == DType::kF8E4M3 && kl.latent)
+    return make_error(ErrorCode::kUnsupported, "quality: no FP8 KV cache for MLA's latent cache");
+  // The layout of engine/kv_cache.h on the host: per layer K and V pools (MLA: the latent pool
+  // only), plus the f32 scales of an FP8 cache.
+  const Shape pool{blocks, bs, kl.num_kv_heads, kl.head_dim}, scales{blocks, bs, kl.num_kv_heads};
   std::vector<HostTensor> caches;
+  caches.reserve(size_t(kl.num_layers) * 4);
   std::vector<LayerKv> kv;
   for (int64_t l = 0; l < kl.num_layers; ++l) {
-    caches.emplace_back(DType::kF32, Shape{blocks, bs, kl.num_kv_heads, kl.head_dim});
-    caches.emplace_back(DType::kF32, Shape{blocks, bs, kl.num_kv_heads, kl.head_dim});
-    kv.push_back({caches[caches.size() - 2], caches.back()});
+    LayerKv lk{caches.emplace_back(kv_dtype, pool).view(), TensorView{}};
+    if (!kl.latent) lk.v = caches.emplace_back(kv_dtype, pool).view();
+    if (kv_dtype == DType::kF8E4M3) {
+      lk.k_scale = caches.emplace_back(DType::kF32, scales).view();
+      lk.v_scale = caches.emplace_back(DType::kF32, scales).view();
+    }
+    kv.push_back(lk);
   }
   ForwardBatch b;
   b.token_ids = prompt;
@@ -49,7 +62,8 @@ std::vector<double> log_softmax(const float* x, int64_t v) {
 }  // namespace
 
 Result<QualityReport> compare_models(Model& reference, Model& test, const ops::Context& ctx,
-                                     const std::vector<std::vector<int32_t>>& prompts) {
+                                     const std::vector<std::vector<int32_t>>& prompts,
+                                     DType test_kv) {
   const int64_t v = reference.config().vocab_size;
   if (test.config().vocab_size != v)
     return make_error(ErrorCode::kInvalidArgument, "quality: the models' vocabularies differ");
@@ -58,7 +72,7 @@ Result<QualityReport> compare_models(Model& reference, Model& test, const ops::C
   double nll_ref = 0, nll_test = 0;
   for (const auto& p : prompts) {
     MOEOPT_ASSIGN_OR_RETURN(std::vector<float> a, prompt_logits(reference, ctx, p));
-    MOEOPT_ASSIGN_OR_RETURN(std::vector<float> b, prompt_logits(test, ctx, p));
+    MOEOPT_ASSIGN_OR_RETURN(std::vector<float> b, prompt_logits(test, ctx, p, test_kv));
     for (size_t row = 0; row < p.size(); ++row) {
       const float* ra = a.data() + row * size_t(v);
       const float* rb = b.data() + row * size_t(v);

@@ -1,11 +1,15 @@
-// Quality of a lossy weight format: the same tokens through a reference model and a test
-// model (e.g. BF16 vs its FP8 W8A8 quantisation), compared position by position.
+// Quality of a lossy option: the same tokens through a reference model and a test model
+// (e.g. BF16 vs its FP8 W8A8 quantisation, or the same model with an FP8 KV cache), compared
+// position by position.
 //
 //   KL(p_ref || p_test) = sum_v p_ref(v) (log p_ref(v) - log p_test(v)), in nats, per position
 //   top-1 agreement     = share of positions whose argmax logits agree
 //   perplexity          = exp(mean over scored tokens of -log p(token | the tokens before it))
 // Each prompt is prefilled in one step and every position's next-token logits are compared
-// (double-precision softmax). On text, the prompts are the text's tokens in non-overlapping
+// (double-precision softmax). The prefill attends through the paged cache it has just written
+// (ops/attention.h), so an FP8 KV cache (e4m3 codes + per token and kv head scales) costs
+// every position what it costs a decode step that reads those keys; the reference's cache is
+// f32. On text, the prompts are the text's tokens in non-overlapping
 // windows (token_windows) and both models' perplexity of the actual next tokens is reported
 // as well. CPU models; `moeopt bench quality` prints it. Tests: tests/unit/model_fp8_test.cpp,
 // tests/unit/model_demo_perplexity_test.cpp (against transformers on the trained demo model).
@@ -45,11 +49,15 @@ std::vector<std::vector<int32_t>> token_windows(const std::vector<int32_t>& toke
 Result<PerplexityReport> perplexity(Model& model, const ops::Context& ctx,
                                     const std::vector<int32_t>& tokens, int window);
 
-// Logits of every position of `prompt` ([len, vocab] row-major), one prefill step.
+// Logits of every position of `prompt` ([len, vocab] row-major), one prefill step, through
+// a host KV cache of `kv_dtype`: kF32, or kF8E4M3 (not for MLA's latent cache).
 Result<std::vector<float>> prompt_logits(Model& model, const ops::Context& ctx,
-                                         const std::vector<int32_t>& prompt);
+                                         const std::vector<int32_t>& prompt,
+                                         DType kv_dtype = DType::kF32);
 
+// `test` runs with a `test_kv` cache, `reference` with an f32 one; they may be one model.
 Result<QualityReport> compare_models(Model& reference, Model& test, const ops::Context& ctx,
-                                     const std::vector<std::vector<int32_t>>& prompts);
+                                     const std::vector<std::vector<int32_t>>& prompts,
+                                     DType test_kv = DType::kF32);
 
 }  // namespace moeopt
