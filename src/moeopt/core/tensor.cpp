@@ -85,6 +85,14 @@ TensorView TensorView::slice0(int64_t begin, int64_t end) const {
   return v;
 }
 
+TensorView TensorView::slice1(int64_t begin, int64_t end) const {
+  assert(shape.ndim == 2 && 0 <= begin && begin <= end && end <= shape[1]);
+  TensorView v = *this;
+  v.data = static_cast<char*>(data) + begin * strides[1] * int64_t(dtype_size(dtype));
+  v.shape.dims[1] = end - begin;
+  return v;
+}
+
 TensorView TensorView::reshaped(const Shape& s) const {
   assert(is_contiguous() && s.numel() == numel());
   return contiguous(data, dtype, s, device);

@@ -62,6 +62,9 @@ struct TensorView {
   TensorView select0(int64_t i) const;
   // Rows [begin, end) along dim 0.
   TensorView slice0(int64_t begin, int64_t end) const;
+  // Columns [begin, end) along dim 1 of a 2-D view (strides kept: a column block of a
+  // contiguous [rows, cols] buffer is a row-strided view).
+  TensorView slice1(int64_t begin, int64_t end) const;
   // Same data, new contiguous shape (requires is_contiguous and equal numel).
   TensorView reshaped(const Shape& s) const;
 };

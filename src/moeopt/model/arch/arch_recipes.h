@@ -8,14 +8,18 @@
 
 namespace moeopt::arch {
 
-// Shared by all recipes: embedding, per-layer norms + GQA attention, final norm, LM head
-// (tied to the embedding when the config says so). FFN blocks are left to the caller.
+// Shared by all recipes: embedding, per-layer norms + attention (GQA, or MLA when the config's
+// attention_kind says so), final norm, LM head (tied to the embedding when the config says
+// so). FFN blocks are left to the caller.
 Result<DecoderWeights> load_decoder_common(const WeightStore& w, const ModelConfig& c);
+// DeepSeek's MLA projections of one layer (deepseek.cpp); an fp8 kv_b_proj is refused
+// (kUnsupported): the attention reads it unquantised.
+Result<MlaWeights> load_mla_attention(const WeightStore& w, const ModelConfig& c, int layer);
 
 Result<DecoderWeights> qwen3_moe_weights(const WeightStore& w, const ModelConfig& c);
 Result<DecoderWeights> qwen2_moe_weights(const WeightStore& w, const ModelConfig& c);
 Result<DecoderWeights> mixtral_weights(const WeightStore& w, const ModelConfig& c);
-// DeepSeek-V2 / V3: MLA attention, DeepSeek routing; its own loader (no GQA tensors).
+// DeepSeek-V2 / V3: MLA attention, DeepSeek routing, shared experts.
 Result<DecoderWeights> deepseek_weights(const WeightStore& w, const ModelConfig& c);
 
 }  // namespace moeopt::arch

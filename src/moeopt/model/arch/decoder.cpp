@@ -37,16 +37,6 @@
 namespace moeopt {
 namespace {
 
-// Columns [begin, end) of a contiguous 2-D f32 buffer, as a row-strided view.
-TensorView cols(const TensorView& t, int64_t begin, int64_t end) {
-  TensorView v = t;
-  v.data = static_cast<char*>(t.data) + begin * int64_t(dtype_size(t.dtype));
-  v.shape = Shape({t.shape[0], end - begin});
-  v.strides[0] = t.strides[0];
-  v.strides[1] = 1;
-  return v;
-}
-
 // A [T, heads*D] buffer viewed as [T, heads, D] (row stride kept).
 TensorView heads_view(const TensorView& t, int64_t heads, int64_t d) {
   TensorView v = t;
@@ -371,9 +361,9 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
           ops::linear(ctx, x, {*sw.gate_up, sw.gate_up_scale}, std::nullopt, g));
     } else {
       MOEOPT_RETURN_IF_ERROR(
-          ops::linear(ctx, x, {sw.gate, sw.gate_scale}, std::nullopt, cols(g, 0, W)));
+          ops::linear(ctx, x, {sw.gate, sw.gate_scale}, std::nullopt, g.slice1(0, W)));
       MOEOPT_RETURN_IF_ERROR(
-          ops::linear(ctx, x, {sw.up, sw.up_scale}, std::nullopt, cols(g, W, 2 * W)));
+          ops::linear(ctx, x, {sw.up, sw.up_scale}, std::nullopt, g.slice1(W, 2 * W)));
     }
     MOEOPT_RETURN_IF_ERROR(ops::silu_and_mul(ctx, g, a));
     return ops::linear(ctx, a, {sw.down, sw.down_scale}, std::nullopt, out);
@@ -438,9 +428,9 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
       continue;
     }
     // Attention. q | k | v live side by side in one [T, (Hq + 2 Hkv) D] buffer.
-    TensorView q = cols(qkv, 0, Hq * D);
-    TensorView k = cols(qkv, Hq * D, (Hq + Hkv) * D);
-    TensorView v = cols(qkv, (Hq + Hkv) * D, (Hq + 2 * Hkv) * D);
+    TensorView q = qkv.slice1(0, Hq * D);
+    TensorView k = qkv.slice1(Hq * D, (Hq + Hkv) * D);
+    TensorView v = qkv.slice1((Hq + Hkv) * D, (Hq + 2 * Hkv) * D);
     if (L.attn.qkv) {
       MOEOPT_RETURN_IF_ERROR(
           ops::linear(ctx, x, {*L.attn.qkv, L.attn.qkv_scale}, L.attn.qkv_bias, qkv));

@@ -1,4 +1,4 @@
-// load_decoder_common: the parts every GQA decoder shares (arch_recipes.h).
+// load_decoder_common: the parts every decoder shares (arch_recipes.h).
 #include "moeopt/model/arch/arch_recipes.h"
 
 namespace moeopt::arch {
@@ -17,7 +17,11 @@ Result<DecoderWeights> load_decoder_common(const WeightStore& w, const ModelConf
     const std::string p = arch_tensors::layer_prefix(int(l));
     MOEOPT_ASSIGN_OR_RETURN(L.input_norm, w.get(p + ".input_layernorm.weight"));
     MOEOPT_ASSIGN_OR_RETURN(L.post_attention_norm, w.get(p + ".post_attention_layernorm.weight"));
-    MOEOPT_ASSIGN_OR_RETURN(L.attn, load_gqa_attention(w, c, int(l)));
+    if (c.attention_kind == AttentionKind::kMla) {
+      MOEOPT_ASSIGN_OR_RETURN(L.mla, load_mla_attention(w, c, int(l)));
+    } else {
+      MOEOPT_ASSIGN_OR_RETURN(L.attn, load_gqa_attention(w, c, int(l)));
+    }
     d.layers.push_back(std::move(L));
   }
   return d;

@@ -18,9 +18,8 @@
 #include "moeopt/model/arch/arch_recipes.h"
 
 namespace moeopt::arch {
-namespace {
 
-Result<MlaWeights> load_mla(const WeightStore& w, const ModelConfig& c, int layer) {
+Result<MlaWeights> load_mla_attention(const WeightStore& w, const ModelConfig& c, int layer) {
   const std::string p = arch_tensors::layer_prefix(layer) + ".self_attn.";
   MlaWeights m;
   auto opt = [&](const std::string& name, bool present,
@@ -55,6 +54,8 @@ Result<MlaWeights> load_mla(const WeightStore& w, const ModelConfig& c, int laye
   return m;
 }
 
+namespace {
+
 ops::RouteParams deepseek_route(const ModelConfig& c) {
   ops::RouteParams r;
   r.top_k = int(c.num_experts_per_tok);
@@ -78,28 +79,16 @@ ops::RouteParams deepseek_route(const ModelConfig& c) {
 }  // namespace
 
 Result<DecoderWeights> deepseek_weights(const WeightStore& w, const ModelConfig& c) {
-  DecoderWeights d;
-  MOEOPT_ASSIGN_OR_RETURN(d.embed, w.get("model.embed_tokens.weight"));
-  MOEOPT_ASSIGN_OR_RETURN(d.final_norm, w.get("model.norm.weight"));
-  if (c.tie_word_embeddings) {
-    d.lm_head = d.embed;
-  } else {
-    MOEOPT_ASSIGN_OR_RETURN(d.lm_head, w.get("lm_head.weight"));
-  }
+  MOEOPT_ASSIGN_OR_RETURN(DecoderWeights d, load_decoder_common(w, c));  // MLA attention
   if (c.num_nextn_predict_layers > 0)
     log::info("{}: skipping {} multi-token-prediction layer(s) (model.layers.{}.*): not used "
               "without speculative decoding", c.source, c.num_nextn_predict_layers,
               c.num_hidden_layers);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    DecoderLayerWeights L;
-    const std::string p = arch_tensors::layer_prefix(int(l));
-    MOEOPT_ASSIGN_OR_RETURN(L.input_norm, w.get(p + ".input_layernorm.weight"));
-    MOEOPT_ASSIGN_OR_RETURN(L.post_attention_norm, w.get(p + ".post_attention_layernorm.weight"));
-    MOEOPT_ASSIGN_OR_RETURN(L.mla, load_mla(w, c, int(l)));
-    const std::string mlp = p + ".mlp";
+    DecoderLayerWeights& L = d.layers[size_t(l)];
+    const std::string mlp = arch_tensors::layer_prefix(int(l)) + ".mlp";
     if (!c.layer_is_moe(l)) {
       MOEOPT_ASSIGN_OR_RETURN(L.mlp, load_swiglu(w, mlp, false));
-      d.layers.push_back(std::move(L));
       continue;
     }
     MoeBlockWeights m;
@@ -114,7 +103,6 @@ Result<DecoderWeights> deepseek_weights(const WeightStore& w, const ModelConfig&
       MOEOPT_ASSIGN_OR_RETURN(m.shared, load_swiglu(w, mlp + ".shared_experts", false));
     }
     L.moe = std::move(m);
-    d.layers.push_back(std::move(L));
   }
   return d;
 }

@@ -10,15 +10,6 @@ namespace {
 
 constexpr float kLatentNormEps = 1e-6f;  // DeepseekV{2,3}RMSNorm's default
 
-TensorView cols(const TensorView& t, int64_t begin, int64_t end) {
-  TensorView v = t;
-  v.data = static_cast<char*>(t.data) + begin * int64_t(dtype_size(t.dtype));
-  v.shape = Shape({t.shape[0], end - begin});
-  v.strides[0] = t.strides[0];
-  v.strides[1] = 1;
-  return v;
-}
-
 }  // namespace
 
 Status mla_attention_layer(const ops::Context& ctx, const ModelConfig& c, const MlaWeights& w,
@@ -42,7 +33,7 @@ Status mla_attention_layer(const ops::Context& ctx, const ModelConfig& c, const 
   }
   MOEOPT_ASSIGN_OR_RETURN(TensorView kv, tmp({T, r + dr}));
   MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, in.x, {w.kv_a, w.kv_a_scale}, w.kv_a_bias, kv));
-  TensorView c_kv = cols(kv, 0, r), k_rope = cols(kv, r, r + dr);
+  TensorView c_kv = kv.slice1(0, r), k_rope = kv.slice1(r, r + dr);
   MOEOPT_RETURN_IF_ERROR(ops::rms_norm(ctx, c_kv, w.kv_a_norm, kLatentNormEps, c_kv));
   TensorView q3 = q.reshaped({T, n, dn + dr});
   MOEOPT_RETURN_IF_ERROR(
