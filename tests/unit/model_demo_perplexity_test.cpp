@@ -14,6 +14,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include <nlohmann/json.hpp>
 
@@ -29,12 +30,27 @@ namespace {
 
 const fs::path kSource = MOEOPT_SOURCE_DIR;
 
-TEST(DemoModel, PerplexityEqualsTransformers) {
+// The golden and the model it names.
+struct Golden {
+  nlohmann::json g;
+  std::unique_ptr<Model> model;
+};
+
+Golden load_golden() {
+  Golden out;
   auto text = read_file((kSource / "tests/data/demo_perplexity_golden.json").string());
-  ASSERT_TRUE(text.ok()) << text.status().message();
-  const nlohmann::json g = nlohmann::json::parse(*text);
-  auto model = load_model((kSource / g["model"].get<std::string>()).string());
-  ASSERT_TRUE(model.ok()) << model.status().message();
+  EXPECT_TRUE(text.ok()) << text.status().message();
+  if (!text.ok()) return out;
+  out.g = nlohmann::json::parse(*text);
+  auto model = load_model((kSource / out.g["model"].get<std::string>()).string());
+  EXPECT_TRUE(model.ok()) << model.status().message();
+  if (model.ok()) out.model = std::move(*model);
+  return out;
+}
+
+TEST(DemoModel, PerplexityEqualsTransformers) {
+  auto [g, model] = load_golden();
+  ASSERT_TRUE(model);
   ThreadPool pool(0);
   const ops::Context ctx{.pool = &pool};
   const auto ids = g["ids"].get<std::vector<int32_t>>();
@@ -46,13 +62,13 @@ TEST(DemoModel, PerplexityEqualsTransformers) {
   for (size_t i = 0; i < windows.size(); ++i) {
     const auto& gw = g["windows"][i];
     ASSERT_EQ(int64_t(windows[i].size()), gw["len"].get<int64_t>()) << "window " << i;
-    auto w = perplexity(**model, ctx, windows[i], window);
+    auto w = perplexity(*model, ctx, windows[i], window);
     ASSERT_TRUE(w.ok()) << w.status().message();
     const double want = gw["nll_sum"].get<double>();
     EXPECT_LE(std::fabs(w->nll_sum - want) / want, 1e-3) << "window " << i << ": " << w->nll_sum
                                                          << " vs " << want;
   }
-  auto r = perplexity(**model, ctx, ids, window);
+  auto r = perplexity(*model, ctx, ids, window);
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->scored_tokens, g["scored_tokens"].get<int64_t>());
   const double want = g["perplexity"].get<double>();
@@ -68,23 +84,20 @@ TEST(DemoModel, PerplexityEqualsTransformers) {
 // one, and a small one: measured KL 0.0022 nats, top-1 0.969 on the whole excerpt
 // (docs/perf.md); the bounds leave about 4x margin on KL.
 TEST(DemoModel, Fp8KvCacheCostIsSmallAndMeasured) {
-  auto text = read_file((kSource / "tests/data/demo_perplexity_golden.json").string());
-  ASSERT_TRUE(text.ok()) << text.status().message();
-  const nlohmann::json g = nlohmann::json::parse(*text);
-  auto model = load_model((kSource / g["model"].get<std::string>()).string());
-  ASSERT_TRUE(model.ok()) << model.status().message();
+  auto [g, model] = load_golden();
+  ASSERT_TRUE(model);
   ThreadPool pool(0);
   const ops::Context ctx{.pool = &pool};
   auto ids = g["ids"].get<std::vector<int32_t>>();
   ids.resize(std::min<size_t>(ids.size(), 512));
   const auto windows = token_windows(ids, 256);
 
-  auto same = compare_models(**model, **model, ctx, windows, DType::kF32);
+  auto same = compare_models(*model, *model, ctx, windows, DType::kF32);
   ASSERT_TRUE(same.ok()) << same.status().message();
   EXPECT_EQ(same->mean_kl, 0.0);
   EXPECT_EQ(same->top1_agreement, 1.0);
 
-  auto fp8 = compare_models(**model, **model, ctx, windows, DType::kF8E4M3);
+  auto fp8 = compare_models(*model, *model, ctx, windows, DType::kF8E4M3);
   ASSERT_TRUE(fp8.ok()) << fp8.status().message();
   EXPECT_GT(fp8->mean_kl, 0.0);
   EXPECT_LT(fp8->mean_kl, 0.01);
@@ -95,7 +108,7 @@ TEST(DemoModel, Fp8KvCacheCostIsSmallAndMeasured) {
               (long long)fp8->positions, fp8->mean_kl, fp8->top1_agreement,
               fp8->reference_perplexity, fp8->test_perplexity);
 
-  EXPECT_FALSE(compare_models(**model, **model, ctx, windows, DType::kBF16).ok());
+  EXPECT_FALSE(compare_models(*model, *model, ctx, windows, DType::kBF16).ok());
 }
 
 TEST(DemoModel, PerplexityRejectsOutOfVocabularyTokens) {

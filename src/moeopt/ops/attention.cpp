@@ -99,16 +99,7 @@ Status paged_attention(const Context& ctx, const TensorView& q, const TensorView
                       hq, hkv);
   MOEOPT_RETURN_IF_ERROR(expect_shape(op, "out", out, q.shape));
   MOEOPT_RETURN_IF_ERROR(expect_rows(op, "out", out));
-  MOEOPT_RETURN_IF_ERROR(expect_ndim(op, "block_table", block_table, 2));
-  MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "block_table", block_table));
-  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "block_table", block_table, {DType::kI32}));
-  const int64_t s = block_table.shape[0];
-  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "context_lens", context_lens, {DType::kI32}));
-  MOEOPT_RETURN_IF_ERROR(expect_shape(op, "context_lens", context_lens, {s}));
-  MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "context_lens", context_lens));
-  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "query_start_loc", query_start_loc, {DType::kI32}));
-  MOEOPT_RETURN_IF_ERROR(expect_shape(op, "query_start_loc", query_start_loc, {s + 1}));
-  MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "query_start_loc", query_start_loc));
+  MOEOPT_RETURN_IF_ERROR(expect_paged_metadata(op, block_table, context_lens, query_start_loc));
   if (params.sliding_window < 0 || !(params.scale >= 0.0f))
     return make_error(ErrorCode::kInvalidArgument,
                       "paged_attention: sliding_window {} and scale {} must be >= 0",

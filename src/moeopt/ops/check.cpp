@@ -103,4 +103,18 @@ Status unsupported_device(const char* op, Device d) {
                     d == Device::kCpu ? "cpu" : "cuda");
 }
 
+Status expect_paged_metadata(const char* op, const TensorView& block_table,
+                             const TensorView& context_lens, const TensorView& query_start_loc) {
+  MOEOPT_RETURN_IF_ERROR(expect_ndim(op, "block_table", block_table, 2));
+  MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "block_table", block_table));
+  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "block_table", block_table, {DType::kI32}));
+  const int64_t s = block_table.shape[0];
+  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "context_lens", context_lens, {DType::kI32}));
+  MOEOPT_RETURN_IF_ERROR(expect_shape(op, "context_lens", context_lens, {s}));
+  MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "context_lens", context_lens));
+  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "query_start_loc", query_start_loc, {DType::kI32}));
+  MOEOPT_RETURN_IF_ERROR(expect_shape(op, "query_start_loc", query_start_loc, {s + 1}));
+  return expect_contiguous(op, "query_start_loc", query_start_loc);
+}
+
 }  // namespace moeopt::ops

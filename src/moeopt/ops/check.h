@@ -38,4 +38,10 @@ int64_t row_stride(const TensorView& t);
 
 Status unsupported_device(const char* op, Device d);
 
+// The metadata of a paged batch (ops/attention.h, ops/mla.h): block_table [S, max_blocks],
+// context_lens [S], query_start_loc [S + 1], all i32 and contiguous. Their values are checked
+// by the backends, which read them (cpu_util.h check_paged_batch).
+Status expect_paged_metadata(const char* op, const TensorView& block_table,
+                             const TensorView& context_lens, const TensorView& query_start_loc);
+
 }  // namespace moeopt::ops

@@ -117,16 +117,7 @@ Status mla_attention(const Context& ctx, const TensorView& q, const TensorView& 
   MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "kv_b", kv_b));
   MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "kv_b", kv_b, {DType::kF32, DType::kBF16, DType::kF16}));
   MOEOPT_RETURN_IF_ERROR(expect_shape(op, "kv_b", kv_b, {n * (dn + dv), r}));
-  MOEOPT_RETURN_IF_ERROR(expect_ndim(op, "block_table", block_table, 2));
-  MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "block_table", block_table));
-  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "block_table", block_table, {DType::kI32}));
-  const int64_t s = block_table.shape[0];
-  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "context_lens", context_lens, {DType::kI32}));
-  MOEOPT_RETURN_IF_ERROR(expect_shape(op, "context_lens", context_lens, {s}));
-  MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "context_lens", context_lens));
-  MOEOPT_RETURN_IF_ERROR(expect_dtype(op, "query_start_loc", query_start_loc, {DType::kI32}));
-  MOEOPT_RETURN_IF_ERROR(expect_shape(op, "query_start_loc", query_start_loc, {s + 1}));
-  MOEOPT_RETURN_IF_ERROR(expect_contiguous(op, "query_start_loc", query_start_loc));
+  MOEOPT_RETURN_IF_ERROR(expect_paged_metadata(op, block_table, context_lens, query_start_loc));
   return cpu::mla_attention(ctx, q, latent_cache, kv_b, block_table, context_lens,
                             query_start_loc, p, out);
 }

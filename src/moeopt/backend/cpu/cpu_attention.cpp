@@ -75,35 +75,14 @@ Status paged_attention(const Context& ctx, const TensorView& q, const TensorView
                        const ops::KvScales& kv_scales) {
   const int64_t tokens = q.shape[0], hq = q.shape[1], d = q.shape[2];
   const int64_t num_blocks = k_cache.shape[0], bs = k_cache.shape[1], hkv = k_cache.shape[2];
-  const int64_t seqs = block_table.shape[0], max_blocks = block_table.shape[1];
+  const int64_t max_blocks = block_table.shape[1];
   const int32_t* bt = block_table.ptr<int32_t>();
   const int32_t* clen = context_lens.ptr<int32_t>();
   const int32_t* qsl = query_start_loc.ptr<int32_t>();
 
-  // Validate the run-time metadata and map each query row to its sequence.
-  if (qsl[0] != 0 || qsl[seqs] != tokens)
-    return make_error(ErrorCode::kInvalidArgument,
-                      "paged_attention: query_start_loc must start at 0 and end at {} (got {} "
-                      "and {})",
-                      tokens, qsl[0], qsl[seqs]);
-  std::vector<int32_t> seq_of(static_cast<size_t>(tokens), 0);
-  for (int64_t s = 0; s < seqs; ++s) {
-    const int64_t n = int64_t(qsl[s + 1]) - qsl[s];
-    if (n < 0 || n > clen[s] || int64_t(clen[s]) > max_blocks * bs)
-      return make_error(ErrorCode::kInvalidArgument,
-                        "paged_attention: sequence {} has {} new tokens and context length {} "
-                        "(need 0 <= new <= context <= {} = max_blocks_per_seq * block_size)",
-                        s, n, clen[s], max_blocks * bs);
-    const int64_t used_blocks = (int64_t(clen[s]) + bs - 1) / bs;
-    for (int64_t b = 0; b < used_blocks; ++b) {
-      const int32_t blk = bt[s * max_blocks + b];
-      if (blk < 0 || blk >= num_blocks)
-        return make_error(ErrorCode::kInvalidArgument,
-                          "paged_attention: block_table[{}][{}] = {} is outside [0, {})", s, b,
-                          blk, num_blocks);
-    }
-    for (int64_t t = qsl[s]; t < qsl[s + 1]; ++t) seq_of[size_t(t)] = int32_t(s);
-  }
+  std::vector<int32_t> seq_of;
+  MOEOPT_RETURN_IF_ERROR(check_paged_batch("paged_attention", num_blocks, bs, block_table,
+                                           context_lens, query_start_loc, tokens, seq_of));
 
   const float scale = params.scale > 0.0f ? params.scale : 1.0f / std::sqrt(float(d));
   const int64_t group = hq / hkv;

@@ -14,39 +14,6 @@
 namespace moeopt::cpu {
 namespace {
 
-// Checks the run-time paging metadata and maps each query row to its sequence.
-Status check_paging(const TensorView& latent_cache, const TensorView& block_table,
-                    const TensorView& context_lens, const TensorView& query_start_loc,
-                    int64_t tokens, std::vector<int32_t>& seq_of) {
-  const int64_t num_blocks = latent_cache.shape[0], bs = latent_cache.shape[1];
-  const int64_t seqs = block_table.shape[0], max_blocks = block_table.shape[1];
-  const int32_t* bt = block_table.ptr<int32_t>();
-  const int32_t* clen = context_lens.ptr<int32_t>();
-  const int32_t* qsl = query_start_loc.ptr<int32_t>();
-  if (qsl[0] != 0 || qsl[seqs] != tokens)
-    return make_error(ErrorCode::kInvalidArgument,
-                      "mla_attention: query_start_loc must start at 0 and end at {} (got {} and {})",
-                      tokens, qsl[0], qsl[seqs]);
-  seq_of.assign(size_t(tokens), 0);
-  for (int64_t s = 0; s < seqs; ++s) {
-    const int64_t n = int64_t(qsl[s + 1]) - qsl[s];
-    if (n < 0 || n > clen[s] || int64_t(clen[s]) > max_blocks * bs)
-      return make_error(ErrorCode::kInvalidArgument,
-                        "mla_attention: sequence {} has {} new tokens and context length {} (need "
-                        "0 <= new <= context <= {} = max_blocks_per_seq * block_size)",
-                        s, n, clen[s], max_blocks * bs);
-    for (int64_t b = 0; b < (int64_t(clen[s]) + bs - 1) / bs; ++b) {
-      const int32_t blk = bt[s * max_blocks + b];
-      if (blk < 0 || blk >= num_blocks)
-        return make_error(ErrorCode::kInvalidArgument,
-                          "mla_attention: block_table[{}][{}] = {} is outside [0, {})", s, b, blk,
-                          num_blocks);
-    }
-    for (int64_t t = qsl[s]; t < qsl[s + 1]; ++t) seq_of[size_t(t)] = int32_t(s);
-  }
-  return {};
-}
-
 void softmax_in_place(std::vector<float>& scores) {
   float mx = -INFINITY;
   for (float v : scores) mx = std::max(mx, v);
@@ -121,8 +88,9 @@ Status mla_attention(const ops::Context& ctx, const TensorView& q, const TensorV
   const int64_t lat = latent_cache.shape[3], r = lat - dr, bs = latent_cache.shape[1];
   const int64_t max_blocks = block_table.shape[1], hrows = dn + dv;
   std::vector<int32_t> seq_of;
-  MOEOPT_RETURN_IF_ERROR(
-      check_paging(latent_cache, block_table, context_lens, query_start_loc, tokens, seq_of));
+  MOEOPT_RETURN_IF_ERROR(check_paged_batch("mla_attention", latent_cache.shape[0],
+                                           latent_cache.shape[1], block_table, context_lens,
+                                           query_start_loc, tokens, seq_of));
   const int32_t* bt = block_table.ptr<int32_t>();
   const int32_t* clen = context_lens.ptr<int32_t>();
   const int32_t* qsl = query_start_loc.ptr<int32_t>();

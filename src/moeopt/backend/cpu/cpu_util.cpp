@@ -92,4 +92,36 @@ float dot_f32(const float* a, const float* b, int64_t n) {
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+Status check_paged_batch(const char* op, int64_t num_blocks, int64_t bs,
+                         const TensorView& block_table, const TensorView& context_lens,
+                         const TensorView& query_start_loc, int64_t tokens,
+                         std::vector<int32_t>& seq_of) {
+  const int64_t seqs = block_table.shape[0], max_blocks = block_table.shape[1];
+  const int32_t* bt = block_table.ptr<int32_t>();
+  const int32_t* clen = context_lens.ptr<int32_t>();
+  const int32_t* qsl = query_start_loc.ptr<int32_t>();
+  if (qsl[0] != 0 || qsl[seqs] != tokens)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "{}: query_start_loc must start at 0 and end at {} (got {} and {})", op,
+                      tokens, qsl[0], qsl[seqs]);
+  seq_of.assign(size_t(tokens), 0);
+  for (int64_t s = 0; s < seqs; ++s) {
+    const int64_t n = int64_t(qsl[s + 1]) - qsl[s];
+    if (n < 0 || n > clen[s] || int64_t(clen[s]) > max_blocks * bs)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: sequence {} has {} new tokens and context length {} (need 0 <= new "
+                        "<= context <= {} = max_blocks_per_seq * block_size)",
+                        op, s, n, clen[s], max_blocks * bs);
+    for (int64_t b = 0; b < (int64_t(clen[s]) + bs - 1) / bs; ++b) {
+      const int32_t blk = bt[s * max_blocks + b];
+      if (blk < 0 || blk >= num_blocks)
+        return make_error(ErrorCode::kInvalidArgument,
+                          "{}: block_table[{}][{}] = {} is outside [0, {})", op, s, b, blk,
+                          num_blocks);
+    }
+    for (int64_t t = qsl[s]; t < qsl[s + 1]; ++t) seq_of[size_t(t)] = int32_t(s);
+  }
+  return {};
+}
+
 }  // namespace moeopt::cpu

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cmath>
+#include <vector>
 #include <cstdint>
 #include <functional>
 
@@ -34,6 +35,15 @@ float dot_f32(const float* a, const float* b, int64_t n);
 inline float* row_f32(const TensorView& t, int64_t r) {
   return t.ptr<float>() + r * ops::row_stride(t);
 }
+
+// The values of a paged batch's metadata (shapes checked by ops::expect_paged_metadata):
+// query_start_loc runs from 0 to `tokens`; each sequence has 0 <= new tokens <= context <=
+// max_blocks * block_size; the blocks it uses are in [0, num_blocks). Fills seq_of[t] with
+// the sequence of query row t. Errors name `op`.
+Status check_paged_batch(const char* op, int64_t num_blocks, int64_t block_size,
+                         const TensorView& block_table, const TensorView& context_lens,
+                         const TensorView& query_start_loc, int64_t tokens,
+                         std::vector<int32_t>& seq_of);
 
 inline float silu_f32(float v) { return v / (1.0f + std::exp(-v)); }
 
