@@ -1,6 +1,7 @@
 // `moeopt bench quality [--model DIR|name] [--random-weights] [--prompts N] [--len L]
 //                       [--seed S] [--text FILE [--window W] [--max-tokens T]]
-//                       [--lossy fp8-weights,fp8-kv-cache] [--perplexity-only] [--json]`
+//                       [--lossy fp8-weights,fp8-kv-cache,sparsity-2-4] [--perplexity-only]
+//                       [--json]`
 //
 // With --perplexity-only (needs --text): only the perplexity of the model as stored on the
 // text, no comparison (model/quality.h perplexity; the number the demo model's test checks
@@ -11,8 +12,9 @@
 // f32, with an f32 KV cache) and the test model, reporting KL divergence and top-1 agreement
 // of the next-token distributions at every position (model/quality.h). fp8-weights: FP8 W8A8
 // (ops/fp8.h; the BF16 checkpoint quantised at load, or the FP8 checkpoint as stored);
-// fp8-kv-cache: e4m3 KV pages with per token and kv head scales (ops/attention.h); both: the
-// two together, as the aggressive profile runs.
+// fp8-kv-cache: e4m3 KV pages with per token and kv head scales (ops/attention.h);
+// sparsity-2-4: the routed experts pruned 2:4 by magnitude along K at load (ops/sparsity.h;
+// the pruned dense weights, the reference of a sparse kernel). Any combination.
 // The tokens are random prompts, or with --text the file's tokens (the model's tokenizer, no
 // special tokens) in non-overlapping windows of W, and then both models' perplexity of the
 // text too. CPU only: the CPU reference defines the FP8 numerics, and test_cuda checks
@@ -50,7 +52,7 @@ struct QualityArgs {
 
 // The lossy options a test model applies (--lossy).
 struct Lossy {
-  bool fp8_weights = false, fp8_kv = false;
+  bool fp8_weights = false, fp8_kv = false, sparsity_2_4 = false;
 };
 
 Result<Lossy> parse_lossy(const std::vector<std::string>& names) {
@@ -58,11 +60,12 @@ Result<Lossy> parse_lossy(const std::vector<std::string>& names) {
   for (const std::string& n : names) {
     if (n == "fp8-weights") l.fp8_weights = true;
     else if (n == "fp8-kv-cache") l.fp8_kv = true;
+    else if (n == "sparsity-2-4") l.sparsity_2_4 = true;
     else
       return make_error(ErrorCode::kInvalidArgument,
-                        "--lossy: '{}' is not fp8-weights or fp8-kv-cache", n);
+                        "--lossy: '{}' is not fp8-weights, fp8-kv-cache or sparsity-2-4", n);
   }
-  if (!l.fp8_weights && !l.fp8_kv)
+  if (!l.fp8_weights && !l.fp8_kv && !l.sparsity_2_4)
     return make_error(ErrorCode::kInvalidArgument, "--lossy: name at least one lossy option");
   return l;
 }
@@ -131,16 +134,21 @@ int run_bench_quality(QualityArgs& a) {
   LoadOptions ref_opt, test_opt;
   ref_opt.ctx.pool = test_opt.ctx.pool = &pool;
   ref_opt.format = fp8_ckpt ? WeightFormat::kDequantized : WeightFormat::kAsStored;
-  test_opt.format = fp8_ckpt ? WeightFormat::kAsStored : WeightFormat::kFp8;
+  test_opt.format = !lossy->fp8_weights ? ref_opt.format
+                    : fp8_ckpt          ? WeightFormat::kAsStored
+                                        : WeightFormat::kFp8;
+  test_opt.sparsity_2_4 = lossy->sparsity_2_4;
   auto ref = load_model(dir, ref_opt);
   if (!ref.ok()) return report_error(cmd, ref.status());
-  // Without fp8-weights the test model is the reference's weights (one model, two caches).
+  // With the reference's weights (only fp8-kv-cache) the test model is the reference model
+  // with another cache.
+  const bool own_weights = lossy->fp8_weights || lossy->sparsity_2_4;
   Result<std::unique_ptr<Model>> test_loaded = std::unique_ptr<Model>();
-  if (lossy->fp8_weights) {
+  if (own_weights) {
     test_loaded = load_model(dir, test_opt);
     if (!test_loaded.ok()) return report_error(cmd, test_loaded.status());
   }
-  Model& test = lossy->fp8_weights ? **test_loaded : **ref;
+  Model& test = own_weights ? **test_loaded : **ref;
   auto prompts = quality_prompts(a, *base, (*ref)->config().vocab_size);
   if (!prompts.ok()) return report_error(cmd, prompts.status());
   ops::Context ctx{.pool = &pool};
@@ -153,10 +161,11 @@ int run_bench_quality(QualityArgs& a) {
   const std::string ref_name = fmt::format(
       "{}, f32 KV cache", fp8_ckpt ? "f32 on the dequantised FP8 weights" : "the checkpoint's own weights (bf16)");
   const std::string test_name = fmt::format(
-      "{}, {}",
+      "{}{}, {}",
       !lossy->fp8_weights ? "the reference's weights"
       : fp8_ckpt          ? "FP8 W8A8 as stored"
                           : "FP8 W8A8, quantised at load (128x128 blocks)",
+      lossy->sparsity_2_4 ? ", routed experts pruned 2:4 by magnitude" : "",
       lossy->fp8_kv ? "FP8 KV cache (e4m3, a scale per token and kv head)" : "f32 KV cache");
   std::string lossy_names;
   for (const std::string& n : a.lossy) lossy_names += (lossy_names.empty() ? "" : "+") + n;
@@ -194,7 +203,7 @@ int run_bench_quality(QualityArgs& a) {
 RunFn setup_bench_quality(CLI::App& bench) {
   auto a = std::make_shared<QualityArgs>();
   CLI::App* sub = bench.add_subcommand(
-      "quality", "KL divergence, top-1 agreement and perplexity of FP8 weights / FP8 KV cache against BF16");
+      "quality", "KL divergence, top-1 agreement and perplexity of FP8 weights / FP8 KV cache / 2:4 experts against BF16");
   add_model_flags(sub, &a->m);
   sub->add_option("--prompts", a->prompts, "random prompts (default 4)")->check(CLI::Range(1, 1000));
   sub->add_option("--len", a->len, "tokens per prompt (default 32)")->check(CLI::Range(1, 4096));
@@ -203,7 +212,8 @@ RunFn setup_bench_quality(CLI::App& bench) {
   sub->add_option("--window", a->window, "tokens per window of --text (default 256)")->check(CLI::Range(2, 4096));
   sub->add_option("--max-tokens", a->max_tokens, "tokens of --text used (default 4096)")->check(CLI::Range(2, 1 << 20));
   sub->add_option("--lossy", a->lossy,
-                  "lossy options of the test model, comma-separated: fp8-weights, fp8-kv-cache (default fp8-weights)")
+                  "lossy options of the test model, comma-separated: fp8-weights, fp8-kv-cache, sparsity-2-4 "
+                  "(default fp8-weights)")
       ->delimiter(',');
   sub->add_flag("--perplexity-only", a->perplexity_only,
                 "only the perplexity of the model as stored on --text (no comparison)");

@@ -60,6 +60,9 @@ enum class WeightFormat {
 };
 struct LoadOptions {
   WeightFormat format = WeightFormat::kAsStored;
+  // 2:4 magnitude pruning of the routed experts (WeightStore::prune_experts_2_4), before
+  // the format conversion: the CPU reference of a sparse expert path (ops/sparsity.h).
+  bool sparsity_2_4 = false;
   ops::Context ctx;  // threads for the conversion
 };
 Result<std::unique_ptr<Model>> load_model(const std::string& dir, const LoadOptions& options);

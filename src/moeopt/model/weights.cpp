@@ -4,6 +4,7 @@
 #include <unordered_set>
 
 #include "moeopt/ops/fp8.h"
+#include "moeopt/ops/sparsity.h"
 
 namespace moeopt {
 
@@ -142,6 +143,24 @@ Status WeightStore::dequantize_fp8(const ops::Context& ctx) {
     it->second = f.view();
     owned_->push_back(std::move(f));
     --fp8_weights_;
+  }
+  return {};
+}
+
+Status WeightStore::prune_experts_2_4(const ops::Context& ctx) {
+  for (const TensorSpec& s : specs_) {
+    if (s.role != TensorRole::kRoutedExpert || !s.fp8_linear || s.shape.size() != 2) continue;
+    auto it = views_.find(s.name);
+    if (it == views_.end()) continue;
+    const TensorView src = it->second;
+    if (src.device != Device::kCpu)
+      return make_error(ErrorCode::kUnsupported,
+                        "WeightStore::prune_experts_2_4 prunes host stores: '{}' is on the GPU",
+                        s.name);
+    HostTensor pruned(src.dtype, src.shape);
+    MOEOPT_RETURN_IF_ERROR(ops::prune_2_4(ctx, src, pruned));
+    it->second = pruned.view();
+    owned_->push_back(std::move(pruned));
   }
   return {};
 }

@@ -36,6 +36,9 @@ Status quantize_fp8_weight_blocks(const Context& ctx, const TensorView& w, const
                                   const TensorView& w_scale);
 Status dequantize_fp8_weight_blocks(const Context& ctx, const TensorView& w_q,
                                     const TensorView& w_scale, const TensorView& w);
+// 2:4 pruning along K (ops/sparsity.h).
+Status prune_2_4(const Context& ctx, const TensorView& w, const TensorView& out,
+                 const float* importance);
 Status silu_and_mul(const Context& ctx, const TensorView& x, const TensorView& out);
 Status silu(const Context& ctx, const TensorView& x, const TensorView& out);
 Status rope_apply(const Context& ctx, const TensorView& q, const TensorView& k,

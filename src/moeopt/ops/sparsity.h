@@ -1,0 +1,29 @@
+// 2:4 structured sparsity of weight matrices (the layout the sparse tensor cores take): along
+// K, every group of 4 consecutive elements of a row keeps 2 and zeroes the other 2.
+//
+//   w [N, K] f32 / bf16 / f16 / f8e4m3 (host, contiguous); out the same dtype and shape (may be
+//   w itself). In each group {4g .. 4g+3} of a row the two elements with the largest
+//   |w[n, k]| * importance[k] are kept (importance null: magnitude pruning; an activation-aware
+//   criterion passes per-input-channel activation norms, as Wanda does), ties going to the
+//   lower k; a tail group of K % 4 < 4 elements keeps min(2, its size). e4m3 codes are ranked
+//   by their value: a group of 4 lies inside one 128-wide scale block, so the block scale
+//   does not change the order, and a pruned code is +0 (0x00).
+// The pruned dense matrix is the CPU reference of a sparse kernel: what a 2:4 GEMM computes
+// equals a dense GEMM with it. Pruning keeps each group's largest element, so a 128x128 FP8
+// block's amax, and with it its scale, is the same before and after.
+// Test: tests/unit/ops_sparsity_test.cpp.
+#pragma once
+
+#include "moeopt/core/status.h"
+#include "moeopt/core/tensor.h"
+#include "moeopt/ops/context.h"
+
+namespace moeopt::ops {
+
+inline constexpr int kSparseGroup = 4;  // elements per group along K
+inline constexpr int kSparseKeep = 2;   // kept per group
+
+Status prune_2_4(const Context& ctx, const TensorView& w, const TensorView& out,
+                 const float* importance = nullptr);
+
+}  // namespace moeopt::ops
