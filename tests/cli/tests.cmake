@@ -74,7 +74,11 @@ moeopt_cli_test(bench_quality_perplexity_only
 moeopt_cli_test(bench_quality_perplexity_only_needs_text "bench|quality|--perplexity-only" 2
   STDERR "needs --text")
 moeopt_cli_test(bench_quality_bad_lossy "bench|quality|--lossy|fp8-weights,nope" 2
-  STDERR "^moeopt bench quality: error: --lossy: 'nope' is not fp8-weights, fp8-kv-cache or sparsity-2-4\n$")
+  STDERR "^moeopt bench quality: error: --lossy: 'nope' is not fp8-weights, fp8-kv-cache, sparsity-2-4 or sparsity-2-4-wanda\n$")
+moeopt_cli_test(bench_quality_wanda_needs_text "bench|quality|--lossy|sparsity-2-4-wanda" 2
+  STDERR "calibrates on --text FILE")
+moeopt_cli_test(bench_quality_two_criteria "bench|quality|--lossy|sparsity-2-4,sparsity-2-4-wanda" 2
+  STDERR "two criteria for one pruning")
 # The FP8 KV cache through the harness on the demo model's excerpt: the JSON names the cache.
 moeopt_cli_test(bench_quality_fp8_kv
   "bench|quality|--lossy|fp8-kv-cache|--text|${PROJECT_SOURCE_DIR}/tests/data/demo_heldout_excerpt.txt|--max-tokens|512|--json" 0

@@ -4,6 +4,7 @@
 // sees the cost (model/quality.h; the figures are in docs/perf.md).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 
@@ -89,6 +90,50 @@ TEST(Sparsity24, QualityCostIsMeasured) {
               "perplexity %.3f -> %.3f\n",
               (long long)r->positions, r->mean_kl, r->top1_agreement, r->reference_perplexity,
               r->test_perplexity);
+}
+
+// The activation-aware criterion: calibration reaches the routed experts (the statistics'
+// keys are the store's own buffers), gives every channel a finite importance, and changes
+// which weights survive.
+TEST(Sparsity24, ActivationAwareImportanceFromCalibration) {
+  auto text = read_file((fs::path(MOEOPT_SOURCE_DIR) / "tests/data/demo_perplexity_golden.json").string());
+  ASSERT_TRUE(text.ok()) << text.status().message();
+  auto ids = nlohmann::json::parse(*text)["ids"].get<std::vector<int32_t>>();
+  ids.resize(std::min<size_t>(ids.size(), 256));
+  ThreadPool pool(0);
+  const ops::Context ctx{.pool = &pool};
+  auto imp = expert_importance(kDemo.string(), ctx, token_windows(ids, 256));
+  ASSERT_TRUE(imp.ok()) << imp.status().message();
+  auto cfg = load_model_config((kDemo / "config.json").string());
+  ASSERT_TRUE(cfg.ok());
+  const int64_t projections = cfg->num_hidden_layers * cfg->num_experts * 3;
+  // 256 tokens x top-4 over 16 experts: nearly every expert is reached.
+  EXPECT_GT(int64_t(imp->by_tensor.size()), projections * 3 / 4);
+  EXPECT_LE(int64_t(imp->by_tensor.size()), projections);
+  for (const auto& [name, v] : imp->by_tensor) {
+    const int64_t k = name.find("down_proj") != std::string::npos ? cfg->moe_intermediate_size
+                                                                   : cfg->hidden_size;
+    ASSERT_EQ(int64_t(v.size()), k) << name;
+    for (float x : v) ASSERT_TRUE(std::isfinite(x) && x >= 0.0f) << name;
+  }
+  auto magnitude = WeightStore::open(kDemo.string(), *cfg);
+  auto aware = WeightStore::open(kDemo.string(), *cfg);
+  ASSERT_TRUE(magnitude.ok() && aware.ok());
+  ASSERT_TRUE(magnitude->prune_experts_2_4(ctx).ok());
+  ASSERT_TRUE(aware->prune_experts_2_4(ctx, &*imp).ok());
+  int64_t differ = 0;
+  for (const auto& [name, v] : imp->by_tensor) {
+    auto a = magnitude->get(name);
+    auto b = aware->get(name);
+    ASSERT_TRUE(a.ok() && b.ok());
+    differ += std::memcmp(a->data, b->data, a->nbytes()) != 0;
+  }
+  EXPECT_GT(differ, 0);
+  ExpertImportance wrong;
+  wrong.by_tensor[imp->by_tensor.begin()->first] = {1.0f};
+  auto again = WeightStore::open(kDemo.string(), *cfg);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->prune_experts_2_4(ctx, &wrong).ok());
 }
 
 }  // namespace

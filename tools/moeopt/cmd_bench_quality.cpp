@@ -1,7 +1,7 @@
 // `moeopt bench quality [--model DIR|name] [--random-weights] [--prompts N] [--len L]
 //                       [--seed S] [--text FILE [--window W] [--max-tokens T]]
-//                       [--lossy fp8-weights,fp8-kv-cache,sparsity-2-4] [--perplexity-only]
-//                       [--json]`
+//                       [--lossy fp8-weights,fp8-kv-cache,sparsity-2-4|sparsity-2-4-wanda]
+//                       [--calibration-tokens N] [--perplexity-only] [--json]`
 //
 // With --perplexity-only (needs --text): only the perplexity of the model as stored on the
 // text, no comparison (model/quality.h perplexity; the number the demo model's test checks
@@ -14,13 +14,18 @@
 // (ops/fp8.h; the BF16 checkpoint quantised at load, or the FP8 checkpoint as stored);
 // fp8-kv-cache: e4m3 KV pages with per token and kv head scales (ops/attention.h);
 // sparsity-2-4: the routed experts pruned 2:4 by magnitude along K at load (ops/sparsity.h;
-// the pruned dense weights, the reference of a sparse kernel). Any combination.
+// the pruned dense weights, the reference of a sparse kernel); sparsity-2-4-wanda: the same
+// with |w| * ||x_k|| as the criterion (activation-aware, model/quality.h expert_importance),
+// calibrated on the first --calibration-tokens tokens of --text. With either 2:4 criterion
+// those tokens are not scored, so the two criteria are compared on the same positions.
+// Any combination, one of the two 2:4 criteria.
 // The tokens are random prompts, or with --text the file's tokens (the model's tokenizer, no
 // special tokens) in non-overlapping windows of W, and then both models' perplexity of the
 // text too. CPU only: the CPU reference defines the FP8 numerics, and test_cuda checks
 // the GPU's FP8 path against it (tests/unit/cuda_engine_fp8_test.cpp). On random weights
 // (--random-weights, tiny-qwen3-moe, catalog configs) the output says so: the numbers then
 // bound the numerics, not task quality; the default model is trained.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -46,13 +51,14 @@ struct QualityArgs {
   std::string text;  // a text file instead of random prompts
   int window = 256, max_tokens = 4096;
   std::vector<std::string> lossy{"fp8-weights"};
+  int calibration_tokens = 512;  // sparsity-2-4-wanda: the text's first tokens calibrate
   bool perplexity_only = false;
   bool json = false;
 };
 
 // The lossy options a test model applies (--lossy).
 struct Lossy {
-  bool fp8_weights = false, fp8_kv = false, sparsity_2_4 = false;
+  bool fp8_weights = false, fp8_kv = false, sparsity_2_4 = false, wanda = false;
 };
 
 Result<Lossy> parse_lossy(const std::vector<std::string>& names) {
@@ -61,18 +67,26 @@ Result<Lossy> parse_lossy(const std::vector<std::string>& names) {
     if (n == "fp8-weights") l.fp8_weights = true;
     else if (n == "fp8-kv-cache") l.fp8_kv = true;
     else if (n == "sparsity-2-4") l.sparsity_2_4 = true;
+    else if (n == "sparsity-2-4-wanda") l.sparsity_2_4 = l.wanda = true;
     else
       return make_error(ErrorCode::kInvalidArgument,
-                        "--lossy: '{}' is not fp8-weights, fp8-kv-cache or sparsity-2-4", n);
+                        "--lossy: '{}' is not fp8-weights, fp8-kv-cache, sparsity-2-4 or "
+                        "sparsity-2-4-wanda", n);
   }
+  if (l.wanda && std::count(names.begin(), names.end(), "sparsity-2-4"))
+    return make_error(ErrorCode::kInvalidArgument,
+                      "--lossy: sparsity-2-4 and sparsity-2-4-wanda are two criteria for one pruning");
   if (!l.fp8_weights && !l.fp8_kv && !l.sparsity_2_4)
     return make_error(ErrorCode::kInvalidArgument, "--lossy: name at least one lossy option");
   return l;
 }
 
-// The prompts: random token ids, or the text file's tokens in windows.
-Result<std::vector<std::vector<int32_t>>> quality_prompts(const QualityArgs& a, const LoadedModel& lm,
-                                                          int64_t vocab) {
+// The prompts: random token ids, or the text file's tokens in windows. With `calibration`
+// > 0 the text's first `calibration` tokens go to *calibration_windows (same windows) and the
+// prompts start after them.
+Result<std::vector<std::vector<int32_t>>> quality_prompts(
+    const QualityArgs& a, const LoadedModel& lm, int64_t vocab, int calibration = 0,
+    std::vector<std::vector<int32_t>>* calibration_windows = nullptr) {
   std::vector<std::vector<int32_t>> prompts;
   if (a.text.empty()) {
     ops::CaseRng rng(a.seed + 1);
@@ -84,6 +98,14 @@ Result<std::vector<std::vector<int32_t>>> quality_prompts(const QualityArgs& a, 
   MOEOPT_ASSIGN_OR_RETURN(std::string text, read_file(a.text, size_t(64) << 20));
   MOEOPT_ASSIGN_OR_RETURN(auto tok, tokenizer::Tokenizer::load(lm.tokenizer_dir));
   MOEOPT_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tok.encode(text, /*add_special_tokens=*/false));
+  if (calibration > 0) {
+    if (int64_t(ids.size()) < int64_t(calibration) + 2)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: {} tokens of text, need --calibration-tokens {} + 2 to calibrate and score",
+                        a.text, ids.size(), calibration);
+    *calibration_windows = token_windows({ids.begin(), ids.begin() + calibration}, a.window);
+    ids.erase(ids.begin(), ids.begin() + calibration);
+  }
   if (int64_t(ids.size()) > a.max_tokens) ids.resize(size_t(a.max_tokens));
   prompts = token_windows(ids, a.window);
   if (prompts.empty())
@@ -124,6 +146,10 @@ int run_bench_quality(QualityArgs& a) {
     return report_error(cmd, Status(ErrorCode::kInvalidArgument, "--perplexity-only needs --text FILE"));
   auto lossy = parse_lossy(a.lossy);
   if (!lossy.ok()) return report_error(cmd, lossy.status());
+  if (lossy->wanda && a.text.empty())
+    return report_error(cmd, Status(ErrorCode::kInvalidArgument,
+                                    "sparsity-2-4-wanda calibrates on --text FILE: give one"));
+  const int set_aside = lossy->sparsity_2_4 && !a.text.empty() ? a.calibration_tokens : 0;
   // The checkpoint directory: load_model_for resolves names and --random-weights.
   auto base = load_model_for(a.m, cmd);
   if (!base.ok()) return report_error(cmd, base.status());
@@ -138,6 +164,17 @@ int run_bench_quality(QualityArgs& a) {
                     : fp8_ckpt          ? WeightFormat::kAsStored
                                         : WeightFormat::kFp8;
   test_opt.sparsity_2_4 = lossy->sparsity_2_4;
+  std::vector<std::vector<int32_t>> calibration;
+  auto prompts = quality_prompts(a, *base, base->model->config().vocab_size, set_aside,
+                                 &calibration);
+  if (!prompts.ok()) return report_error(cmd, prompts.status());
+  ExpertImportance importance;
+  if (lossy->wanda) {
+    auto imp = expert_importance(dir, ops::Context{.pool = &pool}, calibration);
+    if (!imp.ok()) return report_error(cmd, imp.status());
+    importance = std::move(*imp);
+    test_opt.sparsity_importance = &importance;
+  }
   auto ref = load_model(dir, ref_opt);
   if (!ref.ok()) return report_error(cmd, ref.status());
   // With the reference's weights (only fp8-kv-cache) the test model is the reference model
@@ -149,8 +186,6 @@ int run_bench_quality(QualityArgs& a) {
     if (!test_loaded.ok()) return report_error(cmd, test_loaded.status());
   }
   Model& test = own_weights ? **test_loaded : **ref;
-  auto prompts = quality_prompts(a, *base, (*ref)->config().vocab_size);
-  if (!prompts.ok()) return report_error(cmd, prompts.status());
   ops::Context ctx{.pool = &pool};
   const DType test_kv = lossy->fp8_kv ? DType::kF8E4M3 : DType::kF32;
   auto r = compare_models(**ref, test, ctx, *prompts, test_kv);
@@ -165,7 +200,13 @@ int run_bench_quality(QualityArgs& a) {
       !lossy->fp8_weights ? "the reference's weights"
       : fp8_ckpt          ? "FP8 W8A8 as stored"
                           : "FP8 W8A8, quantised at load (128x128 blocks)",
-      lossy->sparsity_2_4 ? ", routed experts pruned 2:4 by magnitude" : "",
+      !lossy->sparsity_2_4 ? ""
+      : lossy->wanda       ? fmt::format(", routed experts pruned 2:4 by |w| * ||x|| (calibrated on the text's "
+                                         "first {} tokens, not scored; {} projections seen)",
+                                         a.calibration_tokens, importance.by_tensor.size())
+                           : fmt::format(", routed experts pruned 2:4 by magnitude{}",
+                                         set_aside ? fmt::format(" (the text's first {} tokens not scored)", set_aside)
+                                                   : std::string()),
       lossy->fp8_kv ? "FP8 KV cache (e4m3, a scale per token and kv head)" : "f32 KV cache");
   std::string lossy_names;
   for (const std::string& n : a.lossy) lossy_names += (lossy_names.empty() ? "" : "+") + n;
@@ -213,8 +254,11 @@ RunFn setup_bench_quality(CLI::App& bench) {
   sub->add_option("--max-tokens", a->max_tokens, "tokens of --text used (default 4096)")->check(CLI::Range(2, 1 << 20));
   sub->add_option("--lossy", a->lossy,
                   "lossy options of the test model, comma-separated: fp8-weights, fp8-kv-cache, sparsity-2-4 "
-                  "(default fp8-weights)")
+                  "(default fp8-weights); sparsity-2-4-wanda instead of sparsity-2-4 for the activation-aware criterion")
       ->delimiter(',');
+  sub->add_option("--calibration-tokens", a->calibration_tokens,
+                  "sparsity-2-4(-wanda): the first N tokens of --text calibrate and are not scored (default 512)")
+      ->check(CLI::Range(2, 1 << 20));
   sub->add_flag("--perplexity-only", a->perplexity_only,
                 "only the perplexity of the model as stored on --text (no comparison)");
   sub->add_flag("--json", a->json, "print one JSON object");

@@ -58,11 +58,14 @@ enum class WeightFormat {
   kDequantized  // fp8 weights dequantised to f32 (w_q * scale): the reference of the W8A8
                 // path on the same values
 };
+struct ExpertImportance;  // model/weights.h
 struct LoadOptions {
   WeightFormat format = WeightFormat::kAsStored;
-  // 2:4 magnitude pruning of the routed experts (WeightStore::prune_experts_2_4), before
-  // the format conversion: the CPU reference of a sparse expert path (ops/sparsity.h).
+  // 2:4 pruning of the routed experts (WeightStore::prune_experts_2_4), before the format
+  // conversion: the CPU reference of a sparse expert path (ops/sparsity.h). By magnitude,
+  // or activation-aware with `sparsity_importance` (model/quality.h expert_importance).
   bool sparsity_2_4 = false;
+  const ExpertImportance* sparsity_importance = nullptr;
   ops::Context ctx;  // threads for the conversion
 };
 Result<std::unique_ptr<Model>> load_model(const std::string& dir, const LoadOptions& options);

@@ -72,7 +72,8 @@ Result<std::unique_ptr<Model>> load_model(const std::string& dir) {
 Result<std::unique_ptr<Model>> load_model(const std::string& dir, const LoadOptions& options) {
   MOEOPT_ASSIGN_OR_RETURN(ModelConfig config, checkpoint_config(dir));
   MOEOPT_ASSIGN_OR_RETURN(WeightStore store, WeightStore::open(dir, config));
-  if (options.sparsity_2_4) MOEOPT_RETURN_IF_ERROR(store.prune_experts_2_4(options.ctx));
+  if (options.sparsity_2_4)
+    MOEOPT_RETURN_IF_ERROR(store.prune_experts_2_4(options.ctx, options.sparsity_importance));
   switch (options.format) {
     case WeightFormat::kAsStored: break;
     case WeightFormat::kFp8: MOEOPT_RETURN_IF_ERROR(store.quantize_fp8(options.ctx)); break;

@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "moeopt/model/config.h"
+#include "moeopt/ops/sparsity.h"
+
 namespace moeopt {
 
 Result<std::vector<float>> prompt_logits(Model& m, const ops::Context& ctx,
@@ -60,6 +63,29 @@ std::vector<double> log_softmax(const float* x, int64_t v) {
 }
 
 }  // namespace
+
+Result<ExpertImportance> expert_importance(const std::string& dir, const ops::Context& ctx,
+                                           const std::vector<std::vector<int32_t>>& calibration) {
+  MOEOPT_ASSIGN_OR_RETURN(ModelConfig config, load_model_config(dir + "/config.json"));
+  MOEOPT_ASSIGN_OR_RETURN(WeightStore store, WeightStore::open(dir, config));
+  // The model reads the store's own buffers, so the statistics' keys (weight data) name the
+  // store's tensors.
+  MOEOPT_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, make_model(config, store));
+  ops::ExpertInputStats stats;
+  ops::Context calib = ctx;
+  calib.expert_stats = &stats;
+  for (const auto& p : calibration) MOEOPT_RETURN_IF_ERROR(prompt_logits(*model, calib, p).status());
+  ExpertImportance out;
+  for (const TensorSpec& s : store.specs()) {
+    if (s.role != TensorRole::kRoutedExpert || !s.fp8_linear) continue;
+    MOEOPT_ASSIGN_OR_RETURN(TensorView w, store.get(s.name));
+    auto it = stats.sum_sq.find(w.data);
+    if (it == stats.sum_sq.end()) continue;  // never routed to
+    std::vector<float>& imp = out.by_tensor[s.name];
+    for (double v : it->second) imp.push_back(float(std::sqrt(v)));
+  }
+  return out;
+}
 
 Result<QualityReport> compare_models(Model& reference, Model& test, const ops::Context& ctx,
                                      const std::vector<std::vector<int32_t>>& prompts,

@@ -20,6 +20,7 @@
 
 #include "moeopt/core/status.h"
 #include "moeopt/model/model.h"
+#include "moeopt/model/weights.h"
 
 namespace moeopt {
 
@@ -54,6 +55,14 @@ Result<PerplexityReport> perplexity(Model& model, const ops::Context& ctx,
 Result<std::vector<float>> prompt_logits(Model& model, const ops::Context& ctx,
                                          const std::vector<int32_t>& prompt,
                                          DType kv_dtype = DType::kF32);
+
+// Activation-aware 2:4 pruning's calibration (ops/sparsity.h ExpertInputStats): the checkpoint
+// in `dir` as stored (unquantised experts) runs `calibration` (one prefill per prompt), and
+// every routed expert projection gets the importance sqrt(sum of squares) of each input
+// channel over the rows it multiplied. Experts no calibration token reached get none (they
+// are pruned by magnitude).
+Result<ExpertImportance> expert_importance(const std::string& dir, const ops::Context& ctx,
+                                           const std::vector<std::vector<int32_t>>& calibration);
 
 // `test` runs with a `test_kv` cache, `reference` with an f32 one; they may be one model.
 Result<QualityReport> compare_models(Model& reference, Model& test, const ops::Context& ctx,

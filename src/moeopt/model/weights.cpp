@@ -147,7 +147,7 @@ Status WeightStore::dequantize_fp8(const ops::Context& ctx) {
   return {};
 }
 
-Status WeightStore::prune_experts_2_4(const ops::Context& ctx) {
+Status WeightStore::prune_experts_2_4(const ops::Context& ctx, const ExpertImportance* importance) {
   for (const TensorSpec& s : specs_) {
     if (s.role != TensorRole::kRoutedExpert || !s.fp8_linear || s.shape.size() != 2) continue;
     auto it = views_.find(s.name);
@@ -157,8 +157,19 @@ Status WeightStore::prune_experts_2_4(const ops::Context& ctx) {
       return make_error(ErrorCode::kUnsupported,
                         "WeightStore::prune_experts_2_4 prunes host stores: '{}' is on the GPU",
                         s.name);
+    const float* imp = nullptr;
+    if (importance) {
+      auto found = importance->by_tensor.find(s.name);
+      if (found != importance->by_tensor.end()) {
+        if (int64_t(found->second.size()) != src.shape[1])
+          return make_error(ErrorCode::kInvalidArgument,
+                            "prune_experts_2_4: importance of '{}' has {} channels, the weight {}",
+                            s.name, found->second.size(), src.shape[1]);
+        imp = found->second.data();
+      }
+    }
     HostTensor pruned(src.dtype, src.shape);
-    MOEOPT_RETURN_IF_ERROR(ops::prune_2_4(ctx, src, pruned));
+    MOEOPT_RETURN_IF_ERROR(ops::prune_2_4(ctx, src, pruned, imp));
     it->second = pruned.view();
     owned_->push_back(std::move(pruned));
   }

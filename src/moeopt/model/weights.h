@@ -28,6 +28,12 @@
 
 namespace moeopt {
 
+// Per-input-channel importance of routed expert projections, by tensor name ([K] each), for
+// activation-aware 2:4 pruning (model/quality.h expert_importance).
+struct ExpertImportance {
+  std::unordered_map<std::string, std::vector<float>> by_tensor;
+};
+
 class WeightStore {
  public:
   // Opens `dir` (a checkpoint directory) and cross-checks it against `config`.
@@ -52,10 +58,11 @@ class WeightStore {
   Status quantize_fp8(const ops::Context& ctx);
   // The inverse, for references: every fp8 weight becomes an f32 copy of w_q * scale.
   Status dequantize_fp8(const ops::Context& ctx);
-  // 2:4 magnitude pruning along K (ops::prune_2_4) of every routed expert's projections
-  // (gate/up/down; not the shared experts, attention or dense MLPs), in their stored dtype:
-  // fp8 codes keep their block scales, which pruning does not change. Host stores only.
-  Status prune_experts_2_4(const ops::Context& ctx);
+  // 2:4 pruning along K (ops::prune_2_4) of every routed expert's projections (gate/up/down;
+  // not the shared experts, attention or dense MLPs), in their stored dtype: fp8 codes keep
+  // their block scales, which pruning does not change. By magnitude, or by |w| * importance
+  // where `importance` names the tensor (activation-aware); host stores only.
+  Status prune_experts_2_4(const ops::Context& ctx, const ExpertImportance* importance = nullptr);
   // Routed experts of one MoE block already stacked ENK (device layout, see
   // model/device_weights.h), keyed by the block's prefix ("model.layers.3.mlp"); null when
   // the store holds them per expert (checkpoints).

@@ -15,8 +15,9 @@ class ThreadPool;
 
 namespace moeopt::ops {
 
-class DeviceBackend;  // ops/device_backend.h
-class ScratchArena;   // ops/scratch.h
+class DeviceBackend;     // ops/device_backend.h
+class ScratchArena;      // ops/scratch.h
+struct ExpertInputStats;  // ops/sparsity.h
 
 // Scratch memory an op may use for temporaries (device memory on CUDA). The CPU reference
 // allocates its own small temporaries and ignores it.
@@ -31,6 +32,7 @@ struct Context {
   DeviceBackend* device_backend = nullptr;  // CUDA: op implementations
   Workspace workspace{};                    // optional scratch (see above)
   ScratchArena* arena = nullptr;            // a forward pass's temporaries (model layer)
+  ExpertInputStats* expert_stats = nullptr; // CPU: calibration of 2:4 pruning (ops/sparsity.h)
 };
 
 }  // namespace moeopt::ops

@@ -22,4 +22,11 @@ Status prune_2_4(const Context& ctx, const TensorView& w, const TensorView& out,
   return cpu::prune_2_4(ctx, w, out, importance);
 }
 
+void ExpertInputStats::add(const void* weight, const float* rows, int64_t n, int64_t k) {
+  std::vector<double>& acc = sum_sq[weight];
+  acc.resize(size_t(k), 0.0);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < k; ++i) acc[size_t(i)] += double(rows[r * k + i]) * rows[r * k + i];
+}
+
 }  // namespace moeopt::ops

@@ -14,6 +14,9 @@
 // Test: tests/unit/ops_sparsity_test.cpp.
 #pragma once
 
+#include <unordered_map>
+#include <vector>
+
 #include "moeopt/core/status.h"
 #include "moeopt/core/tensor.h"
 #include "moeopt/ops/context.h"
@@ -25,5 +28,15 @@ inline constexpr int kSparseKeep = 2;   // kept per group
 
 Status prune_2_4(const Context& ctx, const TensorView& w, const TensorView& out,
                  const float* importance = nullptr);
+
+// Calibration for the activation-aware criterion: while Context::expert_stats points here,
+// the CPU MoE (unquantised experts) adds, for every routed expert it runs, the squares of
+// each input channel over the rows it multiplies: sum_sq[gate or up weight data] [H] from
+// the token rows, sum_sq[down weight data] [I] from the SiLU(gate)·up rows. The importance
+// of channel k is then sqrt(sum_sq[k]) (Wanda's |W| * ||X_k||). One forward at a time.
+struct ExpertInputStats {
+  std::unordered_map<const void*, std::vector<double>> sum_sq;
+  void add(const void* weight, const float* rows, int64_t n, int64_t k);
+};
 
 }  // namespace moeopt::ops

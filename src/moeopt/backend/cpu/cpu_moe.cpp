@@ -9,6 +9,7 @@
 #include "moeopt/backend/cpu/cpu_fp8.h"
 #include "moeopt/ops/fp8.h"
 #include "moeopt/backend/cpu/cpu_util.h"
+#include "moeopt/ops/sparsity.h"
 
 namespace moeopt::cpu {
 namespace {
@@ -231,7 +232,12 @@ Status moe_experts(const Context& ctx, const TensorView& x, const ops::ExpertWei
     float* o = row_f32(out_rows, r);
     std::fill(o, o + h, 0.0f);
   }
-  if (weights.is_fp8()) return moe_experts_fp8(ctx, x, weights, perm, out_rows);
+  if (weights.is_fp8()) {
+    if (ctx.expert_stats)
+      return make_error(ErrorCode::kUnsupported,
+                        "moe_experts: calibration statistics are taken on unquantised experts");
+    return moe_experts_fp8(ctx, x, weights, perm, out_rows);
+  }
   std::vector<float> xs, act;
   for (int64_t e = 0; e < num_e; ++e) {
     const int64_t n = counts[e], r0 = offsets[e];
@@ -257,6 +263,11 @@ Status moe_experts(const Context& ctx, const TensorView& x, const ops::ExpertWei
         }
       }
     }, 8);
+    if (ctx.expert_stats) {  // calibration (ops/sparsity.h)
+      ctx.expert_stats->add(gate.data, xs.data(), n, h);
+      ctx.expert_stats->add(up.data, xs.data(), n, h);
+      ctx.expert_stats->add(down.data, act.data(), n, inter);
+    }
     // out_rows[r0 + r] = weight * (act[r] · down^T), split over the H output features.
     parallel_for(ctx, h, [&](int64_t hb, int64_t he) {
       std::vector<float> dn(static_cast<size_t>(inter));
