@@ -24,6 +24,16 @@ namespace {
 
 const fs::path kDemo = fs::path(MOEOPT_SOURCE_DIR) / "models/tiny-qwen3-moe-novels";
 
+// The first n token ids of the held-out excerpt (the perplexity golden's HF-tokenizer ids).
+std::vector<int32_t> golden_ids(size_t n) {
+  auto text = read_file((fs::path(MOEOPT_SOURCE_DIR) / "tests/data/demo_perplexity_golden.json").string());
+  EXPECT_TRUE(text.ok()) << text.status().message();
+  if (!text.ok()) return {};
+  auto ids = nlohmann::json::parse(*text)["ids"].get<std::vector<int32_t>>();
+  ids.resize(std::min(ids.size(), n));
+  return ids;
+}
+
 TEST(Sparsity24, PrunesTheRoutedExpertsOnly) {
   auto cfg = load_model_config((kDemo / "config.json").string());
   ASSERT_TRUE(cfg.ok()) << cfg.status().message();
@@ -69,10 +79,8 @@ TEST(Sparsity24, PrunesTheRoutedExpertsOnly) {
 // perplexity +17% on the whole excerpt; docs/perf.md), far more than FP8 does. The bounds
 // only say the harness sees a real, finite change.
 TEST(Sparsity24, QualityCostIsMeasured) {
-  auto text = read_file((fs::path(MOEOPT_SOURCE_DIR) / "tests/data/demo_perplexity_golden.json").string());
-  ASSERT_TRUE(text.ok()) << text.status().message();
-  auto ids = nlohmann::json::parse(*text)["ids"].get<std::vector<int32_t>>();
-  ids.resize(std::min<size_t>(ids.size(), 256));
+  const std::vector<int32_t> ids = golden_ids(256);
+  ASSERT_FALSE(ids.empty());
   ThreadPool pool(0);
   LoadOptions sparse;
   sparse.sparsity_2_4 = true;
@@ -96,10 +104,8 @@ TEST(Sparsity24, QualityCostIsMeasured) {
 // keys are the store's own buffers), gives every channel a finite importance, and changes
 // which weights survive.
 TEST(Sparsity24, ActivationAwareImportanceFromCalibration) {
-  auto text = read_file((fs::path(MOEOPT_SOURCE_DIR) / "tests/data/demo_perplexity_golden.json").string());
-  ASSERT_TRUE(text.ok()) << text.status().message();
-  auto ids = nlohmann::json::parse(*text)["ids"].get<std::vector<int32_t>>();
-  ids.resize(std::min<size_t>(ids.size(), 256));
+  const std::vector<int32_t> ids = golden_ids(256);
+  ASSERT_FALSE(ids.empty());
   ThreadPool pool(0);
   const ops::Context ctx{.pool = &pool};
   auto imp = expert_importance(kDemo.string(), ctx, token_windows(ids, 256));
