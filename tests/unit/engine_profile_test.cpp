@@ -202,30 +202,32 @@ TEST(Profile, EveryKeyIsOverridableAndRoundTripsThroughYaml) {
   EXPECT_TRUE(back->features.sparsity_2_4);
 }
 
-TEST(Profile, OnlyTheGpuPathsOfThisBuildAreReportedOn) {
-  // A build with the CUDA backend has the fused MoE kernels and CUDA graphs; nothing else
-  // exists yet: a requested feature must read "unavailable", never "on".
-#if MOEOPT_ENGINE_WITH_CUDA
-  const std::vector<Feature> want = {Feature::kFusedMoe, Feature::kCudaGraphs};
-#else
-  const std::vector<Feature> want = {};
-#endif
-  EXPECT_EQ(implemented_features(), want);
+TEST(Profile, UnbuiltFeaturesAreReportedUnavailableOnEveryDevice) {
+  // aggressive asks for every feature but 2:4 (opt-in only); what no backend has yet must read
+  // "unavailable", never "on", and the GPU paths only exist in a build with the CUDA backend.
   auto p = load_profile("aggressive", kConfigs);
   ASSERT_TRUE(p.ok());
-  auto states = feature_states(*p);
-  ASSERT_EQ(states.size(), size_t(kNumFeatures));
-  for (const auto& s : states) {
-    const bool gpu_path = s.key == std::string("fused_moe") || s.key == std::string("cuda_graphs");
-    EXPECT_EQ(s.implemented, gpu_path && !want.empty()) << s.key;
+  for (Device d : {Device::kCpu, Device::kCuda}) {
+    const auto states = feature_states(*p, d);
+    ASSERT_EQ(states.size(), size_t(kNumFeatures));
+    for (const auto& s : states) {
+      const bool gpu_only = s.key == std::string("fused_moe") || s.key == std::string("cuda_graphs");
+      const bool nowhere = s.key == std::string("expert_parallel") ||
+                           s.key == std::string("dual_batch_overlap") ||
+                           s.key == std::string("sparsity_2_4");
+#if MOEOPT_ENGINE_WITH_CUDA
+      constexpr bool kCudaBuild = true;
+#else
+      constexpr bool kCudaBuild = false;
+#endif
+      const bool want = !nowhere && (d == Device::kCuda ? kCudaBuild : !gpu_only);
+      EXPECT_EQ(s.implemented, want) << s.key << " on " << (d == Device::kCpu ? "cpu" : "cuda");
+    }
+    const std::string banner = describe_features(*p, d);
+    EXPECT_NE(banner.find("expert_parallel=unavailable"), std::string::npos) << banner;
+    EXPECT_NE(banner.find("sparsity_2_4=off"), std::string::npos) << banner;  // opt-in only
+    EXPECT_EQ(banner.find("=on", banner.find("expert_parallel")), std::string::npos) << banner;
   }
-  EXPECT_EQ(states[2].key, "fp8_weights");
-  EXPECT_TRUE(states[2].requested);
-  EXPECT_FALSE(states[2].active());
-  std::string banner = describe_features(*p);
-  EXPECT_NE(banner.find("fp8_weights=unavailable"), std::string::npos) << banner;
-  EXPECT_NE(banner.find("sparsity_2_4=off"), std::string::npos) << banner;
-  EXPECT_EQ(banner.find("fp8_weights=on"), std::string::npos) << banner;
 }
 
 }  // namespace

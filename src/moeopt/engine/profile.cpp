@@ -78,8 +78,8 @@ constexpr bool kCudaBuild = false;
 constexpr std::array<bool, kNumFeatures> kImplemented = {
     kCudaBuild,  // fused_moe
     kCudaBuild,  // cuda_graphs
-    false,       // fp8_weights
-    false,       // fp8_kv_cache
+    true,        // fp8_weights (the device rule is in feature_implemented)
+    true,        // fp8_kv_cache (likewise)
     false,       // expert_parallel
     false,       // dual_batch_overlap
     false,       // sparsity_2_4
@@ -375,15 +375,6 @@ std::string profile_to_yaml(const Profile& profile) {
   return out;
 }
 
-std::vector<Feature> implemented_features() {
-  std::vector<Feature> out;
-  for (Feature f : all_features())
-    if (feature_implemented(f)) out.push_back(f);
-  return out;
-}
-
-bool feature_implemented(Feature f) { return kImplemented[size_t(f)]; }
-
 bool feature_implemented(Feature f, Device device) {
   switch (f) {
     case Feature::kFp8Weights:
@@ -414,20 +405,6 @@ std::vector<FeatureState> feature_states(const Profile& profile, Device device) 
 std::string describe_features(const Profile& profile, Device device) {
   std::string out = "profile " + profile.name + ":";
   for (const auto& s : feature_states(profile, device))
-    out += fmt::format(" {}={}", s.key, !s.requested ? "off" : (s.implemented ? "on" : "unavailable"));
-  return out;
-}
-
-std::vector<FeatureState> feature_states(const Profile& profile) {
-  std::vector<FeatureState> out;
-  for (Feature f : all_features())
-    out.push_back({f, feature_key(f), profile.feature(f), feature_implemented(f)});
-  return out;
-}
-
-std::string describe_features(const Profile& profile) {
-  std::string out = "profile " + profile.name + ":";
-  for (const auto& s : feature_states(profile))
     out += fmt::format(" {}={}", s.key, !s.requested ? "off" : (s.implemented ? "on" : "unavailable"));
   return out;
 }

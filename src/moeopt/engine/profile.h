@@ -20,8 +20,8 @@
 // Every field can also be set by name through apply_override (CLI flags, tests).
 //
 // A profile only *asks* for features. Which ones this build implements is a separate
-// question (implemented_features); the banner and `moeopt verify` print requested features
-// this build lacks as "unavailable" instead of pretending they are on.
+// question (feature_implemented, per device); the banner and `moeopt verify` print requested
+// features this build lacks as "unavailable" instead of pretending they are on.
 #pragma once
 
 #include <string>
@@ -107,13 +107,6 @@ std::vector<std::string> profile_keys();
 // The profile written back as YAML (round-trips through parse_profile).
 std::string profile_to_yaml(const Profile& profile);
 
-// Features this build actually implements. Today none of them: the CUDA backend is a
-// self-test only, so every switch is reported "unavailable" when a profile asks for it.
-// Flip an entry in profile.cpp (kImplemented) in the same change that lands the feature and
-// its test.
-std::vector<Feature> implemented_features();
-bool feature_implemented(Feature f);
-
 struct FeatureState {
   Feature feature;
   std::string key;
@@ -121,18 +114,16 @@ struct FeatureState {
   bool implemented = false;
   bool active() const { return requested && implemented; }
 };
-// One entry per feature, in table order, for the banner and `moeopt verify`.
-std::vector<FeatureState> feature_states(const Profile& profile);
-// One banner line: "profile balanced: fused_moe=unavailable cuda_graphs=unavailable
-// fp8_weights=unavailable fp8_kv_cache=off ...".
-std::string describe_features(const Profile& profile);
-
-// The same questions for the backend a model runs on: fp8_weights is implemented on the CPU
-// (the W8A8 reference, ops/fp8.h) and on the GPU of a CUDA build; fused_moe and cuda_graphs
-// only on the GPU of a CUDA build. A caller that loads the model with the profile's fp8_weights
-// (cli::ModelArgs::fp8_weights) prints this banner.
+// Whether this build implements a feature on the backend a model runs on: fp8_weights and
+// fp8_kv_cache on the CPU (the references) and on the GPU of a CUDA build; fused_moe and
+// cuda_graphs only on the GPU of a CUDA build; expert_parallel, dual_batch_overlap and
+// sparsity_2_4 nowhere yet (profile.cpp kImplemented: flip an entry in the change that lands
+// the feature and its test).
 bool feature_implemented(Feature f, Device device);
+// One entry per feature, in table order, for the banner and `moeopt verify`.
 std::vector<FeatureState> feature_states(const Profile& profile, Device device);
+// One banner line: "profile balanced: fused_moe=on cuda_graphs=on fp8_weights=on
+// fp8_kv_cache=off ... sparsity_2_4=unavailable" (requested but not implemented).
 std::string describe_features(const Profile& profile, Device device);
 
 }  // namespace moeopt::engine
