@@ -12,12 +12,12 @@ namespace moeopt {
 Result<std::unique_ptr<Model>> make_model(ModelConfig config, WeightStore store) {
   Result<DecoderWeights> (*recipe)(const WeightStore&, const ModelConfig&) = nullptr;
   switch (config.arch) {
-    case Arch::kQwen3Moe: recipe = arch::qwen3_moe_weights; break;
+    case Arch::kQwen3Moe:
+    case Arch::kOlmoe: recipe = arch::qwen3_moe_weights; break;
     case Arch::kQwen2Moe: recipe = arch::qwen2_moe_weights; break;
     case Arch::kMixtral: recipe = arch::mixtral_weights; break;
     case Arch::kDeepseekV2:
     case Arch::kDeepseekV3: recipe = arch::deepseek_weights; break;
-    case Arch::kOlmoe:
     case Arch::kLlama:
     case Arch::kMistral:
     case Arch::kQwen2:
@@ -26,7 +26,12 @@ Result<std::unique_ptr<Model>> make_model(ModelConfig config, WeightStore store)
   if (!recipe)
     return make_error(ErrorCode::kUnsupported,
                       "{}: running {} models is not implemented yet (qwen3_moe, qwen2_moe, "
-                      "mixtral, deepseek_v2 and deepseek_v3 are)", config.source, arch_name(config.arch));
+                      "mixtral, olmoe, deepseek_v2 and deepseek_v3 are)", config.source,
+                      arch_name(config.arch));
+  if (config.clip_qkv)
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: field 'clip_qkv' is {}: clamping q/k/v is not implemented (OLMoE "
+                      "checkpoints ship null)", config.source, *config.clip_qkv);
   MOEOPT_ASSIGN_OR_RETURN(DecoderWeights weights, recipe(store, config));
   return std::unique_ptr<Model>(
       std::make_unique<DecoderModel>(std::move(config), std::move(store), std::move(weights)));

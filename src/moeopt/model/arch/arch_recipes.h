@@ -16,6 +16,9 @@ Result<DecoderWeights> load_decoder_common(const WeightStore& w, const ModelConf
 // (kUnsupported): the attention reads it unquantised.
 Result<MlaWeights> load_mla_attention(const WeightStore& w, const ModelConfig& c, int layer);
 
+// Qwen3-MoE, and OLMoE, whose MoE block is the same (softmax top-k, norm_topk_prob, every
+// layer MoE); OLMoE's q/k norms span the whole projection, which the decoder reads from
+// their shape.
 Result<DecoderWeights> qwen3_moe_weights(const WeightStore& w, const ModelConfig& c);
 Result<DecoderWeights> qwen2_moe_weights(const WeightStore& w, const ModelConfig& c);
 Result<DecoderWeights> mixtral_weights(const WeightStore& w, const ModelConfig& c);

@@ -440,9 +440,12 @@ Status DecoderModel::run(const ops::Context& ctx, const ForwardBatch& b, const B
       MOEOPT_RETURN_IF_ERROR(ops::linear(ctx, x, {L.attn.v, L.attn.v_scale}, L.attn.v_bias, v));
     }
     TensorView q3 = heads_view(q, Hq, D), k3 = heads_view(k, Hkv, D), v3 = heads_view(v, Hkv, D);
-    if (L.attn.q_norm) {
+    if (L.attn.q_norm && L.attn.q_norm->numel() == D) {  // Qwen3: per head
       MOEOPT_RETURN_IF_ERROR(ops::rms_norm_per_head(ctx, q3, *L.attn.q_norm, eps, q3));
       MOEOPT_RETURN_IF_ERROR(ops::rms_norm_per_head(ctx, k3, *L.attn.k_norm, eps, k3));
+    } else if (L.attn.q_norm) {  // OLMoE: over the whole q and k projections
+      MOEOPT_RETURN_IF_ERROR(ops::rms_norm(ctx, q, *L.attn.q_norm, eps, q));
+      MOEOPT_RETURN_IF_ERROR(ops::rms_norm(ctx, k, *L.attn.k_norm, eps, k));
     }
     MOEOPT_RETURN_IF_ERROR(ops::rope_apply(ctx, q3, k3, positions, cos_sin));
     const ops::KvScales kv_scales{kv[l].k_scale, kv[l].v_scale};  // empty unless fp8

@@ -28,7 +28,8 @@ struct AttentionWeights {
   TensorView q, k, v, o;                         // [Hq*D, H], [Hkv*D, H] x2, [H, Hq*D]
   std::optional<TensorView> q_scale, k_scale, v_scale, o_scale;  // fp8 only
   std::optional<TensorView> q_bias, k_bias, v_bias, o_bias;
-  std::optional<TensorView> q_norm, k_norm;      // [D] per-head RMSNorm (Qwen3)
+  std::optional<TensorView> q_norm, k_norm;      // [D] per-head RMSNorm (Qwen3), or over the
+                                                 // whole projection, [Hq*D] / [Hkv*D] (OLMoE)
   // q, k, v as one [(Hq + 2 Hkv) D, H] matrix when they are adjacent in memory (the device
   // layout puts them so, see model/device_weights.h): one GEMM instead of three. FP8: when
   // their block scales are adjacent too and q and k end on 128-row blocks, qkv_scale is the
