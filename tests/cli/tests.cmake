@@ -60,8 +60,10 @@ add_test(NAME cli_bench_prefill_json COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FIL
   -DJSON=${CMAKE_CURRENT_BINARY_DIR}/bench_prefill.json -DSECTION=prefill -DROWS=2
   "-DPOSITIVE=prefill_tokens_per_s|median_seconds|flops|tflops_per_s"
   -DPCT=pct_of_peak -P ${_bench_json_check})
+# They check that no row exceeds its measured CPU bound: run alone, so that no other test
+# holds a core while the bound or the rows are measured (RUN_SERIAL).
 set_tests_properties(cli_bench_decode_json cli_bench_prefill_json PROPERTIES LABELS cli
-  ENVIRONMENT MOEOPT_HOME=${PROJECT_SOURCE_DIR} TIMEOUT 300)
+  ENVIRONMENT MOEOPT_HOME=${PROJECT_SOURCE_DIR} TIMEOUT 300 RUN_SERIAL TRUE)
 moeopt_cli_test(bench_decode_bad_batch "bench|decode|--batch-sizes|1,x" 2
   STDERR "^moeopt bench decode: error: --batch-sizes: 'x' is not a positive integer or max\n$")
 moeopt_cli_test(bench_decode_output_len_1 "bench|decode|--output-len|1" 2
