@@ -77,7 +77,7 @@ Result<ExpertImportance> expert_importance(const std::string& dir, const ops::Co
   for (const auto& p : calibration) MOEOPT_RETURN_IF_ERROR(prompt_logits(*model, calib, p).status());
   ExpertImportance out;
   for (const TensorSpec& s : store.specs()) {
-    if (s.role != TensorRole::kRoutedExpert || !s.fp8_linear) continue;
+    if (!is_prunable_expert(s)) continue;
     MOEOPT_ASSIGN_OR_RETURN(TensorView w, store.get(s.name));
     auto it = stats.sum_sq.find(w.data);
     if (it == stats.sum_sq.end()) continue;  // never routed to

@@ -149,7 +149,7 @@ Status WeightStore::dequantize_fp8(const ops::Context& ctx) {
 
 Status WeightStore::prune_experts_2_4(const ops::Context& ctx, const ExpertImportance* importance) {
   for (const TensorSpec& s : specs_) {
-    if (s.role != TensorRole::kRoutedExpert || !s.fp8_linear || s.shape.size() != 2) continue;
+    if (!is_prunable_expert(s)) continue;
     auto it = views_.find(s.name);
     if (it == views_.end()) continue;
     const TensorView src = it->second;

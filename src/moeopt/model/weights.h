@@ -28,6 +28,11 @@
 
 namespace moeopt {
 
+// A routed expert's 2-D projection (gate/up/down): what 2:4 pruning applies to.
+inline bool is_prunable_expert(const TensorSpec& s) {
+  return s.role == TensorRole::kRoutedExpert && s.fp8_linear && s.shape.size() == 2;
+}
+
 // Per-input-channel importance of routed expert projections, by tensor name ([K] each), for
 // activation-aware 2:4 pruning (model/quality.h expert_importance).
 struct ExpertImportance {

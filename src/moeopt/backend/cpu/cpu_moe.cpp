@@ -265,7 +265,7 @@ Status moe_experts(const Context& ctx, const TensorView& x, const ops::ExpertWei
     }, 8);
     if (ctx.expert_stats) {  // calibration (ops/sparsity.h)
       ctx.expert_stats->add(gate.data, xs.data(), n, h);
-      ctx.expert_stats->add(up.data, xs.data(), n, h);
+      ctx.expert_stats->sum_sq[up.data] = ctx.expert_stats->sum_sq[gate.data];  // same rows
       ctx.expert_stats->add(down.data, act.data(), n, inter);
     }
     // out_rows[r0 + r] = weight * (act[r] · down^T), split over the H output features.
