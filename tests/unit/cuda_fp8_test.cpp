@@ -6,7 +6,8 @@
 //   - the W8A8 linear (fast kernel and fallback) on the op-case table's kLinearFp8 cases and
 //     on Qwen3-30B-A3B projection shapes (H 2048, q 4096, kv 512, fused qkv 5120) for M in
 //     {1, 8, 64, 300, 1024} (every tile of choose_fp8_linear_tile), bf16 and f32 outputs,
-//     bias, strided rows.
+//     bias, strided rows; and every tile of the dense GEMM forced (DenseLinearEveryTile:
+//     the mma.sync and the sm_90a wgmma tiles) on shapes with tails in M, N and K.
 // Method: x and w are drawn and rounded to bf16; the CPU quantises w (the codes and scales
 // then go to the GPU as they are) and runs linear on the f32 copy of x; the GPU gets x in
 // bf16 (exact). Both quantise x from the same values, so the only difference is the order
@@ -29,6 +30,9 @@
 #include <fmt/format.h>
 
 #include "moeopt/backend/cuda/cuda_backend.h"
+#include "moeopt/backend/cuda/fp8_launch.h"
+#include "moeopt/backend/cuda/moe_heuristics.h"
+#include "moeopt/backend/cuda/moe_launch.h"
 #include "moeopt/core/thread_pool.h"
 #include "moeopt/ops/check.h"
 #include "moeopt/ops/fp8.h"
@@ -40,6 +44,11 @@ namespace {
 
 constexpr double kBf16Nmse = 1e-5;
 constexpr double kF32Nmse = 1e-9;
+// The sm_90a wgmma tiles: the tensor cores sum a 128-group of e4m3 products in less than f32
+// precision before the kernel adds the group in f32 (the DeepSeek-V3 report puts it near 14
+// mantissa bits; hence one promotion per 128-group). Measured on an H200: normalised MSE
+// 1.0e-8 for f32 outputs (rms relative error ~1e-4); the mma.sync tiles stay within kF32Nmse.
+constexpr double kF32WgmmaNmse = 1e-7;
 
 ThreadPool& pool() {
   static ThreadPool p(0);
@@ -149,6 +158,9 @@ struct Fp8LinearShape {
   bool bias = false;
   DType y = DType::kBF16;
   int64_t x_pad = 0, y_pad = 0;  // extra elements per row (strided views)
+  // Forced tile: the GPU side quantises x with the device quantiser and launches the dense GEMM of
+  // this tile directly (launch_fp8_dense_linear), bypassing choose_fp8_linear_tile.
+  std::optional<cuda::MoeFp8Tile> tile = std::nullopt;
 };
 
 void check_linear(cuda::CudaBackend& be, const Fp8LinearShape& s) {
@@ -172,12 +184,47 @@ void check_linear(cuda::CudaBackend& be, const Fp8LinearShape& s) {
   ASSERT_EQ(cudaMemcpy(db.p, b16.ptr<void>(), size_t(s.n) * 2, cudaMemcpyHostToDevice), cudaSuccess);
   TensorView bias_v = TensorView::contiguous(db.p, DType::kBF16, {s.n}, Device::kCuda);
   const std::optional<TensorView> dbias = s.bias ? std::optional<TensorView>(bias_v) : std::nullopt;
-  const Status st = linear(Context{.device_backend = &be}, dx.view(s.k),
-                           LinearWeight(dq.view(s.k), ds.view(fp8_blocks(s.k))), dbias, dy.view(s.n));
-  ASSERT_TRUE(st.ok()) << st.message();
+  if (s.tile) {
+    Dev dxq(DType::kF8E4M3, s.m, s.k), dxs(DType::kF32, s.m, fp8_blocks(s.k));
+    cuda::kernels::Fp8QuantActParams qp{};
+    qp.x = dx.p;
+    qp.x_dtype = cuda::kernels::ElemDType::kBF16;
+    qp.rows = s.m;
+    qp.k = s.k;
+    qp.x_stride = s.k + s.x_pad;
+    qp.x_q = static_cast<unsigned char*>(dxq.p);
+    qp.q_stride = s.k;
+    qp.x_scale = static_cast<float*>(dxs.p);
+    ASSERT_EQ(cuda::detail::launch_fp8_quantize_act(qp, false, nullptr), cudaSuccess);
+    cuda::kernels::Fp8GroupedGemmParams p{};
+    p.act_q = static_cast<const unsigned char*>(dxq.p);
+    p.act_scale = static_cast<const float*>(dxs.p);
+    p.ld_act = int(s.k);
+    p.weight = static_cast<const unsigned char*>(dq.p);
+    p.weight_scale = static_cast<const float*>(ds.p);
+    p.K = int(s.k);
+    p.N_out = int(s.n);
+    p.num_tokens = p.num_rows = int(s.m);
+    p.dense = 1;
+    p.ld_out = int(s.n + s.y_pad);
+    p.bias = s.bias ? static_cast<const __nv_bfloat16*>(db.p) : nullptr;
+    if (s.y == DType::kF32) p.out_f32 = static_cast<float*>(dy.p);
+    else p.out_bf16 = static_cast<__nv_bfloat16*>(dy.p);
+    ASSERT_EQ(cuda::detail::launch_fp8_dense_linear(*s.tile, p, false, nullptr), cudaSuccess);
+  } else {
+    const Status st = linear(Context{.device_backend = &be}, dx.view(s.k),
+                             LinearWeight(dq.view(s.k), ds.view(fp8_blocks(s.k))), dbias,
+                             dy.view(s.n));
+    ASSERT_TRUE(st.ok()) << st.message();
+  }
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   HostTensor got = converted(get(dy.view(s.n)), DType::kF32);
-  const double tol = s.y == DType::kF32 ? kF32Nmse : kBf16Nmse;
+  int dev = 0, sms = 0;
+  ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), cudaSuccess);
+  const bool wgmma = cuda::is_fp8_wgmma_tile(
+      s.tile ? *s.tile : cuda::choose_fp8_linear_tile(s.m, s.n, sms, /*allow_wgmma=*/true));
+  const double tol = s.y == DType::kF32 ? (wgmma ? kF32WgmmaNmse : kF32Nmse) : kBf16Nmse;
   std::vector<double> want(size_t(ref.numel()));
   for (int64_t i = 0; i < ref.numel(); ++i) want[size_t(i)] = ref.ptr<float>()[i];
   const Comparison c = compare_values(got.ptr<float>(), want.data(), ref.numel(), Metric::kNormalizedMse, tol);
@@ -253,6 +300,23 @@ TEST(CudaFp8, LinearRealWidth) {
   check_linear(be, {.name = "long_k", .m = 40, .n = 256, .k = 16384, .y = DType::kF32});
   // Unaligned x rows: the fallback kernel.
   check_linear(be, {.name = "unaligned", .m = 9, .n = 256, .k = 512, .x_pad = 3});
+}
+
+// Every tile of the dense FP8 GEMM, forced, on shapes with tails in every dimension: M not a
+// multiple of any token tile, K = 2064 (a partial 128-group), N = 1000 (a partial 256-row
+// weight block), bf16 and f32 y with padded rows, bias; and the fused qkv width.
+TEST(CudaFp8, DenseLinearEveryTile) {
+  SKIP_WITHOUT_GPU();
+  cuda::CudaBackend be;
+  for (int t = 0; t < cuda::kNumMoeFp8Tiles; ++t) {
+    const auto tile = cuda::MoeFp8Tile(t);
+    const std::string n = cuda::moe_fp8_tile_name(tile);
+    check_linear(be, {.name = n + "_qkv", .m = 300, .n = 5120, .k = 2048, .tile = tile});
+    check_linear(be, {.name = n + "_tails_bias", .m = 77, .n = 1000, .k = 2064, .bias = true,
+                      .y_pad = 8, .tile = tile});
+    check_linear(be, {.name = n + "_tails_f32", .m = 45, .n = 1000, .k = 2064, .bias = true,
+                      .y = DType::kF32, .y_pad = 3, .tile = tile});
+  }
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 
 #include "cuda_test_support.h"
 #include "moeopt/backend/cuda/cuda_backend.h"
+#include "moeopt/backend/cuda/moe.h"
 #include "moeopt/core/dtype.h"
 #include "moeopt/core/thread_pool.h"
 #include "moeopt/ops/fp8.h"
@@ -270,6 +271,113 @@ TEST_P(CudaMoeFp8Gpu, MatchesCpuOracle) {
 }
 INSTANTIATE_TEST_SUITE_P(Cases, CudaMoeFp8Gpu, testing::ValuesIn(gpu_cases()),
                          [](const auto& info) { return info.param.name; });
+
+// Every FP8 tile, forced through the layer's plan (cuda::moe_layer_plan's MoeTileChoice), on
+// the routing of the CPU oracle: the mma.sync tiles and the sm_90a wgmma tiles, each as GEMM 1
+// with its default GEMM 2, and mixed pairs of equal token rows (the chooser may pair a
+// mma.sync GEMM 1 with a wgmma GEMM 2). Shapes: Qwen3-30B-A3B at M = 256 (16 rows per
+// expert), tails in every dimension (H = 2064: a partial K group and a partial 256-row weight
+// block in GEMM 2; I = 192: GEMM 1's second 128-column block half empty), and concentrated
+// routing (empty experts, experts spanning several token tiles).
+struct TileCase {
+  std::string name;
+  int64_t m, h, inter, e;
+  int k;
+  bool skew = false;
+};
+
+using TilePair = std::pair<cuda::MoeFp8Tile, cuda::MoeFp8Tile>;
+
+// One reference per case, then every pair on the same device data.
+void run_tile_case(const TileCase& c, const std::vector<TilePair>& pairs) {
+  SCOPED_TRACE(c.name);
+  const int64_t m = c.m, h = c.h, inter = c.inter, e = c.e, ib = fp8_blocks(inter),
+                hb = fp8_blocks(h);
+  const uint64_t seed = CaseRng(c.name).next();
+  HostTensor x(DType::kF32, {m, h}), xb(DType::kBF16, {m, h});
+  {
+    HostTensor r = random_f32({m, h}, seed + 1, 0.01, 2.0);
+    for (int64_t i = 0; i < m * h; ++i) {
+      const uint16_t b = f32_to_bf16(r.ptr<float>()[i]);
+      xb.ptr<uint16_t>()[i] = b;
+      x.ptr<float>()[i] = bf16_to_f32(b);
+    }
+  }
+  HostTensor logits = random_f32({m, e}, seed + 2, 0.05, 3.0);
+  if (c.skew)
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t j = 0; j < e; ++j) logits.ptr<float>()[t * e + j] += j < 2 * c.k ? 20.f : 0.f;
+  HostTensor w13 = random_codes({e, 2 * inter, h}, seed + 4);
+  HostTensor w2 = random_codes({e, h, inter}, seed + 5);
+  HostTensor w13s = random_scales({e, 2 * ib, hb}, h, seed + 6);
+  HostTensor w2s = random_scales({e, hb, ib}, inter, seed + 7);
+  RouteParams rp;
+  rp.top_k = c.k;
+  const MoeParams params{.route = rp};
+  HostTensor ref(DType::kF32, {m, h});
+  const Context cpu{.pool = &pool()};
+  ASSERT_TRUE(moe_forward(cpu, x, logits, ExpertWeights::stacked_fp8(w13, w13s, w2, w2s), params,
+                          ref)
+                  .ok());
+  HostTensor ids(DType::kI32, {m, c.k}), wts(DType::kF32, {m, c.k});
+  ASSERT_TRUE(moe_route(cpu, logits, rp, ids, wts).ok());
+
+  std::vector<double> want = to_doubles(ref);
+  DevTensor dx(xb.view()), dids(ids.view()), dwts(wts.view()), d13(w13.view()), d2(w2.view()),
+      d13s(w13s.view()), d2s(w2s.view()), dout(DType::kBF16, {m, h});
+  ASSERT_TRUE(dx.ok() && d13.ok() && d2.ok() && dout.ok());
+  for (const auto& [t1, t2] : pairs) {
+    SCOPED_TRACE(std::string(cuda::moe_fp8_tile_name(t1)) + "/" + cuda::moe_fp8_tile_name(t2));
+    cuda::MoeTileChoice tiles;
+    tiles.fp8_tile = t1;
+    tiles.fp8_tile2 = t2;
+    const Result<cuda::MoeLayerPlan> plan =
+        cuda::moe_layer_plan(cuda::MoeDims{m, h, inter, e, c.k, /*fp8=*/true}, tiles);
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    DevTensor dws(DType::kU8, {int64_t(plan->bytes)});
+    ASSERT_TRUE(dws.ok());
+    cudaMemset(dout.view().data, 0x7f, dout.view().nbytes());  // poison
+    cudaMemset(dws.view().data, 0xff, dws.view().nbytes());
+    cuda::MoeLayerArgs a;
+    a.x = dx.view().data;
+    a.expert_ids = dids.view().ptr<const int32_t>();
+    a.expert_weights = dwts.view().ptr<const float>();
+    a.w13 = d13.view().data;
+    a.w2 = d2.view().data;
+    a.w13_scale = d13s.view().ptr<const float>();
+    a.w2_scale = d2s.view().ptr<const float>();
+    a.out = dout.view().data;
+    a.workspace = dws.view().data;
+    const Status st = cuda::moe_layer_run(*plan, a);
+    ASSERT_TRUE(st.ok()) << st.message();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    HostTensor got_b = dout.download();
+    std::vector<float> got(size_t(m * h));
+    for (int64_t i = 0; i < m * h; ++i) got[size_t(i)] = bf16_to_f32(got_b.ptr<uint16_t>()[i]);
+    const Comparison cmp =
+        compare_values(got.data(), want.data(), m * h, Metric::kNormalizedMse, kFp8Nmse);
+    std::printf("[ fp8 tile ] %-18s %-16s/%-16s nmse %.3e\n", c.name.c_str(),
+                cuda::moe_fp8_tile_name(t1), cuda::moe_fp8_tile_name(t2), cmp.value);
+    EXPECT_TRUE(cmp.ok) << cmp.detail;
+  }
+}
+
+TEST(CudaMoeFp8Tiles, EveryTileMatchesCpuOracle) {
+  SKIP_WITHOUT_GPU();
+  using cuda::MoeFp8Tile;
+  const std::vector<TileCase> cases = {
+      {.name = "qwen3_30b_m256", .m = 256, .h = 2048, .inter = 768, .e = 128, .k = 8},
+      {.name = "tails_h2064_i192", .m = 45, .h = 2064, .inter = 192, .e = 16, .k = 4},
+      {.name = "skewed_m300", .m = 300, .h = 512, .inter = 256, .e = 32, .k = 4, .skew = true},
+  };
+  std::vector<TilePair> pairs;
+  for (int t = 0; t < cuda::kNumMoeFp8Tiles; ++t)
+    pairs.emplace_back(MoeFp8Tile(t), cuda::moe_fp8_gemm2_tile(MoeFp8Tile(t)));
+  pairs.emplace_back(MoeFp8Tile::kBm64Bn16, MoeFp8Tile::kWgmma256x16);
+  pairs.emplace_back(MoeFp8Tile::kWgmma256x32, MoeFp8Tile::kBm64Bn32);
+  pairs.emplace_back(MoeFp8Tile::kBm128Bn64, MoeFp8Tile::kWgmma256x64);
+  for (const TileCase& c : cases) run_tile_case(c, pairs);
+}
 
 // The op-by-op moe_experts has no FP8 path on CUDA: a clean kUnsupported.
 TEST(CudaMoeFp8, ExpertsOpIsUnsupported) {

@@ -55,7 +55,9 @@ Status CudaBackend::linear_fp8(const ops::Context& ctx, const TensorView& x,
   const bool shaped = k > 0 && k % 16 == 0 && n % 8 == 0 && ldx % 8 == 0 && aligned16(x.data) &&
                       aligned16(weight.data) && m <= INT32_MAX && n <= INT32_MAX &&
                       k <= INT32_MAX && ldx <= INT32_MAX && ldy <= INT32_MAX;
-  const MoeFp8Tile tile = choose_fp8_linear_tile(m, n, sm_count());
+  // The wgmma tiles store bf16 y in 16-byte row chunks.
+  const bool wgmma_out_ok = y.dtype == DType::kF32 || (ldy % 8 == 0 && aligned16(y.data));
+  const MoeFp8Tile tile = choose_fp8_linear_tile(m, n, sm_count(), wgmma_out_ok);
   if (shaped && detail::moe_fp8_gemm_smem_bytes(tile, int(k)) <= detail::kMaxSmemPerBlock) {
     // Scratch: x_q [M, K] e4m3, then x_s [M, ceil(K/128)] f32 (256-byte aligned).
     const size_t q_bytes = align_up(size_t(m * k)), s_bytes = size_t(m * ops::fp8_blocks(k)) * 4;

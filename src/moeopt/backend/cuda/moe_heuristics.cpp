@@ -1,6 +1,8 @@
 // Tile heuristics for the MoE grouped GEMMs: see moe_heuristics.h.
 #include "moeopt/backend/cuda/moe_heuristics.h"
 
+#include <initializer_list>
+
 namespace moeopt::cuda {
 
 int moe_gemm_tile_rows(MoeGemmTile tile) {
@@ -81,8 +83,27 @@ int moe_fp8_tile_rows(MoeFp8Tile tile) {
     case MoeFp8Tile::kBm64Bn32: return 32;
     case MoeFp8Tile::kBm128Bn64: return 64;
     case MoeFp8Tile::kBm128Bn128: return 128;
+    case MoeFp8Tile::kWgmma256x16: return 16;
+    case MoeFp8Tile::kWgmma256x32: return 32;
+    case MoeFp8Tile::kWgmma256x64: return 64;
   }
   return 32;  // unreachable: every enumerator is handled above
+}
+
+bool is_fp8_wgmma_tile(MoeFp8Tile tile) {
+  switch (tile) {
+    case MoeFp8Tile::kWgmma256x16:
+    case MoeFp8Tile::kWgmma256x32:
+    case MoeFp8Tile::kWgmma256x64: return true;
+    case MoeFp8Tile::kBm32Bn8:
+    case MoeFp8Tile::kBm64Bn8:
+    case MoeFp8Tile::kBm128Bn8:
+    case MoeFp8Tile::kBm64Bn16:
+    case MoeFp8Tile::kBm64Bn32:
+    case MoeFp8Tile::kBm128Bn64:
+    case MoeFp8Tile::kBm128Bn128: return false;
+  }
+  return false;
 }
 
 int moe_fp8_tile_weight_rows(MoeFp8Tile tile) {
@@ -94,6 +115,9 @@ int moe_fp8_tile_weight_rows(MoeFp8Tile tile) {
     case MoeFp8Tile::kBm128Bn8:
     case MoeFp8Tile::kBm128Bn64:
     case MoeFp8Tile::kBm128Bn128: return 128;
+    case MoeFp8Tile::kWgmma256x16:
+    case MoeFp8Tile::kWgmma256x32:
+    case MoeFp8Tile::kWgmma256x64: return 256;
   }
   return 64;  // unreachable
 }
@@ -107,20 +131,39 @@ const char* moe_fp8_tile_name(MoeFp8Tile tile) {
     case MoeFp8Tile::kBm64Bn32: return "fp8_bm64_bn32";
     case MoeFp8Tile::kBm128Bn64: return "fp8_bm128_bn64";
     case MoeFp8Tile::kBm128Bn128: return "fp8_bm128_bn128";
+    case MoeFp8Tile::kWgmma256x16: return "fp8_wgmma256x16";
+    case MoeFp8Tile::kWgmma256x32: return "fp8_wgmma256x32";
+    case MoeFp8Tile::kWgmma256x64: return "fp8_wgmma256x64";
   }
   return "?";
 }
 
-MoeFp8Tile choose_moe_fp8_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
-  // A token tile of about 1-2x the mean rows per expert, as the bf16 rule (not yet swept
-  // for FP8 at every M).
-  const double rows_per_expert =
-      double(num_tokens) * double(top_k) / double(num_experts > 0 ? num_experts : 1);
+namespace {
+
+// The mma.sync tile for a token tile of about 1-2x the rows per expert (the BF16 rule).
+MoeFp8Tile mma_fp8_tile(double rows_per_expert) {
   if (rows_per_expert <= 4.0) return MoeFp8Tile::kBm32Bn8;
   if (rows_per_expert <= 12.0) return MoeFp8Tile::kBm64Bn16;
   if (rows_per_expert <= 40.0) return MoeFp8Tile::kBm64Bn32;
   if (rows_per_expert <= 96.0) return MoeFp8Tile::kBm128Bn64;
   return MoeFp8Tile::kBm128Bn128;
+}
+
+}  // namespace
+
+MoeFp8Tile choose_moe_fp8_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts) {
+  const double rows_per_expert =
+      double(num_tokens) * double(top_k) / double(num_experts > 0 ? num_experts : 1);
+  // H200 sweep (bench moe --fp8-tiles, Qwen3-30B-A3B shape, uniform routing, us; mma.sync
+  // = the previous rule): M = 1: bm32_bn8 20.6, wgmma256x16 22.4; M = 8: 76.1 / 80.7;
+  // M = 64: 176.6 / 175.9; M = 256: bm64_bn32 259.6, wgmma256x32 190.8, x16 219.3, x64 214.5;
+  // M = 512: bm64_bn32 361.8, wgmma256x32 238.3, x64 230.6; M = 1024: bm128_bn64 666.2,
+  // wgmma256x64 301.7; M = 4096: bm128_bn128 1882.8, wgmma256x64 821.7 (docs/perf.md). Up to
+  // 4 rows per expert the 32-row mma.sync blocks keep every SM streaming; past that the
+  // TMA-fed wgmma tiles win at every measured M.
+  if (rows_per_expert <= 4.0) return MoeFp8Tile::kBm32Bn8;
+  if (rows_per_expert <= 24.0) return MoeFp8Tile::kWgmma256x32;
+  return MoeFp8Tile::kWgmma256x64;
 }
 
 MoeFp8Tile moe_fp8_gemm2_tile(MoeFp8Tile gemm1_tile) {
@@ -131,18 +174,30 @@ MoeFp8Tile moe_fp8_gemm2_tile(MoeFp8Tile gemm1_tile) {
     case MoeFp8Tile::kBm64Bn16:
     case MoeFp8Tile::kBm64Bn32:
     case MoeFp8Tile::kBm128Bn64:
-    case MoeFp8Tile::kBm128Bn128: break;
+    case MoeFp8Tile::kBm128Bn128:
+    case MoeFp8Tile::kWgmma256x16:
+    case MoeFp8Tile::kWgmma256x32:
+    case MoeFp8Tile::kWgmma256x64: break;
   }
   return gemm1_tile;
 }
 
-MoeFp8Tile choose_fp8_linear_tile(int64_t m, int64_t n, int num_sms) {
-  MoeFp8Tile t = choose_moe_fp8_tile(m, 1, 1);
-  auto blocks = [&](MoeFp8Tile x) {
-    const int64_t r = moe_fp8_tile_rows(x), w = moe_fp8_tile_weight_rows(x);
-    return ((m + r - 1) / r) * ((n + w - 1) / w);
+MoeFp8Tile choose_fp8_linear_tile(int64_t m, int64_t n, int num_sms, bool allow_wgmma) {
+  // From 128 tokens, the largest wgmma token tile whose (token tile, 256-row weight block)
+  // items still give nine tenths of the SMs one each (the persistent kernel loops over them).
+  auto enough = [&](int64_t rows, int64_t weight_rows) {
+    return ((m + rows - 1) / rows) * ((n + weight_rows - 1) / weight_rows) * 10 >=
+           int64_t(num_sms) * 9;
   };
-  while (t != MoeFp8Tile::kBm32Bn8 && blocks(t) * 10 < int64_t(num_sms) * 9) {
+  if (allow_wgmma && m >= 128)
+    for (MoeFp8Tile t : {MoeFp8Tile::kWgmma256x64, MoeFp8Tile::kWgmma256x32,
+                         MoeFp8Tile::kWgmma256x16})
+      if (enough(moe_fp8_tile_rows(t), 256)) return t;
+  // Otherwise the mma.sync rule for one expert holding all M rows, stepped down to smaller
+  // tiles while the grid would leave more than a tenth of the SMs without a block.
+  MoeFp8Tile t = mma_fp8_tile(double(m));
+  while (t != MoeFp8Tile::kBm32Bn8 &&
+         !enough(moe_fp8_tile_rows(t), moe_fp8_tile_weight_rows(t))) {
     t = MoeFp8Tile(int(t) - 1);
     if (t == MoeFp8Tile::kBm128Bn8) t = MoeFp8Tile::kBm64Bn8;  // more weight rows: no step down
   }

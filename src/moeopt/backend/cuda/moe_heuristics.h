@@ -46,20 +46,30 @@ enum class MoeFp8Tile : uint8_t {
   kBm64Bn32,
   kBm128Bn64,   // prefill: 8 warps
   kBm128Bn128,
+  // sm_90a (kernels/fp8_wgmma_gemm.cuh): wgmma e4m3 + TMA weights, warp-specialised,
+  // persistent; 256 weight rows x 16 / 32 / 64 tokens, one 128-wide K group per stage.
+  kWgmma256x16,
+  kWgmma256x32,
+  kWgmma256x64,
 };
-inline constexpr int kNumMoeFp8Tiles = 7;
+inline constexpr int kNumMoeFp8Tiles = 10;
+// Whether a tile is one of the wgmma tiles (one CTA per SM looping over work items).
+bool is_fp8_wgmma_tile(MoeFp8Tile tile);
 int moe_fp8_tile_rows(MoeFp8Tile tile);
 int moe_fp8_tile_weight_rows(MoeFp8Tile tile);
 const char* moe_fp8_tile_name(MoeFp8Tile tile);
-// By rows per expert, as choose_moe_gemm_tile.
+// By rows per expert, as choose_moe_gemm_tile: the 32-row mma.sync blocks up to 4 rows per
+// expert (decode), the wgmma tiles above (measured: moe_heuristics.cpp).
 MoeFp8Tile choose_moe_fp8_tile(int64_t num_tokens, int64_t top_k, int64_t num_experts);
 // GEMM 2's tile given GEMM 1's (same token rows). GEMM 2's K is I (768 for Qwen3-30B-A3B:
 // six 128-groups), so a block of GEMM 1's 32 weight rows streams only 24 KB and its fixed
 // costs dominate; the 8-token tiles take 128 rows there.
 MoeFp8Tile moe_fp8_gemm2_tile(MoeFp8Tile gemm1_tile);
-// The FP8 dense linear's tile for M tokens and N output features: the MoE rule for one
-// expert holding all M rows, stepped down to smaller tiles while the grid would leave more
-// than a tenth of the num_sms SMs without a block (decode: the weight stream needs every SM).
-MoeFp8Tile choose_fp8_linear_tile(int64_t m, int64_t n, int num_sms);
+// The FP8 dense linear's tile for M tokens and N output features: from M = 128 the largest
+// wgmma tile whose work items cover nine tenths of the num_sms SMs; otherwise the mma.sync
+// rule for one expert holding all M rows, stepped down to smaller tiles while the grid would
+// leave more than a tenth of the SMs without a block (decode: the weight stream needs every
+// SM). allow_wgmma = false (an output the wgmma epilogue cannot store) keeps to mma.sync tiles.
+MoeFp8Tile choose_fp8_linear_tile(int64_t m, int64_t n, int num_sms, bool allow_wgmma = true);
 
 }  // namespace moeopt::cuda

@@ -74,41 +74,44 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 // valid experts; rows are bounded within an expert by the row dimensions).
 constexpr cuuint64_t kMapExperts = k::kPermuteMaxExperts;
 
-// Weight tensor map of an ENK stack for the wgmma kernel; *mode = the kernel's tma_mode.
-// GEMM 1 (gated): 5-D {K, 8 rows, gate/up (stride I rows), I/8 groups, E} with box
-// {64, 8, 2, bm/16, 1}, which lands gate and up 8-row groups interleaved (moe_wgmma_gemm.cuh);
-// if the driver refuses those strides, a 2-D {K, rows} map with 8-row boxes (mode 1).
-// GEMM 2: 3-D {K, N, E}, box {64, bm, 1}. Rows past N and the K tail read as zeros.
-cudaError_t encode_weight_map(bool gated, int bm, const k::GroupedGemmParams& p,
-                              CUtensorMap* map, int* mode) {
+}  // namespace
+
+cudaError_t encode_wgmma_weight_map(const void* weight, int elem_bytes, bool gated, int K,
+                                    int N_out, int bm, CUtensorMap* map, int* mode) {
   const PFN_cuTensorMapEncodeTiled_v12000 enc = tensor_map_encoder();
   if (enc == nullptr) return cudaErrorNotSupported;
-  const cuuint64_t K = cuuint64_t(p.K), N = cuuint64_t(p.N_out);
+  if (elem_bytes != 1 && elem_bytes != 2) return cudaErrorInvalidValue;
+  const cuuint64_t Kd = cuuint64_t(K), N = cuuint64_t(N_out), eb = cuuint64_t(elem_bytes);
+  const cuuint32_t box_k = cuuint32_t(128 / elem_bytes);  // one 128-byte swizzled row
   const cuuint32_t ones[5] = {1, 1, 1, 1, 1};
-  void* w = const_cast<__nv_bfloat16*>(p.weight);
+  const CUtensorMapDataType dtype =
+      elem_bytes == 2 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_UINT8;
+  void* w = const_cast<void*>(weight);
   auto encode = [&](cuuint32_t rank, const cuuint64_t* dims, const cuuint64_t* strides,
                     const cuuint32_t* box) {
-    return enc(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rank, w, dims, strides, box, ones,
-               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return enc(map, dtype, rank, w, dims, strides, box, ones, CU_TENSOR_MAP_INTERLEAVE_NONE,
+               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   };
   *mode = 0;
   if (gated) {
-    const cuuint64_t dims[5] = {K, 8, 2, N / 8, kMapExperts};
-    const cuuint64_t strides[4] = {K * 2, N * K * 2, 8 * K * 2, 2 * N * K * 2};
-    const cuuint32_t box[5] = {64, 8, 2, cuuint32_t(bm / 16), 1};
+    const cuuint64_t dims[5] = {Kd, 8, 2, N / 8, kMapExperts};
+    const cuuint64_t strides[4] = {Kd * eb, N * Kd * eb, 8 * Kd * eb, 2 * N * Kd * eb};
+    const cuuint32_t box[5] = {box_k, 8, 2, cuuint32_t(bm / 16), 1};
     if (encode(5, dims, strides, box) == CUDA_SUCCESS) return cudaSuccess;
-    const cuuint64_t dims2[2] = {K, 2 * N * kMapExperts};
-    const cuuint64_t strides2[1] = {K * 2};
-    const cuuint32_t box2[2] = {64, 8};
+    const cuuint64_t dims2[2] = {Kd, 2 * N * kMapExperts};
+    const cuuint64_t strides2[1] = {Kd * eb};
+    const cuuint32_t box2[2] = {box_k, 8};
     *mode = 1;
     return encode(2, dims2, strides2, box2) == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
   }
-  const cuuint64_t dims[3] = {K, N, kMapExperts};
-  const cuuint64_t strides[2] = {K * 2, N * K * 2};
-  const cuuint32_t box[3] = {64, cuuint32_t(bm), 1};
+  const cuuint64_t dims[3] = {Kd, N, kMapExperts};
+  const cuuint64_t strides[2] = {Kd * eb, N * Kd * eb};
+  const cuuint32_t box[3] = {box_k, cuuint32_t(bm), 1};
   return encode(3, dims, strides, box) == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
+
+namespace {
 
 // Persistent launch: one CTA per SM (at most one per work item) loops over the tile table.
 template <class T, bool kGated>
@@ -117,7 +120,7 @@ cudaError_t launch_wgmma_gemm(const k::GroupedGemmParams& p, int max_tiles, bool
   if (p.K % 8 != 0 || p.N_out % 8 != 0 || p.K <= 0 || p.N_out <= 0) return cudaErrorInvalidValue;
   CUtensorMap map;
   int mode = 0;
-  cudaError_t e = encode_weight_map(kGated, T::BM, p, &map, &mode);
+  cudaError_t e = encode_wgmma_weight_map(p.weight, 2, kGated, p.K, p.N_out, T::BM, &map, &mode);
   if (e != cudaSuccess) return e;
   auto kernel = k::moe_wgmma_gemm_kernel<T, kGated>;
   constexpr int kSmem = T::kSmemBytes;

@@ -3,6 +3,7 @@
 // plain C++ (the engine's Status/fmt headers do not go through nvcc).
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (type only)
 #include <cuda_runtime.h>
 
 #include "moeopt/backend/cuda/kernels/moe_params.cuh"
@@ -35,6 +36,16 @@ cudaError_t launch_moe_fp8_grouped_gemm(MoeFp8Tile tile, bool gated,
 cudaError_t launch_fp8_dense_linear(MoeFp8Tile tile, const kernels::Fp8GroupedGemmParams& p,
                                     bool pdl, cudaStream_t stream);
 cudaError_t launch_moe_combine(const kernels::CombineParams& p, bool pdl, cudaStream_t stream);
+
+// The TMA weight map of the wgmma kernels (moe_wgmma_gemm.cuh, fp8_wgmma_gemm.cuh) over an ENK
+// stack w [E, N_w, K] of elem_bytes 2 (bf16) or 1 (e4m3) elements (a dense [N, K] matrix is
+// expert 0), boxes of one 128-byte swizzled row along K. GEMM 1 (gated): 5-D {K, 8 rows,
+// gate/up (stride N_out rows), N_out/8 groups, E}, box {., 8, 2, bm/16, 1}, which lands gate
+// and up 8-row groups interleaved; if the driver refuses those strides, a 2-D {K, rows} map
+// with 8-row boxes (*mode = 1). Otherwise 3-D {K, N_out, E}, box {., bm, 1}. Rows past N_out
+// and the K tail read as zeros. Needs K * elem_bytes % 16 == 0 and a 16-byte aligned w.
+cudaError_t encode_wgmma_weight_map(const void* weight, int elem_bytes, bool gated, int K,
+                                    int N_out, int bm, CUtensorMap* map, int* mode);
 
 // Routing from given logits, the tile table of an existing permutation (ops-level
 // moe_experts), zeroing the unused tail of out_rows.

@@ -77,11 +77,6 @@ struct WgmmaTile {
   static_assert(kSmemBytes <= 227 * 1024, "shared memory per block on sm_90");
 };
 
-// Registers per thread after setmaxnreg: 128 * 88 + 256 * 208 <= 65536 (fewer for the
-// producer made ptxas spill there).
-inline constexpr int kWgmmaProducerRegs = 88;
-inline constexpr int kWgmmaConsumerRegs = 208;
-
 template <class T, bool kGated>
 __global__ void __launch_bounds__(384, 1)
     moe_wgmma_gemm_kernel(const __grid_constant__ CUtensorMap wmap, GroupedGemmParams p,

@@ -1,12 +1,15 @@
 // sm_90a building blocks of the wgmma grouped GEMM (moe_wgmma_gemm.cuh): mbarriers, the bulk
 // tensor copy (TMA) into shared memory, shared-memory matrix descriptors and the wgmma
-// instructions themselves (bf16 in, f32 accumulate, both operands K-major in shared memory).
+// instructions themselves (bf16 or e4m3 in, f32 accumulate, both operands K-major in shared
+// memory).
 //
 // Shared-memory operand layout (what TMA with CU_TENSOR_MAP_SWIZZLE_128B writes and what the
-// descriptors below describe): rows of 64 bf16 (128 bytes), 8-row groups of 1024 bytes, the
-// 16-byte chunk c of row r stored at chunk c ^ (r % 8). Tiles start 1024-byte aligned; the
-// k-th 16-wide slice of a 64-wide tile is addressed by adding 32*k bytes to the start address
-// (the hardware applies the swizzle to the full address, as CUTLASS/DeepGEMM do).
+// descriptors below describe): rows of 128 bytes (64 bf16 or 128 e4m3), 8-row groups of 1024
+// bytes, the 16-byte chunk c of row r stored at chunk c ^ (r % 8). Tiles start 1024-byte
+// aligned; the k-th 32-byte slice of a row (16 bf16 for k16, 32 e4m3 for k32) is addressed by
+// adding 32*k bytes to the start address (the hardware applies the swizzle to the full address,
+// as CUTLASS/DeepGEMM do). The e4m3 forms (fp8_wgmma_gemm.cuh) take no transpose flags: both
+// operands must be K-major, which the ENK weights and the token rows are.
 //
 // Only compiled for sm_90a (the wgmma and setmaxnreg family does not exist on plain sm_90).
 #pragma once
@@ -17,6 +20,12 @@
 #include <cstdint>
 
 namespace moeopt::cuda::kernels {
+
+// Register split of the warp-specialised kernels (one producer and two consumer warpgroups)
+// after setmaxnreg: 128 * 88 + 256 * 208 <= 65536 (fewer for the producer made ptxas spill in
+// its gather loop).
+inline constexpr int kWgmmaProducerRegs = 88;
+inline constexpr int kWgmmaConsumerRegs = 208;
 
 // ---------------------------------------------------------------- mbarrier
 
@@ -191,6 +200,61 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a
         "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
         "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+// D[64 x 16] (+)= A[64 x 32] * B[16 x 32]^T, e4m3 operands, K-major in shared memory.
+__device__ __forceinline__ void wgmma_m64n16k32_e4m3(float (&d)[8], uint64_t desc_a,
+                                                      uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 {"
+      "%0,%1,%2,%3,%4,%5,%6,%7"
+      "}, %8, %9, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+        "+f"(d[6]), "+f"(d[7])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+// D[64 x 32] (+)= A[64 x 32] * B[32 x 32]^T, e4m3 operands, K-major in shared memory.
+__device__ __forceinline__ void wgmma_m64n32k32_e4m3(float (&d)[16], uint64_t desc_a,
+                                                      uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 {"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15"
+      "}, %16, %17, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+        "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+// D[64 x 64] (+)= A[64 x 32] * B[64 x 32]^T, e4m3 operands, K-major in shared memory.
+__device__ __forceinline__ void wgmma_m64n64k32_e4m3(float (&d)[32], uint64_t desc_a,
+                                                      uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+      "}, %32, %33, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+        "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+        "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+        "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+// e4m3 wgmma with N token columns (N / 2 accumulators per thread), as the tile picks.
+template <int N>
+__device__ __forceinline__ void wgmma_e4m3(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
+                                           int scale_d) {
+  static_assert(N == 16 || N == 32 || N == 64, "e4m3 wgmma tiles: n16, n32 or n64");
+  if constexpr (N == 16) wgmma_m64n16k32_e4m3(d, desc_a, desc_b, scale_d);
+  else if constexpr (N == 32) wgmma_m64n32k32_e4m3(d, desc_a, desc_b, scale_d);
+  else wgmma_m64n64k32_e4m3(d, desc_a, desc_b, scale_d);
 }
 
 }  // namespace moeopt::cuda::kernels
