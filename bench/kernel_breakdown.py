@@ -26,6 +26,7 @@ CATEGORIES = [
     ("moe gemm (grouped, experts)", r"moe_(grouped_gemm|wgmma_gemm|persistent)"),
     ("moe router / permute / combine", r"moe_"),
     ("attention", r"paged_attention"),
+    ("dense gemv (M <= 8: qkv, o, router, lm head)", r"dense_gemv"),
     ("dense gemm (cuBLASLt: qkv, o, router, lm head)", r"(gemm|xmma|cutlass|sm90|nvjet|cublas)"),
     ("rmsnorm", r"dense_norm"),
     ("rope", r"dense_rope"),

@@ -1,14 +1,17 @@
-// C ABI over the CUDA MoE layer (src/moeopt/backend/cuda/moe.h) and the routing op, built as the shared library
-// libmoeopt_moe_capi.so so that bench/moe_layer.py can drive our kernels and the PyTorch peer
+// C ABI over the CUDA MoE layer (src/moeopt/backend/cuda/moe.h), the routing op and the linear
+// op, built as the shared library libmoeopt_moe_capi.so so that bench/moe_layer.py and
+// bench/linear_small_m.py can drive our kernels and the PyTorch peer
 // from one Python process on literally the same device tensors (pointers from
 // tensor.data_ptr(), stream from torch.cuda.current_stream().cuda_stream).
 // Functions return 0 on success; on failure a non-zero ErrorCode and the message is kept for
 // moeopt_moe_last_error() (one per thread).
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "moeopt/backend/cuda/cuda_backend.h"
 #include "moeopt/backend/cuda/moe.h"
+#include "moeopt/ops/linear.h"
 #include "moeopt/ops/moe.h"
 
 namespace {
@@ -107,6 +110,27 @@ MOEOPT_CAPI int moeopt_moe_route(int64_t m, int64_t e, int64_t k, const float* l
   const TensorView ids = TensorView::contiguous(expert_ids, DType::kI32, {m, k}, Device::kCuda);
   const TensorView w = TensorView::contiguous(expert_weights, DType::kF32, {m, k}, Device::kCuda);
   return report(moeopt::ops::moe_route(ctx, l, p, ids, w));
+}
+
+// The product's linear layer (ops::linear on the CUDA backend: the small-M GEMV up to
+// kGemvMaxRows rows, cuBLASLt above) on bf16 x [m, k] and w [n, k] into y [m, n] (bf16, or f32
+// when y_f32), bias bf16 [n] or null; for bench/linear_small_m.py.
+MOEOPT_CAPI int moeopt_linear(int64_t m, int64_t n, int64_t k, const void* x, const void* w,
+                              const void* bias, void* y, int y_f32, void* stream) {
+  using moeopt::DType;
+  using moeopt::Device;
+  using moeopt::TensorView;
+  static moeopt::cuda::CudaBackend backend;
+  moeopt::ops::Context ctx;
+  ctx.stream = stream;
+  ctx.device_backend = &backend;
+  const TensorView xv = TensorView::contiguous(const_cast<void*>(x), DType::kBF16, {m, k}, Device::kCuda);
+  const TensorView wv = TensorView::contiguous(const_cast<void*>(w), DType::kBF16, {n, k}, Device::kCuda);
+  const TensorView yv = TensorView::contiguous(y, y_f32 ? DType::kF32 : DType::kBF16, {m, n}, Device::kCuda);
+  std::optional<TensorView> bv;
+  if (bias != nullptr)
+    bv = TensorView::contiguous(const_cast<void*>(bias), DType::kBF16, {n}, Device::kCuda);
+  return report(moeopt::ops::linear(ctx, xv, wv, bv, yv));
 }
 
 }  // extern "C"

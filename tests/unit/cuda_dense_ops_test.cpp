@@ -530,6 +530,28 @@ TEST_F(CudaDense, LinearOddSizesBiasPathsAndEmpty) {
   EXPECT_TRUE(yb.untouched_outside({}));
 }
 
+// The small-M GEMV (kernels/dense_gemv.cuh, M <= kGemvMaxRows) at every row count and on both
+// of its paths, and the first row count past it (cuBLASLt): real widths (the qkv, o, router and
+// a cut LM head), a K tail of the 16-byte path, and the element path (odd K, misaligned x).
+TEST_F(CudaDense, LinearSmallMEveryRowCount) {
+  SKIP_WITHOUT_GPU();
+  for (int64_t m = 1; m <= cuda::kernels::kGemvMaxRows + 1; ++m) {
+    const std::string t = fmt::format("_m{}", m);
+    run_linear(backend, {.name = "qkv" + t, .m = m, .n = (kHq + 2 * kHkv) * kD, .k = kH});
+    run_linear(backend, {.name = "o_bias" + t, .m = m, .n = kH, .k = kHq * kD, .bias = true});
+    run_linear(backend, {.name = "router" + t, .m = m, .n = 128, .k = kH, .y = DType::kF32});
+    run_linear(backend, {.name = "head_cut" + t, .m = m, .n = 4099, .k = kH, .y = DType::kF32,
+                         .y_stride = 4100, .y_off = 1});
+    // K = 8 * (32 * 4 + 5): whole unrolled groups, then single chunks.
+    run_linear(backend, {.name = "k_tail" + t, .m = m, .n = 24, .k = 8 * 133, .bias = true});
+    // Enough columns for the 4-warp split of K (two blocks per SM on a 132-SM card), a K tail.
+    run_linear(backend, {.name = "wide_k_tail" + t, .m = m, .n = 16 * 2 * 160 + 3, .k = 8 * 133});
+    run_linear(backend, {.name = "odd_k" + t, .m = m, .n = 19, .k = 301, .bias = true});
+    run_linear(backend, {.name = "x_misaligned" + t, .m = m, .n = 40, .k = 256,
+                         .x_stride = 264, .x_off = 3, .y_stride = 41, .y_off = 1});
+  }
+}
+
 // The fallback kernel (used where cuBLASLt has no algorithm) against the CPU directly.
 TEST_F(CudaDense, LinearFallbackKernelMatchesCpu) {
   SKIP_WITHOUT_GPU();
@@ -568,9 +590,13 @@ TEST_F(CudaDense, LinearFallbackKernelMatchesCpu) {
 
 // linear captured into a CUDA graph after one eager call replays to the eager result, and
 // reads its inputs at replay time.
-TEST_F(CudaDense, LinearCapturedInAGraphReplays) {
+// m = 7 runs the GEMV (stateless: a fresh backend may capture it), m = 20 cuBLASLt.
+class CudaDenseLinearCapture : public testing::TestWithParam<int64_t> {};
+
+TEST_P(CudaDenseLinearCapture, CapturedInAGraphReplays) {
   SKIP_WITHOUT_GPU();
-  const int64_t m = 7, n = 512, k = kH;
+  cuda::CudaBackend backend;
+  const int64_t m = GetParam(), n = 512, k = kH;
   HostTensor x1 = bf16_values({m, k}, "cap/x1"), x2 = bf16_values({m, k}, "cap/x2");
   HostTensor w = bf16_values({n, k}, "cap/w", 0.01, 0.1), b = bf16_values({n}, "cap/b");
   DevCopy dw(w, DType::kBF16), db(b, DType::kBF16), dx(x1, DType::kBF16);
@@ -580,7 +606,8 @@ TEST_F(CudaDense, LinearCapturedInAGraphReplays) {
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   const Context ctx{.stream = stream, .device_backend = &backend};
 
-  // A fresh backend cannot create its state inside a capture: a clean error.
+  // A fresh backend cannot create cuBLASLt's state inside a capture: a clean error. The GEMV
+  // has no state to create.
   {
     cuda::CudaBackend fresh;
     ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
@@ -590,7 +617,10 @@ TEST_F(CudaDense, LinearCapturedInAGraphReplays) {
     cudaStreamEndCapture(stream, &g);
     if (g != nullptr) cudaGraphDestroy(g);
     cudaGetLastError();
-    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << s.message();
+    if (m > cuda::kernels::kGemvMaxRows)
+      EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << s.message();
+    else
+      EXPECT_TRUE(s.ok()) << s.message();
   }
 
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -626,6 +656,7 @@ TEST_F(CudaDense, LinearCapturedInAGraphReplays) {
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
 }
+INSTANTIATE_TEST_SUITE_P(GemvAndCublasLt, CudaDenseLinearCapture, testing::Values(int64_t(7), int64_t(20)));
 
 // ---------------------------------------------------------------- activations
 

@@ -1,4 +1,6 @@
-// CudaBackend::linear (ops/linear.h) through cuBLASLt: y[M, N] = x[M, K] W[N, K]^T (+ bias),
+// CudaBackend::linear (ops/linear.h): y[M, N] = x[M, K] W[N, K]^T (+ bias), for M <=
+// kGemvMaxRows (decode) our weight-streaming GEMV (kernels/dense_gemv.cuh, no state, so
+// graph-capturable from the first call), above it cuBLASLt,
 // x bf16 (rows strided), W bf16 contiguous (nn.Linear.weight), bias bf16 [N] optional,
 // y bf16 or f32 (rows strided), fp32 accumulation (CUBLAS_COMPUTE_32F). Other weight dtypes
 // answer kUnsupported; the engine keeps its CUDA weights in bf16.
@@ -221,6 +223,24 @@ Status CudaBackend::linear(const ops::Context& ctx, const TensorView& x, const T
     return cuda_status(detail::launch_dense_gemm_fallback(p, stream), op, "fallback GEMM launch");
   };
   if (k == 0) return fallback();  // y = bias (or 0): no GEMM to describe
+  if (m <= kn::kGemvMaxRows) {
+    kn::GemvParams p{};
+    p.x = x.data;
+    p.w = weight.data;
+    p.bias = bias ? bias->data : nullptr;
+    p.y = y.data;
+    p.m = m;
+    p.n = n;
+    p.k = k;
+    p.x_stride = ldx;
+    p.y_stride = ldy;
+    p.y_dtype = y_bf16 ? kn::ElemDType::kBF16 : kn::ElemDType::kF32;
+    p.vec = k % 8 == 0 && ldx % 8 == 0 && (reinterpret_cast<uintptr_t>(x.data) & 15u) == 0 &&
+            (reinterpret_cast<uintptr_t>(weight.data) & 15u) == 0;
+    // 4 warps per 16 columns once there are two blocks per SM, else 8 (dense_gemv.cuh).
+    p.split_k = (n + 15) / 16 >= 2 * int64_t(sm_count()) ? 4 : 8;
+    return cuda_status(detail::launch_dense_gemv(p, stream), op, "GEMV launch");
+  }
 
   std::lock_guard<std::mutex> lock(linear_mu_);
   if (!linear_) {

@@ -3,11 +3,14 @@
 // the kernels grid-striding over the rest.
 #include "moeopt/backend/cuda/dense_launch.h"
 
+#include "moeopt/backend/cuda/launch_ex.cuh"
+
 #include <algorithm>
 #include <cstdint>
 
 #include "moeopt/backend/cuda/kernels/dense_embedding.cuh"
 #include "moeopt/backend/cuda/kernels/dense_gemm_fallback.cuh"
+#include "moeopt/backend/cuda/kernels/dense_gemv.cuh"
 #include "moeopt/backend/cuda/kernels/dense_kv_write.cuh"
 #include "moeopt/backend/cuda/kernels/dense_norm.cuh"
 #include "moeopt/backend/cuda/kernels/dense_pointwise.cuh"
@@ -136,6 +139,51 @@ cudaError_t launch_dense_bias_add(const k::BiasAddParams& p, cudaStream_t stream
     return launch(k::dense_bias_add_kernel<__nv_bfloat16>, grid, dim3(k::kPointwiseThreads),
                   stream, p);
   return launch(k::dense_bias_add_kernel<float>, grid, dim3(k::kPointwiseThreads), stream, p);
+}
+
+namespace {
+
+template <int NT, int KS>
+cudaError_t launch_gemv_mma(const k::GemvParams& p, dim3 grid, cudaStream_t stream) {
+  if (p.y_dtype == DT::kBF16)
+    return launch_ex(k::dense_gemv_mma_kernel<NT, KS, __nv_bfloat16>, grid, dim3(KS * 32), 0,
+                     /*pdl=*/true, stream, p);
+  return launch_ex(k::dense_gemv_mma_kernel<NT, KS, float>, grid, dim3(KS * 32), 0, /*pdl=*/true,
+                   stream, p);
+}
+
+}  // namespace
+
+cudaError_t launch_dense_gemv(const k::GemvParams& p, cudaStream_t stream) {
+  if (p.n <= 0) return cudaSuccess;
+  if (p.m < 1 || p.m > k::kGemvMaxRows || p.k < 1) return cudaErrorInvalidValue;
+  constexpr int64_t kCols = (k::kGemvThreads / 32) * k::kGemvRowsPerWarp;
+  const int64_t simt_blocks = (p.n + kCols - 1) / kCols;
+  if (simt_blocks > kMaxGridX) return cudaErrorInvalidValue;
+  const dim3 simt_grid(static_cast<unsigned>(simt_blocks)), simt_block(k::kGemvThreads);
+  const bool bf16 = p.y_dtype == DT::kBF16;
+  if (!p.vec)  // the element path, rows >= p.m skipped
+    return bf16 ? launch_ex(k::dense_gemv_simt_kernel<k::kGemvMaxRows, __nv_bfloat16>, simt_grid,
+                            simt_block, 0, true, stream, p)
+                : launch_ex(k::dense_gemv_simt_kernel<k::kGemvMaxRows, float>, simt_grid,
+                            simt_block, 0, true, stream, p);
+  static_assert(k::kGemvSimtMaxRows == 2, "one SIMT instance per row count below");
+  if (p.m == 1)
+    return bf16 ? launch_ex(k::dense_gemv_simt_kernel<1, __nv_bfloat16>, simt_grid, simt_block, 0, true, stream, p)
+                : launch_ex(k::dense_gemv_simt_kernel<1, float>, simt_grid, simt_block, 0, true, stream, p);
+  if (p.m == 2)
+    return bf16 ? launch_ex(k::dense_gemv_simt_kernel<2, __nv_bfloat16>, simt_grid, simt_block, 0, true, stream, p)
+                : launch_ex(k::dense_gemv_simt_kernel<2, float>, simt_grid, simt_block, 0, true, stream, p);
+  // Tensor cores: 16 columns a block, 8 tokens per mma.
+  if (p.split_k != 4 && p.split_k != 8) return cudaErrorInvalidValue;
+  const int64_t gx = (p.n + 15) / 16;
+  if (gx > kMaxGridX) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(gx));
+  static_assert(k::kGemvMaxRows == 16, "one or two 8-token mma tiles");
+  const bool two = p.m > 8;
+  if (p.split_k == 4)
+    return two ? launch_gemv_mma<2, 4>(p, grid, stream) : launch_gemv_mma<1, 4>(p, grid, stream);
+  return two ? launch_gemv_mma<2, 8>(p, grid, stream) : launch_gemv_mma<1, 8>(p, grid, stream);
 }
 
 cudaError_t launch_dense_gemm_fallback(const k::GemmFallbackParams& p, cudaStream_t stream) {

@@ -21,6 +21,9 @@ cudaError_t launch_dense_kv_write(const kernels::KvWriteParams& p, cudaStream_t 
 cudaError_t launch_dense_silu(const kernels::SiluParams& p, cudaStream_t stream);
 cudaError_t launch_dense_gated_add(const kernels::GatedAddParams& p, cudaStream_t stream);
 cudaError_t launch_dense_bias_add(const kernels::BiasAddParams& p, cudaStream_t stream);
+// 1 <= M <= kGemvMaxRows (else cudaErrorInvalidValue); launched with programmatic dependent
+// launch.
+cudaError_t launch_dense_gemv(const kernels::GemvParams& p, cudaStream_t stream);
 // Needs ceil(M / 64) <= 65535 (the caller checks).
 cudaError_t launch_dense_gemm_fallback(const kernels::GemmFallbackParams& p, cudaStream_t stream);
 cudaError_t launch_dense_argmax(const kernels::ArgmaxParams& p, cudaStream_t stream);

@@ -1,6 +1,6 @@
 // Parameter structs of the dense kernels (dense_*.cuh): embedding, the RMSNorm family, RoPE,
 // kv_cache_write, the activations, the sigmoid-gated add, the row reductions (argmax,
-// log_softmax) and the linear layer's helpers (bias add, fallback GEMM). Plain structs of raw
+// log_softmax) and the linear layer's helpers (bias add, small-M GEMV, fallback GEMM). Plain structs of raw
 // device pointers, element strides and dtype tags, includable from host C++ (no device code),
 // so the ops' validation code (cuda_dense_ops.cpp, cuda_linear.cpp) does not need nvcc.
 //
@@ -136,6 +136,27 @@ struct GemmFallbackParams {
   int64_t m, n, k;
   int64_t x_stride, y_stride;
   ElemDType y_dtype;
+};
+
+// dense_gemv.cuh: the linear layer at M <= kGemvMaxRows (decode), a weight stream:
+// y[M, N] = x[M, K] W[N, K]^T (+ bias), bf16 in, fp32 accumulate, y f32 or bf16. vec (the
+// vector paths): x and W 16-byte aligned, K and x_stride multiples of 8.
+inline constexpr int64_t kGemvMaxRows = 16;
+inline constexpr int kGemvUnroll = 4;       // 32-wide K steps of W in flight per warp
+inline constexpr int64_t kGemvSimtMaxRows = 2;  // vector path: up to here the SIMT kernel
+inline constexpr int kGemvThreads = 128;    // SIMT kernel: 4 warps, 2 columns a warp
+inline constexpr int kGemvRowsPerWarp = 2;
+
+struct GemvParams {
+  const void* x;      // bf16 [M, K], rows strided
+  const void* w;      // bf16 [N, K] contiguous
+  const void* bias;   // bf16 [N] or nullptr
+  void* y;            // [M, N], rows strided
+  int64_t m, n, k;
+  int64_t x_stride, y_stride;
+  ElemDType y_dtype;
+  bool vec;
+  int split_k;  // tensor-core path: 4 or 8 warps split K (dense_gemv.cuh)
 };
 
 // dense_reduce.cuh: one block per row of logits [rows, v] f32.
