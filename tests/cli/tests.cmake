@@ -85,6 +85,22 @@ moeopt_cli_test(bench_quality_two_criteria "bench|quality|--lossy|sparsity-2-4,s
 moeopt_cli_test(bench_quality_fp8_kv
   "bench|quality|--lossy|fp8-kv-cache|--text|${PROJECT_SOURCE_DIR}/tests/data/demo_heldout_excerpt.txt|--max-tokens|512|--json" 0
   STDOUT "\"test_kv_cache\": \"fp8_e4m3\"")
+# --device cuda on a machine without a GPU (CI): one line, exit 2, before anything is loaded
+# (a build without CUDA says so instead). On a GPU machine both commands run (exit 0, JSON
+# with "device": "cuda") and the tests report themselves skipped; the GPU numbers are
+# checked by test_cuda's CudaQualityTest.
+foreach(_mode comparison perplexity_only)
+  if(_mode STREQUAL "comparison")
+    set(_extra "--lossy|fp8-weights,fp8-kv-cache|--max-tokens|512")
+  else()
+    set(_extra "--perplexity-only")
+  endif()
+  moeopt_cli_test(bench_quality_cuda_${_mode}_without_gpu
+    "bench|quality|--device|cuda|${_extra}|--text|${PROJECT_SOURCE_DIR}/tests/data/demo_heldout_excerpt.txt|--json" 2
+    STDERR "^moeopt bench quality: error: --device cuda: (no GPU found \\([^\n]+\\)|this build of moeopt has no CUDA support[^\n]*)\n$")
+  set_tests_properties(cli_bench_quality_cuda_${_mode}_without_gpu PROPERTIES
+    SKIP_REGULAR_EXPRESSION "\"device\": \"cuda\"")
+endforeach()
 moeopt_cli_test(bench_prefill_bad_len "bench|prefill|--prompt-lens|0" 2
   STDERR "^moeopt bench prefill: error: --prompt-lens: '0' is not a positive integer\n$")
 

@@ -82,7 +82,8 @@ TEST(DemoModel, PerplexityEqualsTransformers) {
 // same weights, an f32 cache against an e4m3 one), on the golden's first 512 tokens. With an
 // f32 cache on both sides the comparison must see no difference at all; with FP8 it must see
 // one, and a small one: measured KL 0.0022 nats, top-1 0.969 on the whole excerpt
-// (docs/perf.md); the bounds leave about 4x margin on KL.
+// (docs/perf.md); the bounds leave about 4x margin on KL. The default cache of a CPU model
+// (quality.h reference_kv_dtype) is that f32 one; bf16 is a GPU cache and refused here.
 TEST(DemoModel, Fp8KvCacheCostIsSmallAndMeasured) {
   auto [g, model] = load_golden();
   ASSERT_TRUE(model);
@@ -96,6 +97,12 @@ TEST(DemoModel, Fp8KvCacheCostIsSmallAndMeasured) {
   ASSERT_TRUE(same.ok()) << same.status().message();
   EXPECT_EQ(same->mean_kl, 0.0);
   EXPECT_EQ(same->top1_agreement, 1.0);
+  // A CPU model's default cache is its reference cache, f32: the same logits bit for bit.
+  EXPECT_EQ(reference_kv_dtype(*model), DType::kF32);
+  auto f32_logits = prompt_logits(*model, ctx, windows[0], DType::kF32);
+  auto default_logits = prompt_logits(*model, ctx, windows[0]);
+  ASSERT_TRUE(f32_logits.ok() && default_logits.ok());
+  EXPECT_EQ(*f32_logits, *default_logits);
 
   auto fp8 = compare_models(*model, *model, ctx, windows, DType::kF8E4M3);
   ASSERT_TRUE(fp8.ok()) << fp8.status().message();

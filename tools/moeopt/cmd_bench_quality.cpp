@@ -1,7 +1,7 @@
 // `moeopt bench quality [--model DIR|name] [--random-weights] [--prompts N] [--len L]
 //                       [--seed S] [--text FILE [--window W] [--max-tokens T]]
 //                       [--lossy fp8-weights,fp8-kv-cache,sparsity-2-4|sparsity-2-4-wanda]
-//                       [--calibration-tokens N] [--perplexity-only] [--json]`
+//                       [--calibration-tokens N] [--perplexity-only] [--device cpu|cuda] [--json]`
 //
 // With --perplexity-only (needs --text): only the perplexity of the model as stored on the
 // text, no comparison (model/quality.h perplexity; the number the demo model's test checks
@@ -21,10 +21,18 @@
 // Any combination, one of the two 2:4 criteria.
 // The tokens are random prompts, or with --text the file's tokens (the model's tokenizer, no
 // special tokens) in non-overlapping windows of W, and then both models' perplexity of the
-// text too. CPU only: the CPU reference defines the FP8 numerics, and test_cuda checks
-// the GPU's FP8 path against it (tests/unit/cuda_engine_fp8_test.cpp). On random weights
-// (--random-weights, tiny-qwen3-moe, catalog configs) the output says so: the numbers then
-// bound the numerics, not task quality; the default model is trained.
+// text too. On random weights (--random-weights, tiny-qwen3-moe, catalog configs) the output
+// says so: the numbers then bound the numerics, not task quality; the default model is trained.
+//
+// --device cuda runs both models on the GPU (comparison and --perplexity-only): the same
+// checkpoint directory (--random-weights materialises the random checkpoint in the cache, as
+// on the CPU), uploaded; fp8-weights quantised on the device (bit-equal to the CPU's codes),
+// 2:4 pruned on the host before the upload, sparsity-2-4-wanda calibrated on the CPU. The GPU
+// runs bf16 activations and its reference's KV cache is bf16 (its attention reads bf16 or
+// fp8 pages, not f32); the output says so. FP8 checkpoints are refused there (their
+// reference, the dequantised f32 weights, runs on the CPU only), and so is a machine without
+// a GPU (exit 2). The CPU reference defines the numerics; tests/unit/cuda_quality_test.cpp
+// checks the GPU harness against it on the demo model (GPU machine only).
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -35,6 +43,7 @@
 #include "bench_commands.h"
 #include "model_setup.h"
 #include "moeopt/core/thread_pool.h"
+#include "moeopt/model/device_weights.h"
 #include "moeopt/model/model_cache.h"
 #include "moeopt/model/quality.h"
 #include "moeopt/tokenizer/tokenizer.h"
@@ -113,35 +122,34 @@ Result<std::vector<std::vector<int32_t>>> quality_prompts(
   return prompts;
 }
 
-// Perplexity of the model as loaded on the text (--perplexity-only).
-int run_perplexity_only(const QualityArgs& a, LoadedModel& lm) {
+// Perplexity of `model` (the checkpoint as stored, on the device of --device) on the text
+// (--perplexity-only).
+int run_perplexity_only(const QualityArgs& a, const LoadedModel& lm, Model& model, const ops::Context& ctx,
+                        bool gpu) {
   const char* cmd = "bench quality";
-  auto prompts = quality_prompts(a, lm, lm.model->config().vocab_size);
+  auto prompts = quality_prompts(a, lm, model.config().vocab_size);
   if (!prompts.ok()) return report_error(cmd, prompts.status());
   std::vector<int32_t> ids;
   for (const auto& w : *prompts) ids.insert(ids.end(), w.begin(), w.end());
-  ThreadPool pool(0);
-  auto r = perplexity(*lm.model, ops::Context{.pool = &pool}, ids, a.window);
+  auto r = perplexity(model, ctx, ids, a.window);
   if (!r.ok()) return report_error(cmd, r.status());
   if (a.json) {
-    const nlohmann::json j = {{"model", lm.source},    {"text", a.text},
-                              {"window", a.window},    {"scored_tokens", r->scored_tokens},
-                              {"mean_nll_nats", r->mean_nll}, {"perplexity", r->perplexity}};
+    nlohmann::json j = {{"model", lm.source},    {"text", a.text},
+                        {"window", a.window},    {"scored_tokens", r->scored_tokens},
+                        {"mean_nll_nats", r->mean_nll}, {"perplexity", r->perplexity}};
+    if (gpu) j.update({{"device", "cuda"}, {"kv_cache", "bf16"}, {"activations", "bf16"}});
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("perplexity of %s on %s (%lld scored tokens, windows of %d): %.4f (%.4f nats per token)\n",
+    std::printf("perplexity of %s on %s (%lld scored tokens, windows of %d): %.4f (%.4f nats per token)%s\n",
                 lm.source.c_str(), a.text.c_str(), (long long)r->scored_tokens, a.window,
-                r->perplexity, r->mean_nll);
+                r->perplexity, r->mean_nll, gpu ? "; on the GPU: bf16 activations, bf16 KV cache" : "");
   }
   return 0;
 }
 
 int run_bench_quality(QualityArgs& a) {
   const char* cmd = "bench quality";
-  if (a.m.device != "cpu")
-    return report_error(cmd, Status(ErrorCode::kUnsupported,
-                                    "the quality report runs on the CPU reference (--device cpu), which "
-                                    "defines the FP8 numerics; test_cuda checks the GPU's FP8 path against it"));
+  const bool gpu = a.m.device == "cuda";
   if (a.perplexity_only && a.text.empty())
     return report_error(cmd, Status(ErrorCode::kInvalidArgument, "--perplexity-only needs --text FILE"));
   auto lossy = parse_lossy(a.lossy);
@@ -149,14 +157,49 @@ int run_bench_quality(QualityArgs& a) {
   if (lossy->wanda && a.text.empty())
     return report_error(cmd, Status(ErrorCode::kInvalidArgument,
                                     "sparsity-2-4-wanda calibrates on --text FILE: give one"));
+  // The GPU first: without one, one line and exit 2 before anything is loaded. Declared
+  // before the models so it outlives their device memory.
+  std::unique_ptr<ops::DeviceBackend> backend;
+  if (gpu) {
+    auto b = make_gpu_backend();
+    if (!b.ok()) return report_error(cmd, b.status());
+    backend = std::move(*b);
+  }
   const int set_aside = lossy->sparsity_2_4 && !a.text.empty() ? a.calibration_tokens : 0;
-  // The checkpoint directory: load_model_for resolves names and --random-weights.
-  auto base = load_model_for(a.m, cmd);
+  // The checkpoint directory: load_model_for resolves names and --random-weights on the CPU
+  // (a random checkpoint is materialised in the cache, on either device, so both devices read
+  // the same weights and 2:4 pruning has a checkpoint to prune); its model is mmap'd.
+  ModelArgs host_args = a.m;
+  host_args.device = "cpu";
+  auto base = load_model_for(host_args, cmd);
   if (!base.ok()) return report_error(cmd, base.status());
-  if (a.perplexity_only) return run_perplexity_only(a, *base);
   const std::string dir = base->source;
-  const bool fp8_ckpt = base->model->config().fp8.has_value();
   ThreadPool pool(0);
+  const ops::Context ctx{.pool = &pool, .device_backend = backend.get()};
+  // One loader for both devices: the LoadOptions on the CPU; on the GPU the same choices as
+  // DeviceWeightsOptions (fp8: quantised on the device, bit-equal to the CPU's; 2:4: pruned
+  // on the host before the upload).
+  auto load = [&](const LoadOptions& lo) -> Result<std::unique_ptr<Model>> {
+    if (!gpu) return load_model(dir, lo);
+    DeviceWeightsOptions wo;
+    wo.ctx = &ctx;
+    wo.fp8 = lo.format == WeightFormat::kFp8;
+    wo.sparsity_2_4 = lo.sparsity_2_4;
+    wo.sparsity_importance = lo.sparsity_importance;
+    return load_model_to_device(dir, wo);
+  };
+  if (a.perplexity_only) {
+    if (!gpu) return run_perplexity_only(a, *base, *base->model, ctx, false);
+    auto on_gpu = load(LoadOptions{});
+    if (!on_gpu.ok()) return report_error(cmd, on_gpu.status());
+    return run_perplexity_only(a, *base, **on_gpu, ctx, true);
+  }
+  const bool fp8_ckpt = base->model->config().fp8.has_value();
+  if (gpu && fp8_ckpt)
+    return report_error(cmd, Status(ErrorCode::kUnsupported,
+                                    fmt::format("--device cuda: {} is an FP8 checkpoint, whose reference (its "
+                                                "weights dequantised to f32) runs on the CPU only: use --device cpu",
+                                                dir)));
   LoadOptions ref_opt, test_opt;
   ref_opt.ctx.pool = test_opt.ctx.pool = &pool;
   ref_opt.format = fp8_ckpt ? WeightFormat::kDequantized : WeightFormat::kAsStored;
@@ -170,31 +213,35 @@ int run_bench_quality(QualityArgs& a) {
   if (!prompts.ok()) return report_error(cmd, prompts.status());
   ExpertImportance importance;
   if (lossy->wanda) {
+    // On the CPU on either device (the CPU MoE collects the statistics).
     auto imp = expert_importance(dir, ops::Context{.pool = &pool}, calibration);
     if (!imp.ok()) return report_error(cmd, imp.status());
     importance = std::move(*imp);
     test_opt.sparsity_importance = &importance;
   }
-  auto ref = load_model(dir, ref_opt);
+  auto ref = load(ref_opt);
   if (!ref.ok()) return report_error(cmd, ref.status());
   // With the reference's weights (only fp8-kv-cache) the test model is the reference model
   // with another cache.
   const bool own_weights = lossy->fp8_weights || lossy->sparsity_2_4;
   Result<std::unique_ptr<Model>> test_loaded = std::unique_ptr<Model>();
   if (own_weights) {
-    test_loaded = load_model(dir, test_opt);
+    test_loaded = load(test_opt);
     if (!test_loaded.ok()) return report_error(cmd, test_loaded.status());
   }
   Model& test = own_weights ? **test_loaded : **ref;
-  ops::Context ctx{.pool = &pool};
-  const DType test_kv = lossy->fp8_kv ? DType::kF8E4M3 : DType::kF32;
+  // The test model's cache: FP8, or the reference cache of its device (f32 on the CPU, bf16
+  // on the GPU: the CUDA attention reads no f32 pages).
+  const std::optional<DType> test_kv =
+      lossy->fp8_kv ? std::optional<DType>(DType::kF8E4M3) : std::nullopt;
   auto r = compare_models(**ref, test, ctx, *prompts, test_kv);
   if (!r.ok()) return report_error(cmd, r.status());
   // Materialised random checkpoints live in the cache; a checkpoint directory (the trained
   // default included) has real weights.
   const bool random = a.m.random_weights || dir.rfind(cache_root(), 0) == 0;
+  const char* plain_kv = gpu ? "bf16 KV cache" : "f32 KV cache";
   const std::string ref_name = fmt::format(
-      "{}, f32 KV cache", fp8_ckpt ? "f32 on the dequantised FP8 weights" : "the checkpoint's own weights (bf16)");
+      "{}, {}", fp8_ckpt ? "f32 on the dequantised FP8 weights" : "the checkpoint's own weights (bf16)", plain_kv);
   const std::string test_name = fmt::format(
       "{}{}, {}",
       !lossy->fp8_weights ? "the reference's weights"
@@ -207,7 +254,7 @@ int run_bench_quality(QualityArgs& a) {
                            : fmt::format(", routed experts pruned 2:4 by magnitude{}",
                                          set_aside ? fmt::format(" (the text's first {} tokens not scored)", set_aside)
                                                    : std::string()),
-      lossy->fp8_kv ? "FP8 KV cache (e4m3, a scale per token and kv head)" : "f32 KV cache");
+      lossy->fp8_kv ? "FP8 KV cache (e4m3, a scale per token and kv head)" : plain_kv);
   std::string lossy_names;
   for (const std::string& n : a.lossy) lossy_names += (lossy_names.empty() ? "" : "+") + n;
   const char* note = random ? "random init-random weights: these numbers bound the numerics of the format, "
@@ -218,11 +265,12 @@ int run_bench_quality(QualityArgs& a) {
                      : fmt::format("{}: {} windows of up to {} tokens", a.text, prompts->size(), a.window);
   if (a.json) {
     nlohmann::json j = {{"model", dir}, {"lossy", a.lossy}, {"reference", ref_name}, {"test", test_name},
-                        {"test_kv_cache", lossy->fp8_kv ? "fp8_e4m3" : "f32"},
+                        {"test_kv_cache", lossy->fp8_kv ? "fp8_e4m3" : gpu ? "bf16" : "f32"},
                         {"weights", random ? "random" : "checkpoint"}, {"note", note},
                         {"tokens", tokens}, {"positions", r->positions},
                         {"mean_kl_nats", r->mean_kl}, {"max_kl_nats", r->max_kl},
                         {"top1_agreement", r->top1_agreement}};
+    if (gpu) j.update({{"device", "cuda"}, {"reference_kv_cache", "bf16"}, {"activations", "bf16"}});
     if (!a.text.empty())
       j.update({{"scored_tokens", r->scored_tokens}, {"reference_perplexity", r->reference_perplexity},
                 {"test_perplexity", r->test_perplexity}});
@@ -233,6 +281,9 @@ int run_bench_quality(QualityArgs& a) {
                 lossy_names.c_str(), dir.c_str(), ref_name.c_str(), test_name.c_str(), note,
                 (long long)r->positions, tokens.c_str(),
                 r->mean_kl, r->max_kl, r->top1_agreement);
+    if (gpu)
+      std::printf("  device:    the GPU, both models: bf16 activations, f32 logits; the reference's KV cache is "
+                  "bf16 (the GPU has no f32 cache)\n");
     if (!a.text.empty())
       std::printf("  perplexity of the text (%lld scored tokens): reference %.4f, test %.4f (%+.2f%%)\n",
                   (long long)r->scored_tokens, r->reference_perplexity, r->test_perplexity,

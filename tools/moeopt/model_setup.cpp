@@ -10,6 +10,7 @@
 #include "moeopt/model/device_weights.h"
 #include "moeopt/model/model_cache.h"
 #include "moeopt/model/random_init.h"
+#include "moeopt/system/gpu_probe.h"
 #include "commands.h"
 
 #if MOEOPT_HAVE_CUDA
@@ -141,6 +142,16 @@ Result<LoadedModel> load_model_for(const ModelArgs& a, const char* cmd) {
   m.source = "random:" + cfg.second;
   if (!family.empty()) m.tokenizer_dir = (fs::path(data_root()) / "models" / "tokenizers" / family).string();
   return m;
+}
+
+Result<std::unique_ptr<ops::DeviceBackend>> make_gpu_backend() {
+#if MOEOPT_HAVE_CUDA
+  const system::GpuProbe probe = system::probe_gpus();
+  if (!probe.has_gpu())
+    return make_error(ErrorCode::kUnsupported, "--device cuda: no GPU found ({})",
+                      probe.driver_error.empty() ? "the driver reports no device" : probe.driver_error);
+#endif
+  return make_backend();
 }
 
 void use_device(const LoadedModel& m, EngineOptions& eo) {

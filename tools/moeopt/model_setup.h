@@ -54,6 +54,9 @@ struct LoadedModel {
 };
 
 Result<LoadedModel> load_model_for(const ModelArgs& a, const char* cmd);
+// The CUDA backend for --device cuda, after checking that a GPU is there: kUnsupported (exit
+// 2, one line) in a build without CUDA or on a machine whose driver reports no GPU.
+Result<std::unique_ptr<ops::DeviceBackend>> make_gpu_backend();
 // Puts the device backend (none on the CPU) and the KV cache format into the engine options.
 void use_device(const LoadedModel& m, EngineOptions& eo);
 

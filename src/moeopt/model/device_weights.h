@@ -40,6 +40,12 @@ struct DeviceWeightsOptions {
   const ops::Context* ctx = nullptr;  // device_backend and stream to use (required)
   // Quantise every fp8_linear weight that is not fp8 yet (--fp8-weights on).
   bool fp8 = false;
+  // 2:4 pruning of the routed experts on the host before the upload (LoadOptions::
+  // sparsity_2_4; by magnitude, or activation-aware with `sparsity_importance`), so the device
+  // runs the pruned dense weights the CPU reference runs. load_model_to_device only (a
+  // checkpoint to prune); random_model_on_device refuses it.
+  bool sparsity_2_4 = false;
+  const ExpertImportance* sparsity_importance = nullptr;
   // Called now and then with (bytes placed so far, total bytes).
   std::function<void(uint64_t, uint64_t)> progress;
 };

@@ -92,6 +92,10 @@ Result<std::unique_ptr<Model>> load_model_to_device(const std::string& dir,
   MOEOPT_ASSIGN_OR_RETURN(ModelConfig config, checkpoint_config(dir));
   MOEOPT_RETURN_IF_ERROR(check_runs_on_device(config));
   MOEOPT_ASSIGN_OR_RETURN(WeightStore host, WeightStore::open(dir, config));
+  // Pruned on the host in the stored dtype, before any quantisation (as load_model does).
+  if (options.sparsity_2_4)
+    MOEOPT_RETURN_IF_ERROR(host.prune_experts_2_4(options.ctx ? *options.ctx : ops::Context{},
+                                                  options.sparsity_importance));
   MOEOPT_ASSIGN_OR_RETURN(WeightStore dev, upload_weights(config, host, options));
   return make_model(std::move(config), std::move(dev));
 }
@@ -99,6 +103,10 @@ Result<std::unique_ptr<Model>> load_model_to_device(const std::string& dir,
 Result<std::unique_ptr<Model>> random_model_on_device(ModelConfig config, uint64_t seed,
                                                       const DeviceWeightsOptions& options) {
   MOEOPT_RETURN_IF_ERROR(check_runs_on_device(config));
+  if (options.sparsity_2_4)
+    return make_error(ErrorCode::kUnsupported,
+                      "{}: 2:4 pruning at load needs a checkpoint; random weights generated on the "
+                      "GPU have none", config.source);
   if (config.fp8 && (config.fp8->block_n != ops::kFp8BlockSize || config.fp8->block_k != ops::kFp8BlockSize))
     return make_error(ErrorCode::kUnsupported,
                       "{}: field 'quantization_config.weight_block_size' is [{}, {}]: only "

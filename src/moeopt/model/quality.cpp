@@ -1,38 +1,71 @@
-// compare_models (quality.h).
+// prompt_logits, compare_models, perplexity (quality.h).
 #include "moeopt/model/quality.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "moeopt/model/config.h"
+#include "moeopt/ops/device_backend.h"
+#include "moeopt/ops/scratch.h"
 #include "moeopt/ops/sparsity.h"
 
 namespace moeopt {
 
+DType reference_kv_dtype(const Model& m) {
+  return m.device() == Device::kCpu ? DType::kF32 : DType::kBF16;
+}
+
 Result<std::vector<float>> prompt_logits(Model& m, const ops::Context& ctx,
-                                         const std::vector<int32_t>& prompt, DType kv_dtype) {
+                                         const std::vector<int32_t>& prompt,
+                                         std::optional<DType> kv) {
   const int32_t t = int32_t(prompt.size()), bs = 16, blocks = (t + bs - 1) / bs;
   if (t == 0) return make_error(ErrorCode::kInvalidArgument, "quality: empty prompt");
   const KvLayout kl = m.kv_layout();
-  if (kv_dtype != DType::kF32 && kv_dtype != DType::kF8E4M3)
+  const bool on_device = m.device() != Device::kCpu;
+  const DType kv_dtype = kv.value_or(reference_kv_dtype(m));
+  if (!on_device && kv_dtype != DType::kF32 && kv_dtype != DType::kF8E4M3)
     return make_error(ErrorCode::kInvalidArgument, "quality: a KV cache is f32 or f8e4m3, not {}",
                       dtype_name(kv_dtype));
+  if (on_device && kv_dtype != DType::kBF16 && kv_dtype != DType::kF8E4M3)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "quality: a KV cache on the GPU is bf16 or f8e4m3, not {}", dtype_name(kv_dtype));
+  if (on_device && !ctx.device_backend)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "quality: the model is on the GPU; the context has no device backend");
   if (kv_dtype == DType::kF8E4M3 && kl.latent)
     return make_error(ErrorCode::kUnsupported, "quality: no FP8 KV cache for MLA's latent cache");
-  // The layout of engine/kv_cache.h on the host: per layer K and V pools (MLA: the latent pool
-  // only), plus the f32 scales of an FP8 cache.
+  // Where the cache and the logits live: host tensors for a CPU model; for a device model one
+  // scratch arena of this call on ctx.device_backend, which also takes the forward pass's
+  // temporaries (pools zeroed, as the engine's device cache is) and is freed on return.
+  ops::Context c = ctx;
+  std::unique_ptr<ops::ScratchArena> arena;
+  if (on_device) {
+    arena = std::make_unique<ops::ScratchArena>(ctx.device_backend);
+    c.arena = arena.get();
+  }
+  std::vector<HostTensor> host;
+  host.reserve(size_t(kl.num_layers) * 4 + 1);
+  auto buffer = [&](DType dt, const Shape& s) -> Result<TensorView> {
+    if (!on_device) return host.emplace_back(dt, s).view();
+    MOEOPT_ASSIGN_OR_RETURN(TensorView v, arena->alloc(dt, s));
+    MOEOPT_RETURN_IF_ERROR(ctx.device_backend->fill_zero(c, v.data, v.nbytes()));
+    return v;
+  };
+  // The layout of engine/kv_cache.h: per layer K and V pools (MLA: the latent pool only),
+  // plus the f32 scales of an FP8 cache.
   const Shape pool{blocks, bs, kl.num_kv_heads, kl.head_dim}, scales{blocks, bs, kl.num_kv_heads};
-  std::vector<HostTensor> caches;
-  caches.reserve(size_t(kl.num_layers) * 4);
-  std::vector<LayerKv> kv;
+  std::vector<LayerKv> kvs;
   for (int64_t l = 0; l < kl.num_layers; ++l) {
-    LayerKv lk{caches.emplace_back(kv_dtype, pool).view(), TensorView{}};
-    if (!kl.latent) lk.v = caches.emplace_back(kv_dtype, pool).view();
-    if (kv_dtype == DType::kF8E4M3) {
-      lk.k_scale = caches.emplace_back(DType::kF32, scales).view();
-      lk.v_scale = caches.emplace_back(DType::kF32, scales).view();
+    LayerKv lk;
+    MOEOPT_ASSIGN_OR_RETURN(lk.k, buffer(kv_dtype, pool));
+    if (!kl.latent) {
+      MOEOPT_ASSIGN_OR_RETURN(lk.v, buffer(kv_dtype, pool));
     }
-    kv.push_back(lk);
+    if (kv_dtype == DType::kF8E4M3) {
+      MOEOPT_ASSIGN_OR_RETURN(lk.k_scale, buffer(DType::kF32, scales));
+      MOEOPT_ASSIGN_OR_RETURN(lk.v_scale, buffer(DType::kF32, scales));
+    }
+    kvs.push_back(lk);
   }
   ForwardBatch b;
   b.token_ids = prompt;
@@ -45,9 +78,17 @@ Result<std::vector<float>> prompt_logits(Model& m, const ops::Context& ctx,
   b.context_lens = {t};
   for (int32_t i = 0; i < blocks; ++i) b.block_table.push_back(i);
   b.max_blocks_per_seq = blocks;
-  HostTensor logits(DType::kF32, {t, m.config().vocab_size});
-  MOEOPT_RETURN_IF_ERROR(m.forward(ctx, b, kv, logits));
-  return std::vector<float>(logits.ptr<float>(), logits.ptr<float>() + logits.numel());
+  const int64_t vocab = m.config().vocab_size;
+  MOEOPT_ASSIGN_OR_RETURN(TensorView logits, buffer(DType::kF32, {t, vocab}));
+  MOEOPT_RETURN_IF_ERROR(m.forward(c, b, kvs, logits));
+  std::vector<float> out(size_t(t) * size_t(vocab));
+  if (!on_device) {
+    std::copy_n(static_cast<const float*>(logits.data), out.size(), out.data());
+  } else {
+    // Waits for the forward pass (the copy is enqueued behind it on the same stream).
+    MOEOPT_RETURN_IF_ERROR(ctx.device_backend->copy_to_host(c, out.data(), logits.data, out.size() * 4));
+  }
+  return out;
 }
 
 namespace {
@@ -89,7 +130,7 @@ Result<ExpertImportance> expert_importance(const std::string& dir, const ops::Co
 
 Result<QualityReport> compare_models(Model& reference, Model& test, const ops::Context& ctx,
                                      const std::vector<std::vector<int32_t>>& prompts,
-                                     DType test_kv) {
+                                     std::optional<DType> test_kv) {
   const int64_t v = reference.config().vocab_size;
   if (test.config().vocab_size != v)
     return make_error(ErrorCode::kInvalidArgument, "quality: the models' vocabularies differ");
@@ -97,7 +138,7 @@ Result<QualityReport> compare_models(Model& reference, Model& test, const ops::C
   int64_t same = 0;
   double nll_ref = 0, nll_test = 0;
   for (const auto& p : prompts) {
-    MOEOPT_ASSIGN_OR_RETURN(std::vector<float> a, prompt_logits(reference, ctx, p));
+    MOEOPT_ASSIGN_OR_RETURN(std::vector<float> a, prompt_logits(reference, ctx, p, std::nullopt));
     MOEOPT_ASSIGN_OR_RETURN(std::vector<float> b, prompt_logits(test, ctx, p, test_kv));
     for (size_t row = 0; row < p.size(); ++row) {
       const float* ra = a.data() + row * size_t(v);
