@@ -31,6 +31,7 @@
 
 #include "moeopt/backend/cuda/cuda_backend.h"
 #include "moeopt/backend/cuda/fp8_launch.h"
+#include "moeopt/backend/cuda/kernels/dense_params.cuh"
 #include "moeopt/backend/cuda/moe_heuristics.h"
 #include "moeopt/backend/cuda/moe_launch.h"
 #include "moeopt/core/thread_pool.h"
@@ -300,6 +301,24 @@ TEST(CudaFp8, LinearRealWidth) {
   check_linear(be, {.name = "long_k", .m = 40, .n = 256, .k = 16384, .y = DType::kF32});
   // Unaligned x rows: the fallback kernel.
   check_linear(be, {.name = "unaligned", .m = 9, .n = 256, .k = 512, .x_pad = 3});
+}
+
+// The FP8 GEMV (kernels/fp8_gemv.cuh, M <= kGemvMaxRows) at every row count, and the first
+// past it: both K splits (qkv has two blocks per SM on a 132-SM card, o does not), a partial
+// 128-group of K (2064), N = 1000 (a partial 16-column block and a partial scale block),
+// bias, f32 and bf16 y, padded rows.
+TEST(CudaFp8, LinearSmallMEveryRowCount) {
+  SKIP_WITHOUT_GPU();
+  cuda::CudaBackend be;
+  for (int64_t m = 1; m <= cuda::kernels::kGemvMaxRows + 1; ++m) {
+    const std::string t = fmt::format("_m{}", m);
+    check_linear(be, {.name = "qkv" + t, .m = m, .n = 5120, .k = 2048});
+    check_linear(be, {.name = "o_f32" + t, .m = m, .n = 2048, .k = 4096, .y = DType::kF32});
+    check_linear(be, {.name = "tails" + t, .m = m, .n = 1000, .k = 2064, .bias = true,
+                      .x_pad = 8, .y_pad = 3});
+    check_linear(be, {.name = "tails_f32" + t, .m = m, .n = 1000, .k = 2064, .bias = true,
+                      .y = DType::kF32});
+  }
 }
 
 // Every tile of the dense FP8 GEMM, forced, on shapes with tails in every dimension: M not a

@@ -7,7 +7,8 @@
 // [M, ceil(K/128)] f32 in scratch()) and the dense mode of the FP8 grouped GEMM
 // (kernels/fp8_moe_gemm.cuh) streams both operands, its first weight stages issued while
 // the quantiser runs (programmatic dependent launch; the quantiser itself is launched so too
-// and waits for its predecessor before it writes); otherwise
+// and waits for its predecessor before it writes), or for M <= kGemvMaxRows the FP8 GEMV
+// (kernels/fp8_gemv.cuh, a weight stream on m16n8k32, same quantised x); otherwise
 // kernels/fp8_linear_fallback.cuh (any shape, slow). The tile: choose_fp8_linear_tile.
 // The scratch is ctx.workspace or the backend's buffer, so a call is CUDA-graph capturable
 // once an eager call of the same size has run. Tests: tests/unit/cuda_fp8_test.cpp (op cases
@@ -20,6 +21,7 @@
 #include "moeopt/backend/cuda/cuda_backend.h"
 #include "moeopt/backend/cuda/cuda_check.h"
 #include "moeopt/backend/cuda/fp8_launch.h"
+#include "moeopt/backend/cuda/kernels/dense_params.cuh"
 #include "moeopt/backend/cuda/moe_heuristics.h"
 #include "moeopt/backend/cuda/moe_launch.h"
 #include "moeopt/core/align.h"
@@ -90,6 +92,10 @@ Status CudaBackend::linear_fp8(const ops::Context& ctx, const TensorView& x,
     p.bias = bias ? bias->ptr<const __nv_bfloat16>() : nullptr;
     if (y.dtype == DType::kF32) p.out_f32 = y.ptr<float>();
     else p.out_bf16 = y.ptr<__nv_bfloat16>();
+    if (m <= kn::kGemvMaxRows)  // decode: a weight stream (kernels/fp8_gemv.cuh)
+      return cuda_status(
+          detail::launch_fp8_gemv(p, (n + 15) / 16 >= 2 * int64_t(sm_count()) ? 4 : 8, stream), op,
+          "fp8 GEMV launch");
     return cuda_status(detail::launch_fp8_dense_linear(tile, p, true, stream), op,
                        "fp8 GEMM launch");
   }

@@ -100,7 +100,10 @@ cudaError_t launch_dense_norm(const k::NormParams& p, DT x, DT out, bool add,
 cudaError_t launch_dense_rope(const k::RopeParams& p, cudaStream_t stream) {
   if (p.tokens <= 0 || p.rot <= 0 || p.hq + p.hkv <= 0) return cudaSuccess;
   if (p.tokens > kMaxGridX) return cudaErrorInvalidValue;
-  return launch(k::dense_rope_kernel, dim3(unsigned(p.tokens)), dim3(k::kRopeThreads), stream, p);
+  const int64_t items = (p.hq + p.hkv) * (p.rot / 2);
+  const int64_t gy = std::clamp<int64_t>((items + k::kRopeThreads - 1) / k::kRopeThreads, 1, kMaxGridY);
+  return launch(k::dense_rope_kernel, dim3(unsigned(p.tokens), unsigned(gy)), dim3(k::kRopeThreads),
+                stream, p);
 }
 
 cudaError_t launch_dense_kv_write(const k::KvWriteParams& p, cudaStream_t stream) {
