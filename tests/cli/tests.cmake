@@ -60,10 +60,20 @@ add_test(NAME cli_bench_prefill_json COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FIL
   -DJSON=${CMAKE_CURRENT_BINARY_DIR}/bench_prefill.json -DSECTION=prefill -DROWS=2
   "-DPOSITIVE=prefill_tokens_per_s|median_seconds|flops|tflops_per_s"
   -DPCT=pct_of_peak -P ${_bench_json_check})
+add_test(NAME cli_bench_ablation_json COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:moeopt_cli>
+  "-DARGS=bench|ablation|--batch-sizes|1,4|--input-len|32|--output-len|4|--prefill-len|64|--threads|2|--text|${PROJECT_SOURCE_DIR}/tests/data/demo_heldout_excerpt.txt|--json|${CMAKE_CURRENT_BINARY_DIR}/bench_ablation.json"
+  -DJSON=${CMAKE_CURRENT_BINARY_DIR}/bench_ablation.json -DBATCHES=2
+  -P ${CMAKE_CURRENT_LIST_DIR}/check_ablation_json.cmake)
 # They check that no row exceeds its measured CPU bound: run alone, so that no other test
 # holds a core while the bound or the rows are measured (RUN_SERIAL).
-set_tests_properties(cli_bench_decode_json cli_bench_prefill_json PROPERTIES LABELS cli
+set_tests_properties(cli_bench_decode_json cli_bench_prefill_json cli_bench_ablation_json PROPERTIES LABELS cli
   ENVIRONMENT MOEOPT_HOME=${PROJECT_SOURCE_DIR} TIMEOUT 300 RUN_SERIAL TRUE)
+moeopt_cli_test(bench_ablation_no_baseline "bench|ablation|--rows|fp8-weights" 2
+  STDERR "^moeopt bench ablation: error: --rows: the first row is the bf16 baseline\n$")
+moeopt_cli_test(bench_ablation_bad_row "bench|ablation|--rows|bf16,nope" 2
+  STDERR "^moeopt bench ablation: error: --rows: 'nope' is not one of bf16, fp8-weights, fp8-kv-cache, sparsity-2-4 \\(in that order, each once\\)\n$")
+moeopt_cli_test(bench_ablation_rows_out_of_order "bench|ablation|--rows|bf16,fp8-kv-cache,fp8-weights" 2
+  STDERR "^moeopt bench ablation: error: --rows: 'fp8-weights' is not one of")
 moeopt_cli_test(bench_decode_bad_batch "bench|decode|--batch-sizes|1,x" 2
   STDERR "^moeopt bench decode: error: --batch-sizes: 'x' is not a positive integer or max\n$")
 moeopt_cli_test(bench_decode_output_len_1 "bench|decode|--output-len|1" 2
