@@ -247,9 +247,9 @@ int run_bench_ablation(const AblationArgs& a) {
     for (const auto& d : *first_decode) head += fmt::format(" {:>20}", fmt::format("decode b{} tok/s (%)", d["batch"].get<int64_t>()));
   head += fmt::format(" {:>22} {:>10} {:>7} {:>8}", fmt::format("prefill {} tok/s (%)", a.prefill_len),
                       "KL nats", "top-1", "ppl Δ%");
-  std::printf("bench ablation: %s on %s%s; decode at context %lld, output %lld; quality on %s\n",
-              out["model"].get<std::string>().c_str(), a.m.device.c_str(),
-              out.contains("card") ? (" (" + out["card"].get<std::string>() + ")").c_str() : "",
+  const std::string where = out.contains("card") ? out["card"].get<std::string>() : a.m.device;
+  std::printf("bench ablation: %s on %s; decode at context %lld, output %lld; quality on %s\n",
+              out["model"].get<std::string>().c_str(), where.c_str(),
               (long long)a.input_len, (long long)a.output_len, out["quality_tokens"].get<std::string>().c_str());
   std::printf("%s\n", head.c_str());
   for (const auto& row : out["rows"]) {

@@ -208,33 +208,26 @@ Status CudaBackend::linear(const ops::Context& ctx, const TensorView& x, const T
   const bool bias_epilogue =
       bias && y_bf16 && (reinterpret_cast<uintptr_t>(bias->data) & 15u) == 0;
 
+  // The operands, as the fallback GEMM and the GEMV (which extends them) take them.
+  kn::GemmFallbackParams ops_p{};
+  ops_p.x = x.data;
+  ops_p.w = weight.data;
+  ops_p.bias = bias ? bias->data : nullptr;
+  ops_p.y = y.data;
+  ops_p.m = m;
+  ops_p.n = n;
+  ops_p.k = k;
+  ops_p.x_stride = ldx;
+  ops_p.y_stride = ldy;
+  ops_p.y_dtype = y_bf16 ? kn::ElemDType::kBF16 : kn::ElemDType::kF32;
   auto fallback = [&]() -> Status {
-    kn::GemmFallbackParams p{};
-    p.x = x.data;
-    p.w = weight.data;
-    p.bias = bias ? bias->data : nullptr;
-    p.y = y.data;
-    p.m = m;
-    p.n = n;
-    p.k = k;
-    p.x_stride = ldx;
-    p.y_stride = ldy;
-    p.y_dtype = y_bf16 ? kn::ElemDType::kBF16 : kn::ElemDType::kF32;
-    return cuda_status(detail::launch_dense_gemm_fallback(p, stream), op, "fallback GEMM launch");
+    return cuda_status(detail::launch_dense_gemm_fallback(ops_p, stream), op,
+                       "fallback GEMM launch");
   };
   if (k == 0) return fallback();  // y = bias (or 0): no GEMM to describe
   if (m <= kn::kGemvMaxRows) {
     kn::GemvParams p{};
-    p.x = x.data;
-    p.w = weight.data;
-    p.bias = bias ? bias->data : nullptr;
-    p.y = y.data;
-    p.m = m;
-    p.n = n;
-    p.k = k;
-    p.x_stride = ldx;
-    p.y_stride = ldy;
-    p.y_dtype = y_bf16 ? kn::ElemDType::kBF16 : kn::ElemDType::kF32;
+    static_cast<kn::GemmFallbackParams&>(p) = ops_p;
     p.vec = k % 8 == 0 && ldx % 8 == 0 && (reinterpret_cast<uintptr_t>(x.data) & 15u) == 0 &&
             (reinterpret_cast<uintptr_t>(weight.data) & 15u) == 0;
     // 4 warps per 16 columns once there are two blocks per SM, else 8 (dense_gemv.cuh).

@@ -147,17 +147,11 @@ inline constexpr int64_t kGemvSimtMaxRows = 2;  // vector path: up to here the S
 inline constexpr int kGemvThreads = 128;    // SIMT kernel: 4 warps, 2 columns a warp
 inline constexpr int kGemvRowsPerWarp = 2;
 
-struct GemvParams {
-  const void* x;      // bf16 [M, K], rows strided
-  const void* w;      // bf16 [N, K] contiguous
-  const void* bias;   // bf16 [N] or nullptr
-  void* y;            // [M, N], rows strided
-  int64_t m, n, k;
-  int64_t x_stride, y_stride;
-  ElemDType y_dtype;
+struct GemvParams : GemmFallbackParams {  // the same operands
   bool vec;
   int split_k;  // tensor-core path: 4 or 8 warps split K (dense_gemv.cuh)
 };
+
 
 // dense_reduce.cuh: one block per row of logits [rows, v] f32.
 inline constexpr int kReduceThreads = 1024;
