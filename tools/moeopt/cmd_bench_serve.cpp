@@ -50,6 +50,7 @@ struct BenchServeArgs {
   int num_prompts = 64;
   int input_len = 128;
   int output_len = 128;
+  int vocab_size = 30001;   // completions prompts: token ids drawn from [min(1000, V/2), V)
   double request_rate = 0;  // 0: all at once
   uint64_t seed = 0;
   double timeout_s = 600;
@@ -252,7 +253,7 @@ int run_bench_serve(const BenchServeArgs& a) {
   static const char* kWords[] = {"river",  "stone",  "light",  "quiet",  "paper",  "garden",
                                  "window", "music",  "cloud",  "winter", "signal", "bridge",
                                  "market", "engine", "forest", "ocean"};
-  std::uniform_int_distribution<int> tok(1000, 30000), word(0, 15);
+  std::uniform_int_distribution<int> tok(std::min(1000, a.vocab_size / 2), a.vocab_size - 1), word(0, 15);
   for (int i = 0; i < a.num_prompts; ++i) {
     if (a.endpoint == "chat") {
       std::string s;
@@ -381,6 +382,9 @@ RunFn setup_bench_serve(CLI::App& bench) {
   sub->add_option("--num-prompts", a->num_prompts, "requests to send (default 64)")
       ->check(CLI::PositiveNumber);
   sub->add_option("--input-len", a->input_len, "prompt tokens (default 128)")->check(CLI::PositiveNumber);
+  sub->add_option("--vocab-size", a->vocab_size,
+                  "completions: prompt token ids are drawn below this (default 30001; the demo model has 8192)")
+      ->check(CLI::Range(2, 1 << 24));
   sub->add_option("--output-len", a->output_len, "tokens to generate (default 128)")
       ->check(CLI::PositiveNumber);
   sub->add_option("--request-rate", a->request_rate, "Poisson arrivals per second (default: all at once)")
