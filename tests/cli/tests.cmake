@@ -17,6 +17,19 @@ function(moeopt_cli_test name args rc)
 endfunction()
 
 # inspect: bad input -> exit 2 with "moeopt inspect: error: <file>: <what>" on one line.
+# Expert placement from the demo model's measured routing (tests/data/expert_load_demo_metrics.txt,
+# a /metrics dump of serve): 16 experts on 4 GPUs, one replica slot each.
+moeopt_cli_test(inspect_ep_measured_load
+  "inspect|${PROJECT_SOURCE_DIR}/models/tiny-qwen3-moe-novels|--ep|4|--redundant|1|--expert-load|${PROJECT_SOURCE_DIR}/tests/data/expert_load_demo_metrics.txt" 0
+  STDOUT "over 4 MoE layers: contiguous 1.493 mean, 1.750 worst; balanced 1.029 mean, 1.053 worst")
+moeopt_cli_test(inspect_ep_uniform "inspect|qwen3-30b-a3b|--ep|8" 0
+  STDOUT "contiguous 1.000 mean, 1.000 worst; balanced 1.000 mean, 1.000 worst\n  \\(uniform load assumed")
+moeopt_cli_test(inspect_ep_too_many_gpus "inspect|${PROJECT_SOURCE_DIR}/models/tiny-qwen3-moe-novels|--ep|32" 2
+  STDERR "^moeopt inspect: error: --ep 32: the model has 16 routed experts\n$")
+moeopt_cli_test(inspect_expert_load_without_ep "inspect|qwen3-30b-a3b|--expert-load|x" 2
+  STDERR "^moeopt inspect: error: --redundant and --expert-load need --ep N\n$")
+moeopt_cli_test(inspect_expert_load_no_samples "inspect|${PROJECT_SOURCE_DIR}/models/tiny-qwen3-moe-novels|--ep|2|--expert-load|${_bad}/invalid_json.json" 2
+  STDERR "invalid_json.json: expert load: no moeopt_expert_tokens_total samples")
 moeopt_cli_test(inspect_missing_path "inspect|/nonexistent/model/config.json" 2
   STDERR "^moeopt inspect: error: /nonexistent/model/config.json: no such file or directory\n$")
 moeopt_cli_test(inspect_unknown_name "inspect|no-such-model" 2

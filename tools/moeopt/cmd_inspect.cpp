@@ -1,9 +1,14 @@
-// `moeopt inspect <catalog-name | checkpoint-dir | config.json> [--json] [--gpu h100|h200] [--ctx N]`
+// `moeopt inspect <catalog-name | checkpoint-dir | config.json> [--json] [--gpu h100|h200] [--ctx N]
+//                [--ep N [--redundant R] [--expert-load FILE]]`
 //
 // Reads a model's config.json, detects its architecture and prints what the model is and
 // what it needs: layers, attention, experts, routing, exact parameter counts, weight and KV
 // bytes, how much batch x context fits on 1/2/4/8 GPUs and a recommended layout. The work is
 // done by the model library (config, tensor_specs, sizing); this file only formats.
+// With --ep N: the expert placement over N GPUs (parallel/expert_placement.h), from the
+// routing counts of a `serve` /metrics dump (--expert-load) or, without one, under uniform
+// load: per MoE layer the imbalance (most loaded GPU / mean) of the contiguous placement and of
+// the balanced one with R redundant slots per GPU, their mean and worst over the layers.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -19,6 +24,8 @@
 #include "moeopt/model/safetensors.h"
 #include "moeopt/model/sizing.h"
 #include "moeopt/model/tensor_specs.h"
+#include "moeopt/core/file_io.h"
+#include "moeopt/parallel/expert_placement.h"
 
 namespace moeopt::cli {
 namespace {
@@ -31,7 +38,77 @@ struct InspectArgs {
   bool list = false;
   std::string gpu;   // empty: both kinds
   int64_t ctx = 0;   // 0: min(8192, max_position_embeddings)
+  int64_t ep = 0;    // > 0: the expert placement over this many GPUs
+  int64_t redundant = 0;
+  std::string expert_load;  // a /metrics dump; empty: uniform load
 };
+
+// The --ep report: per-layer placements of the measured (or uniform) load.
+Result<json> placement_report(const InspectArgs& a, const ModelConfig& c) {
+  if (c.num_experts < a.ep)
+    return make_error(ErrorCode::kInvalidArgument, "--ep {}: the model has {} routed experts", a.ep,
+                      c.num_experts);
+  parallel::ExpertLoad load{c.num_hidden_layers, c.num_experts, {}};
+  if (a.expert_load.empty()) {
+    load.tokens.assign(size_t(c.num_hidden_layers * c.num_experts), 1);
+  } else {
+    MOEOPT_ASSIGN_OR_RETURN(std::string text, read_file(a.expert_load, size_t(64) << 20));
+    auto parsed = parallel::parse_expert_load_metrics(text, c.num_hidden_layers, c.num_experts);
+    if (!parsed.ok()) return make_error(parsed.status().code(), "{}: {}", a.expert_load, parsed.status().message());
+    load = std::move(*parsed);
+  }
+  const parallel::PlacementOptions o{.gpus = a.ep, .redundant = a.redundant};
+  json layers = json::array();
+  double sum_b = 0, sum_p = 0, worst_b = 0, worst_p = 0;
+  int64_t planned = 0, tokens = 0;
+  for (int64_t l = 0; l < load.num_layers; ++l) {
+    const auto first = load.tokens.begin() + std::ptrdiff_t(l * load.num_experts);
+    const std::vector<int64_t> loads(first, first + std::ptrdiff_t(load.num_experts));
+    int64_t t = 0;
+    for (int64_t v : loads) t += v;
+    if (t == 0) continue;  // a dense layer, or one no token reached
+    MOEOPT_ASSIGN_OR_RETURN(parallel::LayerPlacement b, parallel::baseline_placement(loads, o));
+    MOEOPT_ASSIGN_OR_RETURN(parallel::LayerPlacement p, parallel::balanced_placement(loads, o));
+    int64_t replicas = 0;
+    for (int32_t n : p.copies) replicas += n - 1;
+    layers.push_back({{"layer", l}, {"tokens", t}, {"baseline_imbalance", b.imbalance},
+                      {"balanced_imbalance", p.imbalance}, {"replicas", replicas}, {"gpu_experts", p.gpu_experts}});
+    sum_b += b.imbalance;
+    sum_p += p.imbalance;
+    worst_b = std::max(worst_b, b.imbalance);
+    worst_p = std::max(worst_p, p.imbalance);
+    ++planned;
+    tokens += t;
+  }
+  if (planned == 0) return make_error(ErrorCode::kInvalidArgument, "{}: no layer has routed tokens", a.expert_load);
+  return json{{"gpus", a.ep},
+              {"redundant_slots_per_gpu", a.redundant},
+              {"slots_per_gpu", (c.num_experts + a.ep - 1) / a.ep + a.redundant},
+              {"load", a.expert_load.empty() ? json("uniform") : json(a.expert_load)},
+              {"layers_planned", planned},
+              {"tokens", a.expert_load.empty() ? json(nullptr) : json(tokens)},
+              {"baseline_imbalance_mean", sum_b / double(planned)},
+              {"baseline_imbalance_worst", worst_b},
+              {"balanced_imbalance_mean", sum_p / double(planned)},
+              {"balanced_imbalance_worst", worst_p},
+              {"layers", layers}};
+}
+
+void print_placement(const json& r) {
+  std::printf("\nexpert placement over %lld GPUs (%lld expert slots each, %lld for replicas; load: %s)\n",
+              (long long)r["gpus"].get<int64_t>(), (long long)r["slots_per_gpu"].get<int64_t>(),
+              (long long)r["redundant_slots_per_gpu"].get<int64_t>(),
+              r["load"].is_null() ? "uniform" : r["load"].get<std::string>().c_str());
+  std::printf("  imbalance (most loaded GPU / mean) over %lld MoE layers: contiguous %.3f mean, %.3f worst; "
+              "balanced %.3f mean, %.3f worst\n",
+              (long long)r["layers_planned"].get<int64_t>(), r["baseline_imbalance_mean"].get<double>(),
+              r["baseline_imbalance_worst"].get<double>(), r["balanced_imbalance_mean"].get<double>(),
+              r["balanced_imbalance_worst"].get<double>());
+  if (r["load"] == "uniform")
+    std::printf("  (uniform load assumed: give --expert-load with a /metrics dump of `moeopt serve` to plan "
+                "from measured routing)\n");
+  std::printf("  planning only: expert parallelism does not run yet (one GPU per engine)\n");
+}
 
 // Parameter counts: "30.53B", "84.89M", or the exact number below a million.
 std::string billions(int64_t n) {
@@ -244,8 +321,18 @@ int run_inspect(const InspectArgs& a) {
   if (a.gpu.empty() || a.gpu == "h200") gpus.push_back(&gpu_h200());
   const int64_t ctx = a.ctx > 0 ? a.ctx : std::min<int64_t>(8192, cfg->max_position_embeddings);
 
+  std::optional<json> placement;
+  if (a.ep > 0) {
+    auto r = placement_report(a, *cfg);
+    if (!r.ok()) return report_error(cmd, r.status());
+    placement = std::move(*r);
+  } else if (a.redundant > 0 || !a.expert_load.empty()) {
+    return report_error(cmd, Status(ErrorCode::kInvalidArgument, "--redundant and --expert-load need --ep N"));
+  }
+
   if (a.json) {
     json j = model_report_json(*cfg, *tensors, params, gpus, ctx);
+    if (placement) j["expert_placement"] = *placement;
     j["format"] = {{"weights", format.weights},
                    {"block", cfg->fp8 ? json{cfg->fp8->block_n, cfg->fp8->block_k} : json(nullptr)},
                    {"scale_dtype", format.scale_dtype.empty() ? json(nullptr) : json(format.scale_dtype)}};
@@ -262,6 +349,7 @@ int run_inspect(const InspectArgs& a) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     print_human(*src, ck, *cfg, *tensors, params, gpus, ctx, format);
+    if (placement) print_placement(*placement);
   }
   return 0;
 }
@@ -276,6 +364,12 @@ RunFn setup_inspect(CLI::App& app) {
       ->check(CLI::IsMember({"h100", "h200"}));
   sub->add_option("--ctx", args->ctx, "context length per sequence for the fit table (default 8192)")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+  sub->add_option("--ep", args->ep, "expert placement over N GPUs (expert parallelism planning)")
+      ->check(CLI::Range(int64_t(1), int64_t(1024)));
+  sub->add_option("--redundant", args->redundant, "with --ep: extra expert slots per GPU for replicas of hot experts (default 0)")
+      ->check(CLI::Range(int64_t(0), int64_t(1024)));
+  sub->add_option("--expert-load", args->expert_load,
+                  "with --ep: routing counts from a /metrics dump of `moeopt serve` (default: uniform load)");
   return [args] { return run_inspect(*args); };
 }
 
